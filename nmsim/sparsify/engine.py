@@ -1,0 +1,179 @@
+"""The pruning engine: wraps a model's own linear layers so their inputs are N:M-pruned per token.
+
+Usage::
+
+    config = SparsityConfig(parse_pattern("8:16"), "magnitude", parse_mitigation("median-shift"))
+    with sparsified(model, config):
+        logits = model(ids).logits
+
+Inside the ``with`` block each targeted ``nn.Linear`` is replaced by a :class:`PrunedLinear` that holds the
+original layer and computes ``y = (v·P(x − η))Wᵀ + η·rowsum(W) + b`` (see :mod:`mitigations`); on exit the
+original layers are put back. When several projections read the same input tensor (q/k/v, gate/up) and the
+criterion and mitigation do not depend on the layer, the pruned input is computed once and shared, as one
+compressed activation would feed all of them in hardware.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from nmsim.errors import NmsimError
+from nmsim.patterns import Pattern, pattern_mask
+from nmsim.sparsify.criteria import Criterion, LayerContext, get_criterion
+from nmsim.sparsify.mitigations import Mitigation, median_shift, variance_scale
+from nmsim.sparsify.targets import LinearSite, TargetSpec, find_linear_sites
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """One pruning method: pattern × criterion × mitigation × targets."""
+
+    pattern: Pattern
+    criterion: str = "magnitude"
+    mitigation: Mitigation = field(default_factory=Mitigation)
+    targets: TargetSpec = field(default_factory=TargetSpec)
+
+    def __post_init__(self) -> None:
+        get_criterion(self.criterion)  # fail early on an unknown name
+
+    @property
+    def needs_calibration(self) -> bool:
+        if self.pattern.kind == "dense":
+            return False
+        return get_criterion(self.criterion).needs_calibration or self.mitigation.needs_calibration
+
+
+def sparsify_input(
+    x: torch.Tensor, pattern: Pattern, criterion: Criterion, mitigation: Mitigation, layer: LayerContext
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Prune one linear input. x: [T, K] -> (v·P(x − η) [T, K], η [T, 1] or a 0-dim tensor or None)."""
+    shift = None
+    if mitigation.shift == "median":
+        shift = median_shift(x)
+    elif mitigation.shift == "static":
+        shift = layer.calibrated("median_mean").to(x.dtype)
+    centered = x - shift if shift is not None else x
+    keep = pattern_mask(criterion.score(centered, layer), pattern)
+    pruned = torch.where(keep, centered, 0.0)
+    if mitigation.variance:
+        pruned = pruned * variance_scale(centered, pruned)
+    return pruned, shift
+
+
+class PruningSession:
+    """State shared by the wrapped layers of one model: the config, the current phase, the shared input."""
+
+    def __init__(self, config: SparsityConfig):
+        self.config = config
+        self.criterion = get_criterion(config.criterion)
+        self.phase = "prefill"
+        self.shareable = not self.criterion.uses_layer and config.mitigation.shift != "static"
+        self._last_input: torch.Tensor | None = None
+        self._last_result: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.config.targets.phase == "all" or self.phase == "prefill"
+
+    def sparse_input(self, x: torch.Tensor, layer: LayerContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: [..., K] -> (pruned [..., K], shift broadcastable to [..., 1] or None)."""
+        if self.shareable and self._last_input is x:
+            return self._last_result
+        rows = x.reshape(-1, x.shape[-1])  # [T, K]
+        pruned, shift = sparsify_input(rows, self.config.pattern, self.criterion, self.config.mitigation, layer)
+        pruned = pruned.reshape(x.shape)
+        if shift is not None and shift.dim() > 0:
+            shift = shift.reshape(*x.shape[:-1], 1)
+        if self.shareable:
+            self._last_input, self._last_result = x, (pruned, shift)
+        return pruned, shift
+
+    def release(self) -> None:
+        self._last_input = self._last_result = None
+
+
+class PrunedLinear(torch.nn.Module):
+    """A model's own ``nn.Linear`` with its input pruned per token (weights untouched)."""
+
+    def __init__(self, site: LinearSite, context: LayerContext, session: PruningSession):
+        super().__init__()
+        self.linear = site.module
+        self.site = site
+        self.context = context
+        self.session = session
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.session.active:
+            return self.linear(x)
+        pruned, shift = self.session.sparse_input(x, self.context)
+        y = F.linear(pruned, self.linear.weight, self.linear.bias)
+        if shift is not None:
+            y = y + shift * self.context.row_sum  # rank-1 correction η·rowsum(W)
+        return y
+
+
+def _track_phase(session: PruningSession):
+    """Forward pre-hook on the whole model: a call with a non-empty KV cache is a decode step."""
+
+    def hook(module, args, kwargs):
+        # transformers 5 passes the KV cache as `cache`; earlier releases as `past_key_values`.
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        session.phase = "decode" if past > 0 else "prefill"
+
+    return hook
+
+
+@contextmanager
+def sparsified(
+    model: torch.nn.Module,
+    config: SparsityConfig,
+    input_stats: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> Iterator[PruningSession]:
+    """Prune the targeted linear inputs of ``model`` inside the block; restore the original layers after.
+
+    input_stats: per-module calibration statistics (from :func:`nmsim.sparsify.calibration.calibrate`),
+    required when the criterion or mitigation needs calibration.
+    """
+    session = PruningSession(config)
+    if config.pattern.kind == "dense":
+        yield session
+        return
+    if config.needs_calibration and input_stats is None:
+        raise NmsimError(f"{config.criterion} / {config.mitigation} needs calibration statistics; none given")
+    sites = [site for site in find_linear_sites(model) if config.targets.selects(site)]
+    if not sites:
+        raise NmsimError(f"targets {config.targets} select no linear layer of this model")
+    swapped = []
+    for site in sites:
+        parent_name, _, attr = site.name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        stats = input_stats.get(site.name) if input_stats is not None else None
+        wrapper = PrunedLinear(site, LayerContext(site.name, site.module.weight, stats), session)
+        setattr(parent, attr, wrapper)
+        swapped.append((parent, attr, site.module))
+    handle = model.register_forward_pre_hook(_track_phase(session), with_kwargs=True)
+    log.debug("pruning %d linear inputs with %s", len(sites), config)
+    try:
+        yield session
+    finally:
+        handle.remove()
+        for parent, attr, original in swapped:
+            setattr(parent, attr, original)
+        session.release()
