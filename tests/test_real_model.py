@@ -1,0 +1,101 @@
+"""Real SmolLM2-135M-Instruct on real WikiText-2 windows (marked slow: the first load converts the GGUF)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmsim.llm.data import evaluation_windows
+from nmsim.llm.perplexity import perplexity
+from nmsim.patterns import nm_mask, parse_pattern
+from nmsim.sparsify.engine import PrunedLinear, SparsityConfig, sparsified
+from nmsim.sparsify.mitigations import parse_mitigation
+
+pytestmark = pytest.mark.slow
+
+# Dense perplexity of the first 4 test windows (4 x 511 scored tokens), recorded in the README.
+DENSE_PPL_FIRST_4_WINDOWS = 30.9626
+
+
+@pytest.fixture(scope="module")
+def windows(test_ids):
+    return evaluation_windows(test_ids, 512, max_tokens=4 * 512)
+
+
+@pytest.fixture(scope="module")
+def dense_ppl(smollm, windows):
+    return perplexity(smollm.model, windows).perplexity
+
+
+@pytest.fixture(scope="module")
+def dense_ppl_two_windows(smollm, windows):
+    return perplexity(smollm.model, windows[:2]).perplexity
+
+
+def test_embedded_model_loads_offline_with_its_tokenizer(smollm, test_ids):
+    assert smollm.name == "smollm2-135m"
+    assert type(smollm.model).__name__ == "LlamaForCausalLM"
+    assert not smollm.bos_per_window  # SmolLM2's tokenizer adds no BOS
+    assert test_ids.numel() == 304_986  # the whole test split under the standard protocol
+
+
+def test_dense_perplexity_reproduces_the_recorded_figure(dense_ppl):
+    assert dense_ppl == pytest.approx(DENSE_PPL_FIRST_4_WINDOWS, rel=2e-4)
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "4:8", "8:16", "16:32", "unstructured:0.5"])
+def test_every_pruned_pattern_is_worse_than_dense(smollm, windows, dense_ppl_two_windows, pattern):
+    with sparsified(smollm.model, SparsityConfig(parse_pattern(pattern))):
+        pruned = perplexity(smollm.model, windows[:2]).perplexity
+    assert pruned > dense_ppl_two_windows * 1.05
+
+
+def test_larger_groups_lose_less(smollm, windows):
+    ppl = {}
+    for pattern in ("2:4", "16:32"):
+        with sparsified(smollm.model, SparsityConfig(parse_pattern(pattern))):
+            ppl[pattern] = perplexity(smollm.model, windows[:2]).perplexity
+    assert ppl["16:32"] < ppl["2:4"]
+
+
+def _capture_layer(smollm, windows, config, name="model.layers.10.mlp.down_proj"):
+    captured = {}
+    with torch.inference_mode(), sparsified(smollm.model, config):
+        layer = smollm.model.get_submodule(name)
+        assert isinstance(layer, PrunedLinear)
+        handle = layer.register_forward_hook(lambda m, args, out: captured.update(x=args[0], y=out))
+        smollm.model(windows[:1, :128])
+        handle.remove()
+    return layer.linear, captured["x"][0], captured["y"][0]
+
+
+def test_median_shift_on_real_activations_follows_its_definition(smollm, windows):
+    config = SparsityConfig(parse_pattern("8:16"), mitigation=parse_mitigation("median-shift"))
+    linear, x, y = _capture_layer(smollm, windows, config)
+    eta = x.median(dim=-1, keepdim=True).values
+    assert (eta.abs() > 1e-3).any()  # a real, non-trivial shift
+    centered = x - eta
+    sparse = torch.where(nm_mask(centered.abs(), 8, 16), centered, 0.0)
+    assert ((sparse != 0).reshape(x.shape[0], -1, 16).sum(-1) <= 8).all()  # the GEMM input stays 8:16
+    expected = F.linear((sparse + eta).double(), linear.weight.double())  # (P(x − η) + η)Wᵀ
+    torch.testing.assert_close(y.double(), expected, rtol=1e-4, atol=1e-4)
+    _, _, y_plain = _capture_layer(smollm, windows, SparsityConfig(parse_pattern("8:16")))
+    assert not torch.allclose(y, y_plain)
+
+
+def test_variance_correction_restores_each_tokens_variance(smollm, windows):
+    config = SparsityConfig(parse_pattern("8:16"), mitigation=parse_mitigation("variance"))
+    captured = {}
+    with torch.inference_mode(), sparsified(smollm.model, config) as session:
+        original = session.sparse_input
+
+        def keep(x, layer):
+            pruned, shift = original(x, layer)
+            if layer.name == "model.layers.10.mlp.down_proj":
+                captured.update(x=x, pruned=pruned)
+            return pruned, shift
+
+        session.sparse_input = keep
+        smollm.model(windows[:1, :128])
+    x, pruned = captured["x"][0], captured["pruned"][0]
+    torch.testing.assert_close(pruned.var(dim=-1), x.var(dim=-1), rtol=1e-4, atol=1e-6)
+    assert ((pruned != 0).reshape(x.shape[0], -1, 16).sum(-1) <= 8).all()
