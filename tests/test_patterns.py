@@ -272,7 +272,9 @@ def score_cases(draw, dtypes=tuple(FLOATS), n_m=None):
     dtype = draw(st.sampled_from(dtypes))
     lead = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
     k = draw(st.integers(1, 70))
-    n, m = draw(n_m or (KERNEL_N_M if dtype == torch.float32 else ANY_N_M))
+    if n_m is None:
+        n_m = KERNEL_N_M if dtype == torch.float32 else ANY_N_M
+    n, m = draw(n_m)
     palette = draw(st.lists(st.sampled_from(SPECIAL) | st.integers(-4, 4).map(float), min_size=1, max_size=6))
     continuous = draw(st.floats(0.0, 1.0))  # share of values drawn from a normal distribution instead
     seed = draw(st.integers(0, 2**31 - 1))
@@ -327,7 +329,7 @@ def test_generated_kernel_logic_for_any_n_m(case):
     padded = F.pad(scores, (0, (-k) % m), value=-INF)
     flat = padded.contiguous().reshape(-1).numpy()
     keep = np.empty(flat.shape, dtype=np.bool_)
-    selection_kernel._compiled_kernel(n, m).py_func(flat, keep)
+    selection_kernel._mask_kernel(n, m).py_func(flat, keep)
     keep = torch.from_numpy(keep).reshape(padded.shape)[..., :k]
     assert torch.equal(keep, nm_mask_reference(scores, n, m))
 
@@ -433,7 +435,8 @@ def test_selection_network_picks_nth_largest(m):
     for n in ns:
         selection = selection_kernel.selection_comparators(n, m)
         assert set(selection) <= set(full)
-        assert selection == [c for c in full if c in set(selection)]  # same order as in the full network
+        remaining = iter(full)  # a subsequence: same comparators in the same order (pairs may repeat)
+        assert all(any(c == f for f in remaining) for c in selection)
         assert np.array_equal(apply_network(inputs, selection)[:, n - 1], descending[:, n - 1])
     assert len(selection_kernel.selection_comparators(1, m)) <= len(full)
     assert selection_kernel.selection_comparators(1, 2) == [(0, 1)]

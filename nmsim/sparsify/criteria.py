@@ -48,19 +48,24 @@ class LayerContext:
     def robust_column_factor(self) -> torch.Tensor:
         """Amber Pruner's f_k = ‖Ŵ[:, k]‖₂ / min_j ‖Ŵ[:, j]‖₂: [K].
 
-        Ŵ standardises W with the mean and std of the weights inside the [0.5 %, 99.5 %] quantiles; weights
-        outside those quantiles are dropped (contribute 0). Quantiles are exact (kthvalue), not sampled.
+        Ŵ standardises W with the mean and std of the weights inside the [0.5 %, 99.5 %] quantiles; the
+        ⌊0.005·count⌋ smallest and as many largest weights are dropped (contribute 0). Quantiles are exact
+        (kthvalue), not sampled. Columns of zero norm get factor 0; a weight with no spread gives all ones.
         """
         w = self.weight.detach().float()
         flat = w.reshape(-1)
         count = flat.numel()
-        low = flat.kthvalue(max(1, int(0.005 * count))).values
-        high = flat.kthvalue(max(1, int(0.995 * count))).values
+        dropped = int(0.005 * count)  # the same number from each end
+        low = flat.kthvalue(dropped + 1).values
+        high = flat.kthvalue(count - dropped).values
         inside = (w >= low) & (w <= high)
         kept = w[inside]
-        standardized = torch.where(inside, (w - kept.mean()) / kept.std().clamp_min(1e-12), 0.0)
-        norms = standardized.norm(dim=0)
-        return norms / norms.min().clamp_min(1e-12)
+        spread = kept.std(correction=0) if kept.numel() > 1 else torch.tensor(0.0)
+        if spread == 0:
+            return torch.ones(w.shape[1])
+        norms = torch.where(inside, (w - kept.mean()) / spread, 0.0).norm(dim=0)
+        positive = norms[norms > 0]
+        return norms / positive.min() if positive.numel() else torch.ones(w.shape[1])
 
     def calibrated(self, key: str) -> torch.Tensor:
         if self.input_stats is None or key not in self.input_stats:

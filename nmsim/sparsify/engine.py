@@ -23,9 +23,10 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from nmsim import selection_kernel
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, pattern_mask
-from nmsim.sparsify.criteria import Criterion, LayerContext, get_criterion
+from nmsim.sparsify.criteria import Criterion, LayerContext, get_criterion, magnitude
 from nmsim.sparsify.mitigations import Mitigation, median_shift, variance_scale
 from nmsim.sparsify.targets import LinearSite, TargetSpec, find_linear_sites
 
@@ -55,6 +56,8 @@ def sparsify_input(
     x: torch.Tensor, pattern: Pattern, criterion: Criterion, mitigation: Mitigation, layer: LayerContext
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Prune one linear input. x: [T, K] -> (v·P(x − η) [T, K], η [T, 1] or a 0-dim tensor or None)."""
+    if _fused_path_applies(x, pattern, criterion):
+        return _sparsify_fused(x, pattern, mitigation, layer)
     shift = None
     if mitigation.shift == "median":
         shift = median_shift(x)
@@ -66,6 +69,33 @@ def sparsify_input(
     if mitigation.variance:
         pruned = pruned * variance_scale(centered, pruned)
     return pruned, shift
+
+
+def _fused_path_applies(x: torch.Tensor, pattern: Pattern, criterion: Criterion) -> bool:
+    return (
+        criterion.score is magnitude
+        and pattern.kind == "nm"
+        and pattern.n < pattern.m
+        and x.shape[-1] % pattern.m == 0
+        and selection_kernel.supports(x, pattern.m)
+    )
+
+
+def _sparsify_fused(
+    x: torch.Tensor, pattern: Pattern, mitigation: Mitigation, layer: LayerContext
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The magnitude N:M case in one compiled pass; same result as the general path."""
+    if not torch.isfinite(x.sum()) and torch.isnan(x).any():  # the cheap sum screens out the common case
+        raise ValueError(f"layer {layer.name}: NaN in the linear input cannot be ranked")
+    static = float(layer.calibrated("median_mean")) if mitigation.shift == "static" else 0.0
+    pruned, shift = selection_kernel.prune_rows_by_magnitude(x, pattern.n, pattern.m, mitigation.shift, static)
+    if mitigation.variance:
+        pruned = pruned * variance_scale(x - shift[:, None], pruned)
+    if mitigation.shift == "median":
+        return pruned, shift[:, None]
+    if mitigation.shift == "static":
+        return pruned, layer.calibrated("median_mean").to(x.dtype)
+    return pruned, None
 
 
 class PruningSession:
@@ -124,7 +154,7 @@ class PrunedLinear(torch.nn.Module):
         pruned, shift = self.session.sparse_input(x, self.context)
         y = F.linear(pruned, self.linear.weight, self.linear.bias)
         if shift is not None:
-            y = y + shift * self.context.row_sum  # rank-1 correction η·rowsum(W)
+            y.addcmul_(shift, self.context.row_sum)  # rank-1 correction η·rowsum(W), in place
         return y
 
 
