@@ -11,10 +11,22 @@ import logging
 import sys
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from nmsim import __version__
 from nmsim.errors import NmsimError
 
 log = logging.getLogger("nmsim")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def _csv(text: str) -> list[str]:
@@ -51,19 +63,19 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--layers", help="prune only these decoder layers, e.g. 0-11,14")
     parser.add_argument("--exclude-layers", help="never prune these decoder layers, e.g. 0,29")
     parser.add_argument("--prefill-only", action="store_true", help="leave decode tokens dense")
-    parser.add_argument("--seqlen", type=int, default=512, help="window length in tokens (default: %(default)s)")
-    parser.add_argument("--max-tokens", type=int, default=defaults["max_tokens"],
-                        help="evaluate only the first max(1, N//seqlen) windows (default: %(default)s = "
-                             "None means the whole test split)")
+    parser.add_argument("--seqlen", type=_positive_int, default=512, help="window length in tokens (default: %(default)s)")
+    parser.add_argument("--max-tokens", type=_positive_int, default=defaults["max_tokens"],
+                        help="evaluate only the first max(1, N//seqlen) test windows "
+                             "(default: %(default)s; None = the whole test split)")
     parser.add_argument("--data-dir", help="directory with wiki.test.raw and wiki.valid.raw "
                                            "(default: $NMSIM_DATA, then ../shared/data)")
-    parser.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default: 1)")
-    parser.add_argument("--calibration-windows", type=int, default=16,
+    parser.add_argument("--batch-size", type=_positive_int, default=1, help="windows per forward pass (default: 1)")
+    parser.add_argument("--calibration-windows", type=_positive_int, default=16,
                         help="calibration windows for clact-causal and static-shift (default: %(default)s)")
     parser.add_argument("--out", default="reports/accuracy",
                         help="output prefix: writes PREFIX.csv and PREFIX.md (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON to this path")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
 
 
 def _run_study(args: argparse.Namespace) -> int:
@@ -118,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the main job: the default accuracy study, written to reports/")
     _add_study_arguments(run, DEFAULT_STUDY)
-    run.set_defaults(handler=_run_study)
+    run.set_defaults(handler=_run_study, json=Path("reports/accuracy.json"))
 
     evaluate = commands.add_parser(
         "eval", help="perplexity for a grid of dense + pattern × criterion × mitigation × targets"
@@ -128,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="speed: pruned vs dense forward time, cold vs cached model load")
     bench.add_argument("--model", default="smollm2-135m", help="model to benchmark (default: %(default)s)")
-    bench.add_argument("--windows", type=int, default=2, help="512-token windows per timing (default: 2)")
-    bench.add_argument("--repeats", type=int, default=3, help="interleaved repeats, best kept (default: 3)")
-    bench.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    bench.add_argument("--windows", type=_positive_int, default=2, help="512-token windows per timing (default: 2)")
+    bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
+    bench.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
     bench.set_defaults(handler=_bench)
     return parser
 
@@ -143,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "huggingface_hub", "numba", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        return args.handler(args)
+        with logging_redirect_tqdm():  # log lines do not tear the progress bars
+            return args.handler(args)
     except NmsimError as exc:
         print(f"nmsim: error: {exc}", file=sys.stderr)
         return 2

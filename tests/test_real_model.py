@@ -99,3 +99,21 @@ def test_variance_correction_restores_each_tokens_variance(smollm, windows):
     x, pruned = captured["x"][0], captured["pruned"][0]
     torch.testing.assert_close(pruned.var(dim=-1), x.var(dim=-1), rtol=1e-4, atol=1e-6)
     assert ((pruned != 0).reshape(x.shape[0], -1, 16).sum(-1) <= 8).all()
+
+
+def test_gemma_family_model_needs_and_gets_bos_per_window():
+    """Gemma 3 270M (GGUF from PyPI): BOS at every window start, as its dense baseline requires."""
+    from nmsim.llm.data import load_split, tokenize
+    from nmsim.llm.models import cache_root, load_model
+
+    gemma = load_model("gemma3-270m")
+    assert gemma.bos_per_window and type(gemma.model).__name__ == "Gemma3ForCausalLM"
+    ids = tokenize(gemma.tokenizer, load_split("test"), cache_root() / "tokens")
+    with_bos = evaluation_windows(ids, 512, bos_id=gemma.tokenizer.bos_token_id, max_tokens=512)
+    without_bos = evaluation_windows(ids, 512, max_tokens=512)
+    assert with_bos[0, 0] == gemma.tokenizer.bos_token_id and with_bos.shape == without_bos.shape
+    dense = perplexity(gemma.model, with_bos).perplexity
+    assert 15 < dense < 40  # the shared reference measures about 25 with BOS per window
+    assert perplexity(gemma.model, without_bos).perplexity > 1.5 * dense
+    with sparsified(gemma.model, SparsityConfig(parse_pattern("8:16"), mitigation=parse_mitigation("median-shift"))):
+        assert perplexity(gemma.model, with_bos).perplexity > dense
