@@ -176,11 +176,15 @@ def run_study(
     settings: StudySettings,
     out_prefix: Path,
     json_path: Path | None = None,
+    recompute: bool = False,
 ) -> pd.DataFrame:
-    """Evaluate every configuration of ``grid`` not yet in ``<out_prefix>.csv``; return the full table."""
+    """Evaluate every configuration of ``grid`` not yet in ``<out_prefix>.csv``; return the full table.
+
+    recompute: ignore rows already on disk and evaluate everything again (the table is rewritten row by row).
+    """
     out_prefix = Path(out_prefix)
     split = load_split("test", settings.data_dir)
-    rows = read_rows(out_prefix.with_suffix(".csv"))
+    rows = [] if recompute else read_rows(out_prefix.with_suffix(".csv"))
     lm = load_model(settings.model)
     ids = tokenize(lm.tokenizer, split, cache_root() / "tokens")
     bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None

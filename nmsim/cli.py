@@ -75,6 +75,8 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--out", default="reports/accuracy",
                         help="output prefix: writes PREFIX.csv and PREFIX.md (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the table as JSON to this path")
+    parser.add_argument("--recompute", action="store_true",
+                        help="evaluate every row again instead of reusing rows already in PREFIX.csv")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
 
 
@@ -96,7 +98,7 @@ def _run_study(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     try:
-        table = run_study(grid, settings, out, args.json)
+        table = run_study(grid, settings, out, args.json, recompute=args.recompute)
     except KeyboardInterrupt:
         log.error("interrupted: finished rows are saved in %s.csv; rerun the same command to resume", out)
         return 130

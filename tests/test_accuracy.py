@@ -57,10 +57,12 @@ def test_study_resumes_and_loses_no_row_on_interrupt(smollm, tmp_path, monkeypat
     settings = StudySettings(max_tokens=512)
     real_perplexity = accuracy.perplexity
     calls = []
+    interrupted = []
 
     def interrupt_on_third(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 3 and not interrupted:
+            interrupted.append(1)
             raise KeyboardInterrupt
         return real_perplexity(*args, **kwargs)
 
@@ -76,6 +78,12 @@ def test_study_resumes_and_loses_no_row_on_interrupt(smollm, tmp_path, monkeypat
     assert table["tokens_evaluated"].tolist() == [511] * 3
     dense, two_four, eight_sixteen = table["perplexity"].tolist()
     assert dense < eight_sixteen < two_four
+
+    calls.clear()
+    first = (tmp_path / "acc.csv").read_bytes()
+    run_study(grid, settings, tmp_path / "acc", recompute=True)
+    assert len(calls) == 3  # every row evaluated again
+    assert (tmp_path / "acc.csv").read_bytes() == first  # and the same table, byte for byte
 
 
 def test_cli_rejects_bad_input_with_one_clear_line(capsys, tmp_path):
