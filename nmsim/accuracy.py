@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -202,9 +203,9 @@ def run_study(
     stats = None
     for index, config in enumerate(tqdm(grid, desc="accuracy grid", unit="row")):
         row = {**common, **row_labels(config)}
+        label = f"[{index + 1}/{len(grid)}] {row['pattern']} {row['criterion']} {row['mitigation']} {row['targets']}"
         if _row_key(row) in done:
-            log.info("[%d/%d] %s %s %s: already done, skipped", index + 1, len(grid), row["pattern"],
-                     row["criterion"], row["mitigation"])
+            log.info("%s: already done, skipped", label)
             continue
         if config.needs_calibration and stats is None:
             stats = _input_stats(lm, settings)
@@ -216,8 +217,7 @@ def run_study(
         rows.append(row)
         done.add(_row_key(row))
         write_tables(rows, out_prefix, json_path, meta)
-        log.info("[%d/%d] %s %s %s %s: perplexity %.4f", index + 1, len(grid), row["pattern"], row["criterion"],
-                 row["mitigation"], row["targets"], row["perplexity"])
+        log.info("%s: perplexity %.4f", label, row["perplexity"])
     return write_tables(rows, out_prefix, json_path, meta)
 
 
@@ -230,7 +230,5 @@ def targets_from_args(presets: list[str], layers: str | None, exclude_layers: st
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads for torch and the selection kernel (default: all cores)."""
     if threads is not None:
-        import numba
-
         torch.set_num_threads(threads)
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

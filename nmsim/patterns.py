@@ -137,36 +137,28 @@ def keep_top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
     return above | (tied & (tied.cumsum(dim=-1) <= free_slots))
 
 
-def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+def nm_mask(scores: torch.Tensor, n: int, m: int, *, use_kernel: bool = True) -> torch.Tensor:
     """Keep the top ``n`` of every ``m`` consecutive scores along the last dimension (K).
 
     scores: [..., K]; returns bool [..., K]. K is padded to a multiple of m (see module rules).
-    float32 scores take the compiled path of :mod:`nmsim.selection_kernel`, which gives the same mask.
+    float32 scores take the compiled path of :mod:`nmsim.selection_kernel` unless ``use_kernel`` is False;
+    both paths give the same mask.
     """
     k = scores.shape[-1]
     pad = (-k) % m
-    if n >= m:
-        _reject_nan(scores)
-        return torch.ones_like(scores, dtype=torch.bool)
     if pad:
         scores = F.pad(scores, (0, pad), value=float("-inf"))
-    if selection_kernel.supports(scores, m):
+    if use_kernel and n < m and selection_kernel.supports(scores, m):
         _reject_nan(scores)
         keep = selection_kernel.keep_top_n_of_m(scores, n, m)
     else:
-        groups = scores.reshape(*scores.shape[:-1], (k + pad) // m, m)
-        keep = keep_top_n(groups, n).reshape(scores.shape)
+        keep = keep_top_n(scores.reshape(*scores.shape[:-1], (k + pad) // m, m), n).reshape(scores.shape)
     return keep[..., :k]
 
 
 def nm_mask_reference(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """:func:`nm_mask` through the plain torch path only (for tests and cross-checks)."""
-    k = scores.shape[-1]
-    pad = (-k) % m
-    if pad:
-        scores = F.pad(scores, (0, pad), value=float("-inf"))
-    groups = scores.reshape(*scores.shape[:-1], (k + pad) // m, m)
-    return keep_top_n(groups, n).reshape(scores.shape)[..., :k]
+    return nm_mask(scores, n, m, use_kernel=False)
 
 
 def unstructured_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
