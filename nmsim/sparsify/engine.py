@@ -87,15 +87,15 @@ def _sparsify_fused(
     """The magnitude N:M case in one compiled pass; same result as the general path."""
     if not torch.isfinite(x.sum()) and torch.isnan(x).any():  # the cheap sum screens out the common case
         raise ValueError(f"layer {layer.name}: NaN in the linear input cannot be ranked")
-    static = float(layer.calibrated("median_mean")) if mitigation.shift == "static" else 0.0
-    pruned, shift = selection_kernel.prune_rows_by_magnitude(x, pattern.n, pattern.m, mitigation.shift, static)
+    static = layer.calibrated("median_mean").to(x.dtype) if mitigation.shift == "static" else torch.tensor(0.0)
+    pruned, shift = selection_kernel.prune_rows_by_magnitude(
+        x, pattern.n, pattern.m, mitigation.shift, float(static)
+    )
     if mitigation.variance:
         pruned = pruned * variance_scale(x - shift[:, None], pruned)
     if mitigation.shift == "median":
         return pruned, shift[:, None]
-    if mitigation.shift == "static":
-        return pruned, layer.calibrated("median_mean").to(x.dtype)
-    return pruned, None
+    return pruned, static if mitigation.shift == "static" else None
 
 
 class PruningSession:
