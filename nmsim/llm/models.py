@@ -187,7 +187,13 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
     else:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         try:
-            model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=offline)
+            try:
+                model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=True)
+            except (OSError, ValueError):
+                if offline:
+                    raise
+                log.info("%s is not in the local Hugging Face cache; asking the Hub (HF_HUB_OFFLINE=1 skips)", spec)
+                model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=False)
         except (OSError, ValueError) as exc:
             embedded = ", ".join(EMBEDDED_MODELS)
             raise NmsimError(
