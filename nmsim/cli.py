@@ -120,6 +120,56 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capture(args: argparse.Namespace) -> int:
+    from nmsim.accuracy import set_threads
+    from nmsim.patterns import parse_pattern
+    from nmsim.sparsify.engine import SparsityConfig
+    from nmsim.sparsify.mitigations import parse_mitigation
+    from nmsim.sparsify.targets import PROJECTIONS, make_targets, parse_layer_list
+    from nmsim.traces.capture import CaptureSettings, run_capture
+
+    set_threads(args.threads)
+    projections = tuple(_csv(args.projections))
+    unknown = [p for p in projections if p not in PROJECTIONS]
+    if unknown or not projections:
+        raise NmsimError(f"--projections {args.projections!r}: choose from {', '.join(PROJECTIONS)}")
+    config = SparsityConfig(
+        parse_pattern(args.pattern), args.criterion, parse_mitigation(args.mitigation),
+        make_targets(args.targets, phase="prefill" if args.prefill_only else "all"),
+    )
+    settings = CaptureSettings(
+        prefill_windows=args.prefill_windows, seqlen=args.seqlen, decode_prompts=args.decode_prompts,
+        decode_batch=args.decode_batch, prompt_tokens=args.prompt_tokens, decode_steps=args.decode_steps,
+        values_tokens=args.values_tokens, layers=parse_layer_list(args.layers) if args.layers else None,
+        projections=projections,
+    )
+    try:
+        out = run_capture(config, args.out, settings, model=args.model, data_dir=args.data_dir)
+    except KeyboardInterrupt:
+        log.error("interrupted: finished units are saved in %s; rerun the same command to resume", args.out)
+        return 130
+    log.info("trace written to %s", out)
+    return 0
+
+
+def _traces(args: argparse.Namespace) -> int:
+    from nmsim.traces.format import Trace
+    from nmsim.traces.stats import compute_statistics, write_statistics
+
+    trace = Trace.open(args.trace)
+    if args.action == "verify":
+        tokens = trace.verify()
+        print(f"{args.trace}: OK ({len(trace.manifest['shards'])} shards, {tokens} tokens, every checksum matches)")
+        return 0
+    statistics = compute_statistics(trace)
+    out = Path(args.out) if args.out else Path(args.trace) / "stats"
+    write_statistics(statistics, out)
+    summary = statistics.inputs.groupby("phase")[["density", "natural_zero_fraction"]].mean()
+    print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    log.info("statistics tables written to %s", out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nmsim.accuracy import DEFAULT_STUDY
 
@@ -139,6 +189,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_study_arguments(evaluate, {**DEFAULT_STUDY, "patterns": ["8:16"], "mitigations": ["none"], "max_tokens": None})
     evaluate.set_defaults(handler=_run_study)
+
+    capture = commands.add_parser("capture", help="capture activation traces from a real dense or pruned run")
+    capture.add_argument("--model", default="smollm2-135m", help="model (default: %(default)s)")
+    capture.add_argument("--pattern", default="8:16", help="sparsity pattern, or dense (default: %(default)s)")
+    capture.add_argument("--criterion", default="magnitude", help="selection criterion (default: %(default)s)")
+    capture.add_argument("--mitigation", default="none", help="mitigation (default: %(default)s)")
+    capture.add_argument("--targets", default="all", help="pruned projections: preset or list (default: all)")
+    capture.add_argument("--prefill-only", action="store_true", help="leave decode tokens dense")
+    capture.add_argument("--layers", help="record only these decoder layers, e.g. 0-3 (default: all)")
+    capture.add_argument("--projections", default="q,k,v,o,gate,up,down",
+                         help="record only these projections (default: %(default)s)")
+    capture.add_argument("--prefill-windows", type=_positive_int, default=4,
+                         help="WikiText-2 test windows captured in prefill (default: %(default)s)")
+    capture.add_argument("--seqlen", type=_positive_int, default=512, help="window length (default: 512)")
+    capture.add_argument("--decode-prompts", type=int, default=4,
+                         help="prompts decoded greedily with the KV cache; 0 skips decode (default: 4)")
+    capture.add_argument("--decode-batch", type=_positive_int, default=4, help="prompts per batch (default: 4)")
+    capture.add_argument("--prompt-tokens", type=_positive_int, default=128, help="prompt length (default: 128)")
+    capture.add_argument("--decode-steps", type=_positive_int, default=32,
+                         help="decode steps (new tokens after the first) per prompt (default: 32)")
+    capture.add_argument("--values-tokens", type=int, default=4,
+                         help="tokens per phase whose dense and pruned values are stored (default: 4)")
+    capture.add_argument("--data-dir", help="WikiText-2 directory (default: $NMSIM_DATA, then ../shared/data)")
+    capture.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    capture.add_argument("--out", required=True, help="trace directory to create (or resume)")
+    capture.set_defaults(handler=_capture)
+
+    traces = commands.add_parser("traces", help="check a trace or compute its statistics")
+    traces.add_argument("action", choices=["verify", "stats"], help="verify checksums, or write statistics")
+    traces.add_argument("trace", help="trace directory")
+    traces.add_argument("--out", help="statistics directory (default: TRACE/stats)")
+    traces.set_defaults(handler=_traces)
 
     bench = commands.add_parser("bench", help="speed: pruned vs dense forward time, cold vs cached model load")
     bench.add_argument("--model", default="smollm2-135m", help="model to benchmark (default: %(default)s)")

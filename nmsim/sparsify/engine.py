@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -98,11 +98,17 @@ def _sparsify_fused(
     return pruned, static if mitigation.shift == "static" else None
 
 
+# Called once per wrapped-layer call with (site, layer context, input [..., K], pruned input [..., K], shift
+# broadcastable to [..., 1] or None); trace capture uses it. session.phase tells prefill from decode.
+InputObserver = Callable[[LinearSite, LayerContext, torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
+
+
 class PruningSession:
     """State shared by the wrapped layers of one model: the config, the current phase, the shared input."""
 
-    def __init__(self, config: SparsityConfig):
+    def __init__(self, config: SparsityConfig, observer: InputObserver | None = None):
         self.config = config
+        self.observer = observer
         self.criterion = get_criterion(config.criterion)
         self.phase = "prefill"
         self.shareable = not self.criterion.uses_layer and config.mitigation.shift != "static"
@@ -152,6 +158,8 @@ class PrunedLinear(torch.nn.Module):
         if not self.session.active:
             return self.linear(x)
         pruned, shift = self.session.sparse_input(x, self.context)
+        if self.session.observer is not None:
+            self.session.observer(self.site, self.context, x, pruned, shift)
         y = F.linear(pruned, self.linear.weight, self.linear.bias)
         if shift is not None:
             y.addcmul_(shift, self.context.row_sum)  # rank-1 correction η·rowsum(W), in place
@@ -175,14 +183,16 @@ def sparsified(
     model: torch.nn.Module,
     config: SparsityConfig,
     input_stats: dict[str, dict[str, torch.Tensor]] | None = None,
+    observer: InputObserver | None = None,
 ) -> Iterator[PruningSession]:
     """Prune the targeted linear inputs of ``model`` inside the block; restore the original layers after.
 
     input_stats: per-module calibration statistics (from :func:`nmsim.sparsify.calibration.calibrate`),
-    required when the criterion or mitigation needs calibration.
+    required when the criterion or mitigation needs calibration. observer: see :data:`InputObserver`; with
+    one, even a dense config wraps the targeted layers (keeping every value) so their inputs can be observed.
     """
-    session = PruningSession(config)
-    if config.pattern.kind == "dense":
+    session = PruningSession(config, observer)
+    if config.pattern.kind == "dense" and observer is None:
         yield session
         return
     if config.needs_calibration and input_stats is None:

@@ -1,0 +1,277 @@
+"""Capture activation traces from a real (dense or pruned) run: prefill windows and greedy KV-cache decode.
+
+A capture unit is one prefill window or one decode batch (B prompts, G decode steps each). Each finished unit
+is written as one shard and the manifest is updated, so memory stays constant however long the capture, and an
+interrupted capture resumes at the first unfinished unit.
+
+Per captured linear input and token the trace holds: the kept mask (bit-packed), the count of natural zeros
+(exact zeros in the input), the mitigation scalars (shift η, variance scale v) and, for the first few tokens
+of each phase, the dense and pruned input values (fp16).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nmsim import __version__
+from nmsim.errors import NmsimError
+from nmsim.llm.models import LoadedModel
+from nmsim.patterns import pattern_mask
+from nmsim.sparsify.criteria import LayerContext
+from nmsim.sparsify.engine import PruningSession, SparsityConfig, sparsified
+from nmsim.sparsify.mitigations import variance_scale
+from nmsim.sparsify.targets import PROJECTIONS, LinearSite
+from nmsim.traces.format import FORMAT, FORMAT_VERSION, pack_mask, read_manifest, write_manifest, write_shard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What to capture. Token counts: prefill = windows x seqlen; decode = prompts x decode_steps."""
+
+    prefill_windows: int = 4
+    seqlen: int = 512
+    decode_prompts: int = 4
+    decode_batch: int = 4
+    prompt_tokens: int = 128
+    decode_steps: int = 32
+    values_tokens: int = 4  # per phase, stored as fp16 dense and pruned values
+    layers: frozenset[int] | None = None  # None: every layer
+    projections: tuple[str, ...] = PROJECTIONS
+
+    def describe(self) -> dict:
+        return {
+            "prefill_windows": self.prefill_windows,
+            "seqlen": self.seqlen,
+            "decode_prompts": self.decode_prompts,
+            "decode_batch": self.decode_batch,
+            "prompt_tokens": self.prompt_tokens,
+            "decode_steps": self.decode_steps,
+            "values_tokens": self.values_tokens,
+            "layers": sorted(self.layers) if self.layers is not None else "all",
+            "projections": list(self.projections),
+        }
+
+
+class _UnitRecorder:
+    """Observer on the pruning session: collects one unit's per-input arrays and token coordinates.
+
+    Inputs are registered during the first recorded forward call: a projection that reads the same input
+    tensor as the one before it (q/k/v, gate/up) under a layer-independent criterion shares its mask, so the
+    input is stored once under a key naming all its readers, e.g. ``L3.q+k+v``.
+    """
+
+    def __init__(self, config: SparsityConfig, settings: CaptureSettings, inputs: list[dict]):
+        self.config = config
+        self.settings = settings
+        self.session: PruningSession | None = None
+        self.inputs = inputs
+        self._frozen = bool(inputs)
+        self.phase = "prefill"
+        self.sequence_ids = np.zeros(1, np.int32)
+        self.values_left = 0
+        self._values_now = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.arrays: dict[str, list[np.ndarray]] = {}
+        self.sequences: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []
+        self._last_x: torch.Tensor | None = None
+
+    def begin(self, phase: str, sequence_ids: np.ndarray, values_tokens: int) -> None:
+        self._reset()
+        self.phase, self.sequence_ids, self.values_left = phase, sequence_ids.astype(np.int32), values_tokens
+
+    def on_forward(self, module, args, kwargs) -> None:
+        """Model pre-hook: note which tokens this forward call holds and how many get their values stored."""
+        if self.inputs:
+            self._frozen = True
+        if self.session.phase != self.phase:
+            return
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        batch, length = ids.shape
+        self.sequences.append(np.repeat(self.sequence_ids[:batch], length))
+        self.positions.append(np.tile(np.arange(past, past + length, dtype=np.int32), batch))
+        self._values_now = min(self.values_left, batch * length)
+        self.values_left -= self._values_now
+
+    def __call__(self, site: LinearSite, layer: LayerContext, x, pruned, shift) -> None:
+        if self.session.phase != self.phase or site.projection not in self.settings.projections:
+            return
+        if self.settings.layers is not None and site.layer not in self.settings.layers:
+            return
+        if self.session.shareable and x is self._last_x:
+            if not self._frozen and site.projection not in self.inputs[-1]["projections"]:
+                self.inputs[-1]["projections"].append(site.projection)
+            return
+        self._last_x = x
+        first = f"L{site.layer}.{site.projection}"
+        if not self._frozen:
+            self.inputs.append({"key": first, "layer": site.layer, "projections": [site.projection],
+                                "k": x.shape[-1]})
+        self._record(first, layer, x.reshape(-1, x.shape[-1]), pruned.reshape(-1, x.shape[-1]), shift)
+
+    def _record(self, first: str, layer: LayerContext, rows: torch.Tensor, pruned: torch.Tensor, shift) -> None:
+        store = self.arrays.setdefault
+        store(f"{first}.natural_zeros", []).append((rows == 0).sum(dim=-1, dtype=torch.int32).numpy())
+        centered = rows - shift.reshape(-1, 1) if shift is not None else rows
+        if self.config.pattern.kind != "dense":
+            kept = pattern_mask(self.session.criterion.score(centered, layer), self.config.pattern)
+            store(f"{first}.kept", []).append(pack_mask(kept.numpy()))
+            if self.config.mitigation.variance:
+                scale = variance_scale(centered, torch.where(kept, centered, 0.0))
+                store(f"{first}.scale", []).append(scale.reshape(-1).float().numpy())
+        if shift is not None:
+            store(f"{first}.shift", []).append(shift.reshape(-1).expand(rows.shape[0]).float().numpy().copy())
+        if self._values_now:
+            store(f"{first}.dense_values", []).append(rows[: self._values_now].half().numpy())
+            store(f"{first}.pruned_values", []).append(pruned[: self._values_now].half().numpy())
+
+    def collect(self) -> dict[str, np.ndarray]:
+        """This unit's arrays, concatenated over its forward calls, under their final input keys."""
+        for entry in self.inputs:
+            entry["key"] = f"L{entry['layer']}." + "+".join(entry["projections"])
+        final = {f"L{e['layer']}.{e['projections'][0]}": e["key"] for e in self.inputs}
+        tensors = {}
+        for name, parts in self.arrays.items():
+            first, _, field = name.rpartition(".")
+            tensors[f"{final[first]}.{field}"] = np.concatenate(parts)
+        tensors["token.sequence"] = np.concatenate(self.sequences)
+        tensors["token.position"] = np.concatenate(self.positions)
+        return tensors
+
+
+def capture_trace(
+    lm: LoadedModel,
+    config: SparsityConfig,
+    out_dir: str | Path,
+    *,
+    prefill_windows: torch.Tensor,
+    decode_prompts: torch.Tensor,
+    settings: CaptureSettings,
+    data: dict,
+    input_stats=None,
+    seed: int = 0,
+) -> Path:
+    """Capture prefill windows [W, S] and greedy decode from prompts [P, L] into ``out_dir``; resumable."""
+    out = Path(out_dir)
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "nmsim_version": __version__,
+        "model": {"name": lm.name, "source": lm.source},
+        "method": {
+            "pattern": str(config.pattern),
+            "density": config.pattern.density,
+            "criterion": config.criterion,
+            "mitigation": str(config.mitigation),
+            "targets": str(config.targets),
+            "kept_all": config.pattern.kind == "dense",
+        },
+        "data": data,
+        "seed": seed,
+        "capture": settings.describe(),
+    }
+    manifest = _start_or_resume(out, header)
+    done = {(s["phase"], s["unit"]) for s in manifest["shards"]}
+    recorder = _UnitRecorder(config, settings, manifest["inputs"])
+    units = [("prefill", w) for w in range(prefill_windows.shape[0])]
+    batches = range(0, decode_prompts.shape[0], settings.decode_batch)
+    units += [("decode", b // settings.decode_batch) for b in batches]
+    todo = [u for u in units if u not in done]
+    if len(todo) < len(units):
+        log.info("resuming %s: %d of %d units already captured", out, len(units) - len(todo), len(units))
+    with torch.inference_mode(), sparsified(lm.model, config, input_stats, observer=recorder) as session:
+        recorder.session = session
+        handle = lm.model.register_forward_pre_hook(recorder.on_forward, with_kwargs=True)
+        try:
+            for phase, unit in tqdm(todo, desc=f"capturing {out.name}", unit="unit"):
+                values = settings.values_tokens if unit == 0 else 0
+                if phase == "prefill":
+                    recorder.begin("prefill", np.array([unit]), values)
+                    lm.model(prefill_windows[unit : unit + 1])
+                else:
+                    prompts = decode_prompts[unit * settings.decode_batch : (unit + 1) * settings.decode_batch]
+                    ids = np.arange(unit * settings.decode_batch, unit * settings.decode_batch + prompts.shape[0])
+                    recorder.begin("decode", ids, values)
+                    lm.model.generate(
+                        prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=settings.decode_steps + 1,
+                        min_new_tokens=settings.decode_steps + 1, do_sample=False,
+                        pad_token_id=lm.tokenizer.eos_token_id or 0,
+                    )
+                tensors = recorder.collect()
+                entry = write_shard(out, f"{phase}-{unit:05d}.safetensors", tensors,
+                                    {"phase": phase, "unit": str(unit)})
+                manifest["inputs"] = recorder.inputs
+                manifest["shards"].append({**entry, "phase": phase, "unit": unit,
+                                           "tokens": int(len(tensors["token.sequence"]))})
+                write_manifest(out, manifest)
+        finally:
+            handle.remove()
+    manifest["shards"].sort(key=lambda s: (s["phase"] != "prefill", s["unit"]))
+    manifest["token_counts"] = {p: sum(s["tokens"] for s in manifest["shards"] if s["phase"] == p)
+                                for p in ("prefill", "decode")}
+    manifest["complete"] = True
+    write_manifest(out, manifest)
+    return out
+
+
+def _start_or_resume(out: Path, header: dict) -> dict:
+    if (out / "manifest.json").exists():
+        manifest = read_manifest(out)
+        differing = [k for k in header if k != "nmsim_version" and manifest.get(k) != header[k]]
+        if differing:
+            raise NmsimError(f"{out} holds a trace captured with different settings ({', '.join(differing)}); "
+                             "choose another output directory or delete it")
+        return manifest
+    if out.exists() and any(out.iterdir()):
+        raise NmsimError(f"{out} exists and is not an nmsim trace; choose an empty or new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {**header, "inputs": [], "shards": [], "token_counts": {}, "complete": False}
+    write_manifest(out, manifest)
+    return manifest
+
+
+def run_capture(
+    config: SparsityConfig,
+    out_dir: str | Path,
+    settings: CaptureSettings,
+    *,
+    model: str = "smollm2-135m",
+    data_dir: str | None = None,
+    calibration_windows: int = 16,
+) -> Path:
+    """Load the model and WikiText-2, then capture: the first ``prefill_windows`` test windows, and decode
+    from prompts cut from the windows after them (``prompt_tokens`` each)."""
+    from nmsim.accuracy import StudySettings, _input_stats
+    from nmsim.llm.data import evaluation_windows, load_split, tokenize
+    from nmsim.llm.models import cache_root, load_model
+
+    split = load_split("test", data_dir)
+    lm = load_model(model)
+    ids = tokenize(lm.tokenizer, split, cache_root() / "tokens")
+    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
+    windows = evaluation_windows(ids, settings.seqlen, bos_id=bos)
+    needed = settings.prefill_windows + settings.decode_prompts
+    if windows.shape[0] < needed or settings.prompt_tokens > settings.seqlen:
+        raise NmsimError(f"the test split has {windows.shape[0]} windows of {settings.seqlen}; the capture needs "
+                         f"{needed} and prompts of at most {settings.seqlen} tokens")
+    prompts = windows[settings.prefill_windows : needed, : settings.prompt_tokens]
+    stats = None
+    if config.needs_calibration:
+        stats = _input_stats(lm, StudySettings(model=model, data_dir=data_dir, seqlen=settings.seqlen,
+                                               calibration_windows=calibration_windows))
+    return capture_trace(
+        lm, config, out_dir, prefill_windows=windows[: settings.prefill_windows], decode_prompts=prompts,
+        settings=settings, data={"name": split.name, "sha256": split.sha256}, input_stats=stats,
+    )
