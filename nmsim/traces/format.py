@@ -24,7 +24,6 @@ from typing import Iterator
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
-from safetensors.numpy import save as save_safetensors
 
 from nmsim import __version__
 from nmsim.errors import NmsimError
@@ -77,11 +76,37 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
+_SAFETENSORS_DTYPES = {
+    np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
+    np.dtype(np.uint8): "U8", np.dtype(np.int16): "I16", np.dtype(np.int32): "I32", np.dtype(np.int64): "I64",
+    np.dtype(np.bool_): "BOOL",
+}
+
+
+def serialize_safetensors(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with a deterministic header (sorted names and keys), so equal inputs give equal files.
+
+    (The safetensors package orders header keys by hash, which differs from run to run.)
+    """
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((-len(text)) % 8)  # the format pads the header to 8-byte alignment
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
 def write_shard(directory: Path, name: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict:
     """Write one shard atomically; return its manifest entry (file, bytes, sha256)."""
-    data = save_safetensors({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                            metadata={"format": f"{FORMAT}-shard", "format_version": str(FORMAT_VERSION),
-                                      **metadata})
+    data = serialize_safetensors(
+        tensors, {"format": f"{FORMAT}-shard", "format_version": str(FORMAT_VERSION), **metadata}
+    )
     atomic_write_bytes(directory / name, data)
     return {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 

@@ -1,0 +1,232 @@
+"""Traces: capture round trip, every corruption case, resume, and statistics against hand-computed cases."""
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nmsim.cli import main
+from nmsim.llm.models import LoadedModel
+from nmsim.patterns import parse_pattern
+from nmsim.sparsify.engine import SparsityConfig
+from nmsim.sparsify.mitigations import parse_mitigation
+from nmsim.traces import capture as capture_module
+from nmsim.traces.capture import CaptureSettings, capture_trace
+from nmsim.traces.format import (
+    MANIFEST,
+    Trace,
+    TraceError,
+    pack_mask,
+    read_manifest,
+    unpack_mask,
+    write_manifest,
+    write_shard,
+)
+from nmsim.traces.stats import compute_statistics, metadata_bits
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_engine import tiny_llama  # noqa: E402
+
+
+class _Tokenizer:
+    eos_token_id = 0
+
+
+SETTINGS = CaptureSettings(prefill_windows=2, seqlen=16, decode_prompts=4, decode_batch=2, prompt_tokens=6,
+                           decode_steps=3, values_tokens=2)
+
+
+def _capture(out, pattern="2:4", mitigation="none", settings=SETTINGS):
+    lm = LoadedModel("tiny", "random", tiny_llama(), _Tokenizer(), False)
+    generator = torch.Generator().manual_seed(5)
+    windows = torch.randint(1, 96, (settings.prefill_windows, settings.seqlen), generator=generator)
+    prompts = torch.randint(1, 96, (settings.decode_prompts, settings.prompt_tokens), generator=generator)
+    config = SparsityConfig(parse_pattern(pattern), mitigation=parse_mitigation(mitigation))
+    return capture_trace(lm, config, out, prefill_windows=windows, decode_prompts=prompts, settings=settings,
+                         data={"name": "random", "sha256": "0"})
+
+
+@pytest.fixture(scope="module")
+def trace_dir(tmp_path_factory):
+    return _capture(tmp_path_factory.mktemp("trace") / "t", "2:4", "median-shift+variance")
+
+
+def test_mask_packing_round_trips():
+    mask = np.random.default_rng(0).random((5, 37)) > 0.5
+    packed = pack_mask(mask)
+    assert packed.shape == (5, 5) and packed.dtype == np.uint8
+    assert np.array_equal(unpack_mask(packed, 37), mask)
+    assert pack_mask(np.array([[True] + [False] * 7]))[0, 0] == 1  # bit 0 = position 0
+
+
+def test_capture_round_trip_and_contents(trace_dir):
+    trace = Trace.open(trace_dir)
+    manifest = trace.manifest
+    assert manifest["complete"] and manifest["token_counts"] == {"prefill": 32, "decode": 12}
+    assert [i.key for i in trace.inputs][:4] == ["L0.q+k+v", "L0.o", "L0.gate+up", "L0.down"]
+    assert len(trace.inputs) == 8
+    shards = list(trace.shards())
+    assert [e["file"] for e, _ in shards] == ["prefill-00000.safetensors", "prefill-00001.safetensors",
+                                             "decode-00000.safetensors", "decode-00001.safetensors"]
+    _, first = shards[0]
+    assert first["token.sequence"].tolist() == [0] * 16 and first["token.position"].tolist() == list(range(16))
+    _, decode = shards[2]
+    assert decode["token.sequence"].tolist() == [0, 1] * 3  # step-major: both prompts at each step
+    assert decode["token.position"].tolist() == [6, 6, 7, 7, 8, 8]
+    for site in trace.inputs:
+        kept = unpack_mask(first[f"{site.key}.kept"], site.k)
+        assert (kept.reshape(16, -1, 4).sum(-1) == 2).all()  # exactly 2 of every 4
+        dense = first[f"{site.key}.dense_values"].astype(np.float32)
+        pruned = first[f"{site.key}.pruned_values"].astype(np.float32)
+        shift, scale = first[f"{site.key}.shift"][:2, None], first[f"{site.key}.scale"][:2, None]
+        assert dense.shape == (2, site.k)
+        assert np.all(pruned[~kept[:2]] == 0)
+        np.testing.assert_allclose(pruned[kept[:2]], ((dense - shift) * scale)[kept[:2]], rtol=2e-2, atol=2e-2)
+    assert "L0.down.dense_values" not in shards[1][1]  # values only for the first tokens of each phase
+
+
+def test_dense_capture_stores_no_masks(tmp_path):
+    trace = Trace.open(_capture(tmp_path / "d", "dense"))
+    _, arrays = next(trace.shards())
+    assert trace.manifest["method"]["kept_all"] and not any(name.endswith(".kept") for name in arrays)
+    stats = compute_statistics(trace)
+    assert (stats.inputs["density"] == 1.0).all()
+    assert (stats.weight_fetch["weight_rows_needed_fraction"] == 1.0).all()
+    assert set(stats.compression["metadata_format"]) == {"none"}
+
+
+def test_interrupted_capture_resumes_to_the_same_trace(tmp_path, monkeypatch, trace_dir):
+    written = []
+    real_write = capture_module.write_shard
+
+    def stop_after_two(*args, **kwargs):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(1)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(capture_module, "write_shard", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _capture(tmp_path / "r", "2:4", "median-shift+variance")
+    with pytest.raises(TraceError, match="completeness"):
+        Trace.open(tmp_path / "r")
+    monkeypatch.setattr(capture_module, "write_shard", real_write)
+    _capture(tmp_path / "r", "2:4", "median-shift+variance")
+    resumed, whole = read_manifest(tmp_path / "r"), read_manifest(trace_dir)
+    assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in whole["shards"]]
+    with pytest.raises(Exception, match="different settings"):
+        _capture(tmp_path / "r", "4:8")
+
+
+def _copy(trace_dir, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(trace_dir, target)
+    return target
+
+
+def _rewrite_manifest(path, change):
+    manifest = json.loads((path / MANIFEST).read_text())
+    change(manifest)
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "damage, check",
+    [
+        (lambda p: (p / MANIFEST).unlink(), "presence"),
+        (lambda p: (p / MANIFEST).write_text((p / MANIFEST).read_text()[:100]), "manifest JSON"),
+        (lambda p: _rewrite_manifest(p, lambda m: m.update(format="someone-else")), "format"),
+        (lambda p: _rewrite_manifest(p, lambda m: m.update(format_version=2)), "version"),
+        (lambda p: _rewrite_manifest(p, lambda m: m["token_counts"].update(prefill=999)), "manifest checksum"),
+        (lambda p: (p / "decode-00001.safetensors").unlink(), "presence"),
+        (lambda p: (p / "prefill-00001.safetensors").write_bytes((p / "prefill-00001.safetensors").read_bytes()[:-9]),
+         "size"),
+        (lambda p: _flip_byte(p / "prefill-00000.safetensors", 5000), "sha256"),
+    ],
+)
+def test_every_corruption_is_detected_with_file_and_check(trace_dir, tmp_path, damage, check, capsys):
+    copy = _copy(trace_dir, tmp_path)
+    damage(copy)
+    with pytest.raises(TraceError, match=check) as info:
+        Trace.open(copy).verify()
+    assert str(copy) in str(info.value)
+    assert main(["traces", "verify", str(copy)]) == 2
+    assert "check failed" in capsys.readouterr().err
+
+
+def _flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_resigned_shard_with_wrong_contents_is_caught(trace_dir, tmp_path):
+    copy = _copy(trace_dir, tmp_path)
+    manifest = read_manifest(copy)
+    entry = write_shard(copy, "prefill-00000.safetensors", {"token.sequence": np.zeros(3, np.int32)}, {})
+    manifest["shards"][0].update(entry)
+    write_manifest(copy, manifest)
+    with pytest.raises(TraceError, match="contents"):
+        Trace.open(copy).verify()
+    (copy / "prefill-00000.safetensors").write_bytes(b"not a safetensors file at all")
+    manifest["shards"][0].update(bytes=29, sha256=__import__("hashlib").sha256(b"not a safetensors file at all")
+                                 .hexdigest())
+    write_manifest(copy, manifest)
+    with pytest.raises(TraceError, match="safetensors container"):
+        Trace.open(copy).verify()
+
+
+def _hand_trace(tmp_path, pattern="2:4"):
+    """Two tokens of one sequence, one input with K = 8, masks written by hand."""
+    kept = np.array([[1, 1, 0, 0, 0, 1, 1, 0], [1, 0, 1, 0, 0, 1, 0, 1]], bool)
+    path = tmp_path / "hand"
+    path.mkdir()
+    entry = write_shard(path, "prefill-00000.safetensors", {
+        "token.sequence": np.array([0, 0], np.int32), "token.position": np.array([0, 1], np.int32),
+        "L0.down.kept": pack_mask(kept), "L0.down.natural_zeros": np.array([1, 0], np.int32)}, {})
+    manifest = {"format": "nmsim-trace", "format_version": 1, "complete": True,
+                "method": {"pattern": pattern, "kept_all": False},
+                "inputs": [{"key": "L0.down", "layer": 0, "projections": ["down"], "k": 8}],
+                "shards": [{**entry, "phase": "prefill", "unit": 0, "tokens": 2}]}
+    write_manifest(path, manifest)
+    return Trace.open(path)
+
+
+def test_statistics_match_hand_computed_values(tmp_path):
+    stats = compute_statistics(_hand_trace(tmp_path))
+    row = stats.inputs.iloc[0]
+    assert row["density"] == 0.5 and row["natural_zero_fraction"] == 1 / 16
+    fetch = stats.weight_fetch.set_index("tile_tokens")["weight_rows_needed_fraction"]
+    assert fetch[1] == 0.5 and fetch[2] == 6 / 8  # union of the two masks: positions 0,1,2,5,6,7
+    groups4 = stats.group_nnz[stats.group_nnz["group_size"] == 4].set_index("kept_in_group")["fraction_of_groups"]
+    assert groups4.to_dict() == {2: 1.0}
+    groups8 = stats.group_nnz[stats.group_nnz["group_size"] == 8].set_index("kept_in_group")["fraction_of_groups"]
+    assert groups8.to_dict() == {4: 1.0}
+    token = stats.agreement[stats.agreement["relation"] == "token"].iloc[0]
+    assert token["kept_overlap"] == 2 / 4  # token 1 keeps 0,2,5,7; token 0 kept 0 and 5 of them
+    compression = stats.compression.set_index(["metadata_format", "value_dtype"])["bytes_per_token"]
+    # per 2:4 group: 2 values + index 2 x 2 bits | bitmask 4 bits | enumerative ceil(log2 6) = 3 bits
+    assert compression[("index", "fp16")] == 2 * (32 + 4) / 8
+    assert compression[("bitmask", "int8")] == 2 * (16 + 4) / 8
+    assert compression[("enumerative", "bf16")] == 2 * (32 + 3) / 8
+
+
+def test_metadata_bits_formulas():
+    assert metadata_bits(16, 8, "index", True) == 32
+    assert metadata_bits(16, 8, "bitmask", True) == 16
+    assert metadata_bits(16, 8, "enumerative", True) == math.ceil(math.log2(12870)) == 14
+    assert metadata_bits(32, 16, "enumerative", True) == 30
+    assert metadata_bits(16, 3, "index", False) == 3 * 4 + 5  # a variable count needs 5 bits for 0..16
+
+
+def test_unstructured_traces_use_variable_count_groups(tmp_path):
+    stats = compute_statistics(_hand_trace(tmp_path, "unstructured:0.5"))
+    compression = stats.compression.set_index(["metadata_format", "value_dtype"])["bytes_per_token"]
+    assert stats.compression["group_size"].iloc[0] == 16
+    # K = 8 in one group of 16: 4 values, index 4x4 bits + 5 count bits
+    assert compression[("index", "fp16")] == (4 * 16 + 4 * 4 + 5) / 8
