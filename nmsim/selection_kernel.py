@@ -14,6 +14,7 @@ integer keys, exact and about 10x faster than ``torch.median`` here.
 
 from __future__ import annotations
 
+import textwrap
 from functools import lru_cache
 
 import numba
@@ -58,9 +59,9 @@ def _selection_source(n: int, m: int, score: str, store: str) -> list[str]:
     """Source lines that keep the top n of the m-group starting at index ``base``.
 
     ``score`` is an expression template of ``{i}`` giving the score at index i; ``store`` a statement template
-    of ``{i}`` and ``{keep}`` that records the decision. The sorting network yields the n-th largest score, so
-    ``score >= threshold`` keeps exactly n unless ties at the threshold outnumber the free slots; only then
-    does the slow path re-decide the group, the lower index winning.
+    (one or more lines) of ``{i}`` and ``{keep}`` that records the decision. The sorting network yields the
+    n-th largest score, so ``score >= threshold`` keeps exactly n unless ties at the threshold outnumber the
+    free slots; only then does the slow path re-decide the group, the lower index winning.
     """
     lines = [f"s{i} = " + score.format(i=f"base + {i}") for i in range(m)]
     # Descending network: the larger value moves to the lower wire.
@@ -71,7 +72,7 @@ def _selection_source(n: int, m: int, score: str, store: str) -> list[str]:
         f"for i in range(base, base + {m}):",
         "    keep = " + score.format(i="i") + " >= threshold",
         "    kept += keep",
-        "    " + store.format(i="i", keep="keep"),
+        textwrap.indent(store.format(i="i", keep="keep"), "    "),
         f"if kept != {n}:",
         f"    free_slots = {n}",
         f"    for i in range(base, base + {m}):",
@@ -81,9 +82,9 @@ def _selection_source(n: int, m: int, score: str, store: str) -> list[str]:
         "        value = " + score.format(i="i"),
         "        tied_seen += value == threshold",
         "        keep = (value > threshold) | ((value == threshold) & (tied_seen <= free_slots))",
-        "        " + store.format(i="i", keep="keep"),
+        textwrap.indent(store.format(i="i", keep="keep"), "        "),
     ]
-    return lines
+    return "\n".join(lines).splitlines()
 
 
 def _compile(source: list[str]):
@@ -153,21 +154,25 @@ def lower_median(row: np.ndarray, keys: np.ndarray, spare: np.ndarray) -> np.flo
 
 @lru_cache(maxsize=None)
 def _fused_kernel(n: int, m: int):
-    """``kernel(x[T, K] f32, mode, static_shift, out[T, K] f32, shift_out[T] f32)`` specialised to (n, m).
+    """``kernel(x[T, K] f32, mode, static_shift, out[T, K] f32, shift_out[T] f32, keep_out, with_mask)``.
 
     mode 0: no shift; 1: per-token lower median; 2: the scalar ``static_shift``. Writes
-    out = where(keep(|x − η|), x − η, 0) and shift_out = η.
+    out = where(keep(|x − η|), x − η, 0), shift_out = η and, if ``with_mask``, keep_out[T, K] (bool).
     """
     body = _selection_source(
-        n, m, "abs(row[{i}] - shift)", "out_row[{i}] = (row[{i}] - shift) if {keep} else np.float32(0.0)"
+        n, m, "abs(row[{i}] - shift)",
+        "out_row[{i}] = (row[{i}] - shift) if {keep} else np.float32(0.0)\n"
+        "if with_mask:\n"
+        "    keep_row[{i}] = {keep}",
     )
     return _compile(
         [
-            "def kernel(x, mode, static_shift, out, shift_out):",
+            "def kernel(x, mode, static_shift, out, shift_out, keep_out, with_mask):",
             "    rows, width = x.shape",
             "    for t in numba.prange(rows):",
             "        row = x[t]",
             "        out_row = out[t]",
+            "        keep_row = keep_out[min(np.int64(t), keep_out.shape[0] - 1)]  # one dummy row without a mask",
             "        if mode == 1:",
             "            shift = lower_median(row, np.empty(width, np.int64), np.empty(width, np.int64))",
             "        elif mode == 2:",
@@ -183,19 +188,22 @@ def _fused_kernel(n: int, m: int):
 
 
 def prune_rows_by_magnitude(
-    x: torch.Tensor, n: int, m: int, shift: str = "none", static_shift: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the n largest |x − η| of every m along K and return (x − η where kept else 0, η).
+    x: torch.Tensor, n: int, m: int, shift: str = "none", static_shift: float = 0.0, *, with_mask: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Keep the n largest |x − η| of every m along K; return (x − η where kept else 0, η, keep mask or None).
 
     x: [T, K] float32 on CPU, K % m == 0, no NaN. shift: "none" (η = 0), "median" (per-token lower median)
-    or "static" (η = ``static_shift``). Returns ([T, K], [T]).
+    or "static" (η = ``static_shift``). Returns ([T, K], [T], bool [T, K] if ``with_mask``).
     """
     rows = x.detach().contiguous()
     out = torch.empty_like(rows)
     shift_out = torch.empty(rows.shape[0], dtype=torch.float32)
+    keep = torch.empty(rows.shape if with_mask else (1, rows.shape[1]), dtype=torch.bool)
     mode = {"none": 0, "median": 1, "static": 2}[shift]
-    _fused_kernel(n, m)(rows.numpy(), mode, np.float32(static_shift), out.numpy(), shift_out.numpy())
-    return out, shift_out
+    _fused_kernel(n, m)(
+        rows.numpy(), mode, np.float32(static_shift), out.numpy(), shift_out.numpy(), keep.numpy(), with_mask
+    )
+    return out, shift_out, keep if with_mask else None
 
 
 def supports(scores: torch.Tensor, m: int) -> bool:

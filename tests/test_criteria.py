@@ -48,8 +48,8 @@ def test_wina_changes_the_choice_against_magnitude():
     weight = torch.tensor([[10.0, 1.0, 1.0, 0.1]])
     layer = LayerContext("proj", weight)
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    pruned_magnitude, _ = sparsify_input(x, Pattern.nm(2, 4), get_criterion("magnitude"), Mitigation(), layer)
-    pruned_wina, _ = sparsify_input(x, Pattern.nm(2, 4), get_criterion("wina"), Mitigation(), layer)
+    pruned_magnitude, *_ = sparsify_input(x, Pattern.nm(2, 4), get_criterion("magnitude"), Mitigation(), layer)
+    pruned_wina, *_ = sparsify_input(x, Pattern.nm(2, 4), get_criterion("wina"), Mitigation(), layer)
     assert torch.equal(pruned_magnitude, torch.tensor([[0.0, 0.0, 3.0, 4.0]]))
     assert torch.equal(pruned_wina, torch.tensor([[1.0, 0.0, 3.0, 0.0]]))  # scores 10, 2, 3, 0.4
 
@@ -178,7 +178,7 @@ def test_register_criterion_is_usable_through_sparsify_input(restore_criteria):
     assert (criterion.uses_layer, criterion.needs_calibration, criterion.looks_across_tokens) == (False, False, False)
     assert criterion.description == "Prefer later channels (test only)."
     x = torch.tensor([[9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0]])
-    pruned, shift = sparsify_input(x, Pattern.nm(2, 4), criterion, Mitigation(), LayerContext("p", torch.ones(1, 8)))
+    pruned, shift, *_ = sparsify_input(x, Pattern.nm(2, 4), criterion, Mitigation(), LayerContext("p", torch.ones(1, 8)))
     assert shift is None
     assert torch.equal(pruned, torch.tensor([[0.0, 0.0, 7.0, 6.0, 0.0, 0.0, 3.0, 2.0]]))
 

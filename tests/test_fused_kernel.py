@@ -18,7 +18,7 @@ LAYER = LayerContext("layer", torch.randn(4, 64), {"median_mean": torch.tensor(0
 def _both_paths(x, pattern, mitigation, monkeypatch):
     args = (x, parse_pattern(pattern), get_criterion("magnitude"), parse_mitigation(mitigation), LAYER)
     assert engine._fused_path_applies(x, args[1], args[2])
-    fused = engine.sparsify_input(*args)
+    fused = engine.sparsify_input(*args, want_mask=True)
     with monkeypatch.context() as patch:
         patch.setattr(engine, "_fused_path_applies", lambda *a: False)
         general = engine.sparsify_input(*args)
@@ -31,11 +31,14 @@ def test_fused_path_equals_general_path(pattern, mitigation, monkeypatch):
     generator = torch.Generator().manual_seed(3)
     for x in (torch.randn(33, 64, generator=generator) * 2 + 0.4,
               torch.randint(-2, 3, (9, 64), generator=generator).float()):  # many ties
-        (fused, fused_shift), (general, general_shift) = _both_paths(x, pattern, mitigation, monkeypatch)
-        assert torch.equal(fused, general)
-        assert (fused_shift is None) == (general_shift is None)
-        if fused_shift is not None:
-            assert torch.equal(fused_shift, general_shift)
+        fused, general = _both_paths(x, pattern, mitigation, monkeypatch)
+        assert torch.equal(fused.values, general.values)
+        assert torch.equal(fused.keep, general.keep)
+        assert (fused.shift is None) == (general.shift is None)
+        if fused.shift is not None:
+            assert torch.equal(fused.shift, general.shift)
+        if mitigation.endswith("variance"):
+            assert torch.equal(fused.scale, general.scale)
 
 
 def test_fused_path_rejects_nan():

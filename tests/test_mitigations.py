@@ -92,7 +92,7 @@ def test_variance_scale_is_one_where_pruned_variance_is_zero():
 def test_sparsify_input_median_shift_hand_example():
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0, 10.0, -6.0, 0.0, 5.0]])
     layer = LayerContext("proj", torch.ones(3, 8))
-    pruned, shift = sparsify_input(x, Pattern.nm(2, 4), MAGNITUDE, parse_mitigation("median-shift"), layer)
+    pruned, shift, *_ = sparsify_input(x, Pattern.nm(2, 4), MAGNITUDE, parse_mitigation("median-shift"), layer)
     # sorted: -6 0 1 2 3 4 5 10 -> lower median 2; x - 2 = [-1 0 1 2 | 8 -8 -2 3]
     # group 1 magnitudes 1 0 1 2: keep 2 and the first tied 1 (index 0); group 2: keep 8 and -8
     assert torch.equal(shift, torch.tensor([[2.0]]))
@@ -110,7 +110,7 @@ def random_layer(tokens=6, k=16, out=5, seed=0):
 def test_median_shift_output_is_sparse_and_equals_the_dense_definition(pattern):
     x, weight, layer = random_layer()
     p = parse_pattern(pattern)
-    pruned, shift = sparsify_input(x, p, MAGNITUDE, parse_mitigation("median-shift"), layer)
+    pruned, shift, *_ = sparsify_input(x, p, MAGNITUDE, parse_mitigation("median-shift"), layer)
     assert shift.shape == (6, 1)
     assert torch.equal(shift, x.sort(dim=-1).values[:, 7:8])  # lower median of 16 values: the 8th smallest
     # The GEMM input is exactly N:M sparse: at most N non-zeros in every group of M.
@@ -120,14 +120,14 @@ def test_median_shift_output_is_sparse_and_equals_the_dense_definition(pattern):
     dense_definition = (pruned + shift) @ weight.T
     assert torch.allclose(sparse_gemm, dense_definition, rtol=1e-12, atol=1e-12)
     # ... and it differs from plain pruning of the unshifted input.
-    plain, _ = sparsify_input(x, p, MAGNITUDE, Mitigation(), layer)
+    plain, _, *_ = sparsify_input(x, p, MAGNITUDE, Mitigation(), layer)
     assert not torch.allclose(sparse_gemm, plain @ weight.T)
 
 
 @pytest.mark.parametrize("mitigation", ["variance", "median-shift+variance"])
 def test_variance_correction_restores_per_token_variance(mitigation):
     x, _, layer = random_layer(seed=1)
-    pruned, shift = sparsify_input(x, Pattern.nm(2, 4), MAGNITUDE, parse_mitigation(mitigation), layer)
+    pruned, shift, *_ = sparsify_input(x, Pattern.nm(2, 4), MAGNITUDE, parse_mitigation(mitigation), layer)
     dense_var = x.var(dim=-1, correction=0)
     assert torch.allclose(pruned.var(dim=-1, correction=0), dense_var, rtol=1e-10)
     centered = x - shift if shift is not None else x
@@ -140,13 +140,13 @@ def test_variance_correction_restores_per_token_variance(mitigation):
 def test_static_shift_uses_the_calibrated_median_mean():
     layer = LayerContext("proj", torch.ones(2, 4, dtype=torch.float64), {"median_mean": torch.tensor(0.5)})
     x = torch.tensor([[1.0, 0.5, 2.0, -1.0]], dtype=torch.float64)
-    pruned, shift = sparsify_input(x, Pattern.nm(2, 4), MAGNITUDE, parse_mitigation("static-shift"), layer)
+    pruned, shift, *_ = sparsify_input(x, Pattern.nm(2, 4), MAGNITUDE, parse_mitigation("static-shift"), layer)
     # x - 0.5 = [0.5, 0, 1.5, -1.5]: keep 1.5 and -1.5
     assert shift.dim() == 0 and shift.dtype == torch.float64 and shift.item() == 0.5
     assert torch.equal(pruned, torch.tensor([[0.0, 0.0, 1.5, -1.5]], dtype=torch.float64))
     # The median of this token is 0.5 as well, but a different token keeps the same static shift.
     other = torch.tensor([[10.0, 11.0, 12.0, 13.0]], dtype=torch.float64)
-    _, other_shift = sparsify_input(other, Pattern.nm(2, 4), MAGNITUDE, parse_mitigation("static-shift"), layer)
+    _, other_shift, *_ = sparsify_input(other, Pattern.nm(2, 4), MAGNITUDE, parse_mitigation("static-shift"), layer)
     assert other_shift.item() == 0.5
 
 
@@ -158,18 +158,18 @@ def test_static_shift_without_statistics_is_a_clear_error():
 
 def test_dense_pattern_prunes_nothing():
     x, _, layer = random_layer(seed=2)
-    pruned, shift = sparsify_input(x, Pattern.dense(), MAGNITUDE, Mitigation(), layer)
+    pruned, shift, *_ = sparsify_input(x, Pattern.dense(), MAGNITUDE, Mitigation(), layer)
     assert shift is None
     assert torch.equal(pruned, x)
-    pruned, shift = sparsify_input(x, Pattern.dense(), MAGNITUDE, parse_mitigation("variance"), layer)
+    pruned, shift, *_ = sparsify_input(x, Pattern.dense(), MAGNITUDE, parse_mitigation("variance"), layer)
     assert torch.equal(pruned, x)  # nothing pruned, so the variance scale is exactly 1
-    pruned, shift = sparsify_input(x, parse_pattern("4:4"), MAGNITUDE, Mitigation(), layer)
+    pruned, shift, *_ = sparsify_input(x, parse_pattern("4:4"), MAGNITUDE, Mitigation(), layer)
     assert torch.equal(pruned, x)
 
 
 def test_unstructured_pattern_through_sparsify_input():
     x = torch.tensor([[0.1, -5.0, 2.0, 0.5, 3.0, -0.2]])
     layer = LayerContext("proj", torch.ones(1, 6))
-    pruned, shift = sparsify_input(x, parse_pattern("unstructured:0.5"), MAGNITUDE, Mitigation(), layer)
+    pruned, shift, *_ = sparsify_input(x, parse_pattern("unstructured:0.5"), MAGNITUDE, Mitigation(), layer)
     assert shift is None
     assert torch.equal(pruned, torch.tensor([[0.0, -5.0, 2.0, 0.0, 3.0, 0.0]]))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -52,12 +52,28 @@ class SparsityConfig:
         return get_criterion(self.criterion).needs_calibration or self.mitigation.needs_calibration
 
 
+class PrunedInput(NamedTuple):
+    """One pruned linear input. values: v·P(x − η) [T, K]; shift: η [T, 1], a 0-dim tensor or None;
+    keep: the kept mask [T, K] (only when asked for); scale: v [T, 1] or None."""
+
+    values: torch.Tensor
+    shift: torch.Tensor | None
+    keep: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+
+
 def sparsify_input(
-    x: torch.Tensor, pattern: Pattern, criterion: Criterion, mitigation: Mitigation, layer: LayerContext
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Prune one linear input. x: [T, K] -> (v·P(x − η) [T, K], η [T, 1] or a 0-dim tensor or None)."""
+    x: torch.Tensor,
+    pattern: Pattern,
+    criterion: Criterion,
+    mitigation: Mitigation,
+    layer: LayerContext,
+    *,
+    want_mask: bool = False,
+) -> PrunedInput:
+    """Prune one linear input x: [T, K] (see :class:`PrunedInput`)."""
     if _fused_path_applies(x, pattern, criterion):
-        return _sparsify_fused(x, pattern, mitigation, layer)
+        return _sparsify_fused(x, pattern, mitigation, layer, want_mask)
     shift = None
     if mitigation.shift == "median":
         shift = median_shift(x)
@@ -66,9 +82,8 @@ def sparsify_input(
     centered = x - shift if shift is not None else x
     keep = pattern_mask(criterion.score(centered, layer), pattern)
     pruned = torch.where(keep, centered, 0.0)
-    if mitigation.variance:
-        pruned = pruned * variance_scale(centered, pruned)
-    return pruned, shift
+    scale = variance_scale(centered, pruned) if mitigation.variance else None
+    return PrunedInput(pruned * scale if scale is not None else pruned, shift, keep, scale)
 
 
 def _fused_path_applies(x: torch.Tensor, pattern: Pattern, criterion: Criterion) -> bool:
@@ -82,25 +97,26 @@ def _fused_path_applies(x: torch.Tensor, pattern: Pattern, criterion: Criterion)
 
 
 def _sparsify_fused(
-    x: torch.Tensor, pattern: Pattern, mitigation: Mitigation, layer: LayerContext
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x: torch.Tensor, pattern: Pattern, mitigation: Mitigation, layer: LayerContext, want_mask: bool
+) -> PrunedInput:
     """The magnitude N:M case in one compiled pass; same result as the general path."""
     if not torch.isfinite(x.sum()) and torch.isnan(x).any():  # the cheap sum screens out the common case
         raise ValueError(f"layer {layer.name}: NaN in the linear input cannot be ranked")
     static = layer.calibrated("median_mean").to(x.dtype) if mitigation.shift == "static" else torch.tensor(0.0)
-    pruned, shift = selection_kernel.prune_rows_by_magnitude(
-        x, pattern.n, pattern.m, mitigation.shift, float(static)
+    pruned, shift, keep = selection_kernel.prune_rows_by_magnitude(
+        x, pattern.n, pattern.m, mitigation.shift, float(static), with_mask=want_mask
     )
-    if mitigation.variance:
-        pruned = pruned * variance_scale(x - shift[:, None], pruned)
+    scale = variance_scale(x - shift[:, None], pruned) if mitigation.variance else None
+    if scale is not None:
+        pruned = pruned * scale
     if mitigation.shift == "median":
-        return pruned, shift[:, None]
-    return pruned, static if mitigation.shift == "static" else None
+        return PrunedInput(pruned, shift[:, None], keep, scale)
+    return PrunedInput(pruned, static if mitigation.shift == "static" else None, keep, scale)
 
 
-# Called once per wrapped-layer call with (site, layer context, input [..., K], pruned input [..., K], shift
-# broadcastable to [..., 1] or None); trace capture uses it. session.phase tells prefill from decode.
-InputObserver = Callable[[LinearSite, LayerContext, torch.Tensor, torch.Tensor, "torch.Tensor | None"], None]
+# Called once per wrapped-layer call with (site, layer context, input [..., K], PrunedInput of its [T, K] rows,
+# mask included); trace capture uses it. session.phase tells prefill from decode.
+InputObserver = Callable[[LinearSite, LayerContext, torch.Tensor, PrunedInput], None]
 
 
 class PruningSession:
@@ -113,24 +129,22 @@ class PruningSession:
         self.phase = "prefill"
         self.shareable = not self.criterion.uses_layer and config.mitigation.shift != "static"
         self._last_input: torch.Tensor | None = None
-        self._last_result: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._last_result: PrunedInput | None = None
 
     @property
     def active(self) -> bool:
         return self.config.targets.phase == "all" or self.phase == "prefill"
 
-    def sparse_input(self, x: torch.Tensor, layer: LayerContext) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: [..., K] -> (pruned [..., K], shift broadcastable to [..., 1] or None)."""
+    def sparse_input(self, x: torch.Tensor, layer: LayerContext) -> PrunedInput:
+        """x: [..., K] -> the pruned rows [T, K]; reused when x is the input the previous layer just read."""
         if self.shareable and self._last_input is x:
             return self._last_result
-        rows = x.reshape(-1, x.shape[-1])  # [T, K]
-        pruned, shift = sparsify_input(rows, self.config.pattern, self.criterion, self.config.mitigation, layer)
-        pruned = pruned.reshape(x.shape)
-        if shift is not None and shift.dim() > 0:
-            shift = shift.reshape(*x.shape[:-1], 1)
+        rows = x.reshape(-1, x.shape[-1])
+        result = sparsify_input(rows, self.config.pattern, self.criterion, self.config.mitigation, layer,
+                                want_mask=self.observer is not None)
         if self.shareable:
-            self._last_input, self._last_result = x, (pruned, shift)
-        return pruned, shift
+            self._last_input, self._last_result = x, result
+        return result
 
     def release(self) -> None:
         self._last_input = self._last_result = None
@@ -157,11 +171,12 @@ class PrunedLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.session.active:
             return self.linear(x)
-        pruned, shift = self.session.sparse_input(x, self.context)
+        result = self.session.sparse_input(x, self.context)
         if self.session.observer is not None:
-            self.session.observer(self.site, self.context, x, pruned, shift)
-        y = F.linear(pruned, self.linear.weight, self.linear.bias)
-        if shift is not None:
+            self.session.observer(self.site, self.context, x, result)
+        y = F.linear(result.values.reshape(x.shape), self.linear.weight, self.linear.bias)
+        if result.shift is not None:
+            shift = result.shift if result.shift.dim() == 0 else result.shift.reshape(*x.shape[:-1], 1)
             y.addcmul_(shift, self.context.row_sum)  # rank-1 correction η·rowsum(W), in place
         return y
 

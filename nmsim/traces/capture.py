@@ -22,10 +22,8 @@ from tqdm.auto import tqdm
 from nmsim import __version__
 from nmsim.errors import NmsimError
 from nmsim.llm.models import LoadedModel
-from nmsim.patterns import pattern_mask
 from nmsim.sparsify.criteria import LayerContext
-from nmsim.sparsify.engine import PruningSession, SparsityConfig, sparsified
-from nmsim.sparsify.mitigations import variance_scale
+from nmsim.sparsify.engine import PrunedInput, PruningSession, SparsityConfig, sparsified
 from nmsim.sparsify.targets import PROJECTIONS, LinearSite
 from nmsim.traces.format import FORMAT, FORMAT_VERSION, pack_mask, read_manifest, write_manifest, write_shard
 
@@ -105,7 +103,7 @@ class _UnitRecorder:
         self._values_now = min(self.values_left, batch * length)
         self.values_left -= self._values_now
 
-    def __call__(self, site: LinearSite, layer: LayerContext, x, pruned, shift) -> None:
+    def __call__(self, site: LinearSite, layer: LayerContext, x: torch.Tensor, result: PrunedInput) -> None:
         if self.session.phase != self.phase or site.projection not in self.settings.projections:
             return
         if self.settings.layers is not None and site.layer not in self.settings.layers:
@@ -119,23 +117,21 @@ class _UnitRecorder:
         if not self._frozen:
             self.inputs.append({"key": first, "layer": site.layer, "projections": [site.projection],
                                 "k": x.shape[-1]})
-        self._record(first, layer, x.reshape(-1, x.shape[-1]), pruned.reshape(-1, x.shape[-1]), shift)
+        self._record(first, x.reshape(-1, x.shape[-1]), result)
 
-    def _record(self, first: str, layer: LayerContext, rows: torch.Tensor, pruned: torch.Tensor, shift) -> None:
+    def _record(self, first: str, rows: torch.Tensor, result: PrunedInput) -> None:
         store = self.arrays.setdefault
         store(f"{first}.natural_zeros", []).append((rows == 0).sum(dim=-1, dtype=torch.int32).numpy())
-        centered = rows - shift.reshape(-1, 1) if shift is not None else rows
         if self.config.pattern.kind != "dense":
-            kept = pattern_mask(self.session.criterion.score(centered, layer), self.config.pattern)
-            store(f"{first}.kept", []).append(pack_mask(kept.numpy()))
-            if self.config.mitigation.variance:
-                scale = variance_scale(centered, torch.where(kept, centered, 0.0))
-                store(f"{first}.scale", []).append(scale.reshape(-1).float().numpy())
-        if shift is not None:
-            store(f"{first}.shift", []).append(shift.reshape(-1).expand(rows.shape[0]).float().numpy().copy())
+            store(f"{first}.kept", []).append(pack_mask(result.keep.numpy()))
+        if result.scale is not None:
+            store(f"{first}.scale", []).append(result.scale.reshape(-1).float().numpy())
+        if result.shift is not None:
+            shift = result.shift.reshape(-1).expand(rows.shape[0])
+            store(f"{first}.shift", []).append(shift.float().numpy().copy())
         if self._values_now:
             store(f"{first}.dense_values", []).append(rows[: self._values_now].half().numpy())
-            store(f"{first}.pruned_values", []).append(pruned[: self._values_now].half().numpy())
+            store(f"{first}.pruned_values", []).append(result.values[: self._values_now].half().numpy())
 
     def collect(self) -> dict[str, np.ndarray]:
         """This unit's arrays, concatenated over its forward calls, under their final input keys."""
