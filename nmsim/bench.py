@@ -1,4 +1,5 @@
-"""Speed benchmark: pruned vs dense forward time on the same tokens, and cold vs cached model load.
+"""Speed benchmarks: pruned vs dense forward time on the same tokens, cold vs cached model load, and trace
+capture vs the same pruned run without capture.
 
 Timings are interleaved (dense, pruned, dense, ...) and the best of ``repeats`` is kept, so the ratios come
 from one run on one machine state. The goal for magnitude 8:16 is a ratio of at most 1.15 (1.0 is the floor).
@@ -11,6 +12,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -27,8 +29,9 @@ BENCH_METHODS = (("8:16", "none"), ("8:16", "median-shift"), ("2:4", "none"), ("
 @dataclass(frozen=True)
 class BenchResult:
     name: str
-    seconds: float
-    ratio_to_dense: float | None = None
+    value: float
+    unit: str
+    ratio: float | None = None  # to the dense forward, or to the run without capture
 
 
 def _load_seconds(model: str, cache_dir: str) -> float:
@@ -75,8 +78,54 @@ def run_pruning_benchmark(model: str = "smollm2-135m", windows: int = 2, repeats
     for _ in range(repeats):
         for name, config in configs.items():
             best[name] = min(best[name], forward(config))
-    results = [BenchResult(f"forward {name} ({batch.numel()} tokens)", best[name], best[name] / best["dense"])
+    results = [BenchResult(f"forward {name} ({batch.numel()} tokens)", best[name], "s", best[name] / best["dense"])
                for name in configs]
-    results += [BenchResult("model load, cold (GGUF dequantize + cache write)", cold),
-                BenchResult("model load, cached (safetensors)", cached, None)]
+    results += [BenchResult("model load, cold (GGUF dequantize + cache write)", cold, "s"),
+                BenchResult("model load, cached (safetensors)", cached, "s")]
+    return results
+
+
+@torch.inference_mode()
+def run_capture_benchmark(model: str = "smollm2-135m", windows: int = 4, repeats: int = 2) -> list[BenchResult]:
+    """Capture time relative to the same pruned run without capture (goal <= 1.3), and stored mask bits
+    per activation element (bit-packed masks take 1 bit; the limit is ⌈log2 C(M, N)⌉ / M)."""
+    from nmsim.traces.capture import CaptureSettings, capture_trace
+    from nmsim.traces.format import Trace
+
+    lm = load_model(model)
+    ids = tokenize(lm.tokenizer, load_split("test"), cache_root() / "tokens")
+    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
+    batch = evaluation_windows(ids, 512, bos_id=bos, max_tokens=512 * windows)
+    settings = CaptureSettings(prefill_windows=batch.shape[0], decode_prompts=0, values_tokens=0)
+    results = []
+    for pattern, mitigation in (("8:16", "none"), ("8:16", "median-shift")):
+        config = SparsityConfig(parse_pattern(pattern), "magnitude", parse_mitigation(mitigation))
+        best_run = best_capture = math.inf
+        with tempfile.TemporaryDirectory(prefix="nmsim-bench-trace-") as scratch:
+            for attempt in range(repeats):
+                started = time.perf_counter()
+                with sparsified(lm.model, config):
+                    for window in batch:
+                        lm.model(window[None])
+                best_run = min(best_run, time.perf_counter() - started)
+                started = time.perf_counter()
+                out = Path(scratch) / f"trace-{attempt}"
+                capture_trace(lm, config, out, prefill_windows=batch, decode_prompts=batch[:0], settings=settings,
+                              data={})
+                best_capture = min(best_capture, time.perf_counter() - started)
+            trace = Trace.open(out)
+            mask_bytes = elements = 0
+            for _, arrays in trace.shards():
+                for site in trace.inputs:
+                    mask_bytes += arrays[f"{site.key}.kept"].nbytes
+                    elements += arrays[f"{site.key}.kept"].shape[0] * site.k
+            on_disk = sum(s["bytes"] for s in trace.manifest["shards"])
+        name = f"{pattern} magnitude {mitigation}"
+        results.append(BenchResult(f"capture {name} ({batch.numel()} tokens) vs run without", best_capture, "s",
+                                   best_capture / best_run))
+        limit = math.ceil(math.log2(math.comb(16, 8))) / 16
+        results.append(BenchResult(f"  stored mask bits per activation element (limit {limit:.3f})",
+                                   8 * mask_bytes / elements, "bit"))
+        results.append(BenchResult("  trace bytes per token (masks, scalars, headers)", on_disk / batch.numel(),
+                                   "B"))
     return results

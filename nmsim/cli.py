@@ -108,15 +108,18 @@ def _run_study(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from nmsim.accuracy import set_threads
-    from nmsim.bench import run_pruning_benchmark
+    from nmsim.bench import run_capture_benchmark, run_pruning_benchmark
 
     set_threads(args.threads)
-    results = run_pruning_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
+    if args.what == "capture":
+        results = run_capture_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
+    else:
+        results = run_pruning_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
     width = max(len(r.name) for r in results)
-    print(f"{'benchmark':<{width}}  {'seconds':>8}  {'ratio_to_dense':>14}")
+    print(f"{'benchmark':<{width}}  {'value':>10}  unit  {'ratio':>7}")
     for r in results:
-        ratio = f"{r.ratio_to_dense:14.3f}" if r.ratio_to_dense is not None else f"{'':>14}"
-        print(f"{r.name:<{width}}  {r.seconds:8.3f}  {ratio}")
+        ratio = f"{r.ratio:7.3f}" if r.ratio is not None else f"{'':>7}"
+        print(f"{r.name:<{width}}  {r.value:10.3f}  {r.unit:<4}  {ratio}")
     return 0
 
 
@@ -153,9 +156,23 @@ def _capture(args: argparse.Namespace) -> int:
 
 
 def _traces(args: argparse.Namespace) -> int:
+    from nmsim.accuracy import set_threads
+    from nmsim.traces.build import COMMITTED_METHODS, build_trace, method_config, write_index
     from nmsim.traces.format import Trace
     from nmsim.traces.stats import compute_statistics, write_statistics
 
+    if args.action == "build":
+        set_threads(args.threads)
+        methods = COMMITTED_METHODS if args.all else [(args.pattern, args.mitigation)]
+        for pattern, mitigation in methods:
+            build_trace(method_config(pattern, mitigation, args.criterion), args.root, data_dir=args.data_dir)
+        log.info("index written to %s", write_index(args.root))
+        return 0
+    if args.action == "index":
+        log.info("index written to %s", write_index(args.root))
+        return 0
+    if args.trace is None:
+        raise NmsimError(f"nmsim traces {args.action} needs a trace directory")
     trace = Trace.open(args.trace)
     if args.action == "verify":
         tokens = trace.verify()
@@ -216,13 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--out", required=True, help="trace directory to create (or resume)")
     capture.set_defaults(handler=_capture)
 
-    traces = commands.add_parser("traces", help="check a trace or compute its statistics")
-    traces.add_argument("action", choices=["verify", "stats"], help="verify checksums, or write statistics")
-    traces.add_argument("trace", help="trace directory")
+    traces = commands.add_parser("traces", help="verify a trace, compute its statistics, build the committed set")
+    traces.add_argument("action", choices=["verify", "stats", "build", "index"],
+                        help="verify: check every checksum; stats: write statistics tables; build: capture the "
+                             "committed traces (--all, or one --pattern/--mitigation); index: rewrite "
+                             "ROOT/README.md")
+    traces.add_argument("trace", nargs="?", help="trace directory (verify, stats)")
     traces.add_argument("--out", help="statistics directory (default: TRACE/stats)")
+    traces.add_argument("--all", action="store_true", help="build: every committed method")
+    traces.add_argument("--pattern", default="8:16", help="build: pattern (default: %(default)s)")
+    traces.add_argument("--mitigation", default="none", help="build: mitigation (default: %(default)s)")
+    traces.add_argument("--criterion", default="magnitude", help="build: criterion (default: %(default)s)")
+    traces.add_argument("--root", default="traces", help="build, index: trace root (default: %(default)s)")
+    traces.add_argument("--data-dir", help="WikiText-2 directory (default: $NMSIM_DATA, then ../shared/data)")
+    traces.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
     traces.set_defaults(handler=_traces)
 
-    bench = commands.add_parser("bench", help="speed: pruned vs dense forward time, cold vs cached model load")
+    bench = commands.add_parser("bench", help="speed: pruned vs dense forward, model load, trace capture")
+    bench.add_argument("what", nargs="?", choices=["prune", "capture"], default="prune",
+                       help="prune: forward and load times (default); capture: trace capture cost and size")
     bench.add_argument("--model", default="smollm2-135m", help="model to benchmark (default: %(default)s)")
     bench.add_argument("--windows", type=_positive_int, default=2, help="512-token windows per timing (default: 2)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
