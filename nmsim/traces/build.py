@@ -74,10 +74,7 @@ def _headline(stats_dir: Path) -> dict:
     inputs = pd.read_csv(stats_dir / "inputs.csv")
     fetch = pd.read_csv(stats_dir / "weight_fetch.csv")
     compression = pd.read_csv(stats_dir / "compression.csv")
-    try:
-        agreement = pd.read_csv(stats_dir / "agreement.csv")
-    except pd.errors.EmptyDataError:  # dense traces have no masks to compare
-        agreement = None
+    agreement = pd.read_csv(stats_dir / "agreement.csv")  # empty for dense traces: no masks to compare
 
     def fetch_at(phase: str, tile: int) -> str:
         rows = fetch[(fetch["phase"] == phase) & (fetch["tile_tokens"] == tile)]
@@ -86,7 +83,7 @@ def _headline(stats_dir: Path) -> dict:
     fp16 = compression[compression["value_dtype"] == "fp16"]
     best = fp16.groupby("metadata_format")["ratio_to_dense"].mean()
     token_overlap = "-"
-    if agreement is not None and len(agreement):
+    if len(agreement):
         rows = agreement[(agreement["relation"] == "token") & (agreement["phase"] == "prefill")]
         token_overlap = f"{rows['kept_overlap'].mean():.3f}"
     return {

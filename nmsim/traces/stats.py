@@ -171,7 +171,10 @@ def _tables(trace: Trace, sites, acc, kept_all: bool) -> TraceStatistics:
             if count and not kept_all:
                 agreement.append({**base, "relation": relation, "kept_overlap": total / count, "chance": density,
                                   "pairs": count})
-    return TraceStatistics(*(pd.DataFrame(rows) for rows in (inputs, groups, fetch, compression, agreement)))
+    empty_agreement = pd.DataFrame(columns=["phase", "input", "layer", "projections", "k", "relation",
+                                            "kept_overlap", "chance", "pairs"])
+    return TraceStatistics(pd.DataFrame(inputs), pd.DataFrame(groups), pd.DataFrame(fetch),
+                           pd.DataFrame(compression), pd.DataFrame(agreement) if agreement else empty_agreement)
 
 
 def write_statistics(statistics: TraceStatistics, out_dir) -> None:
