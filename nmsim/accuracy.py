@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 from nmsim import __version__
 from nmsim.errors import NmsimError
 from nmsim.io import atomic_write_text
-from nmsim.llm.data import calibration_windows, evaluation_windows, load_split, tokenize
-from nmsim.llm.models import DEFAULT_MODEL, LoadedModel, cache_root, load_model
+from nmsim.llm.data import evaluation_windows, load_split, tokenize
+from nmsim.llm.models import DEFAULT_MODEL, cache_root, load_model
 from nmsim.llm.perplexity import perplexity
 from nmsim.patterns import Pattern, parse_pattern
-from nmsim.sparsify.calibration import InputStats, calibrate, load_stats, save_stats
+from nmsim.sparsify.calibration import load_or_calibrate
 from nmsim.sparsify.engine import SparsityConfig, sparsified
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import TargetSpec, make_targets
@@ -151,27 +151,6 @@ def _row_key(row: dict) -> tuple:
     return tuple(str(row[c]) for c in KEY_COLUMNS)
 
 
-def _input_stats(lm: LoadedModel, settings: StudySettings) -> InputStats:
-    """Calibration statistics of the dense model, computed once and cached on disk."""
-    split = load_split("calibration", settings.data_dir)
-    name = (
-        f"{lm.name}-{settings.calibration_windows}x{settings.seqlen}-seed{settings.calibration_seed}"
-        f"-{split.sha256[:12]}.safetensors"
-    )
-    path = cache_root() / "calibration" / name
-    if path.exists():
-        return load_stats(path)
-    ids = tokenize(lm.tokenizer, split, cache_root() / "tokens")
-    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
-    windows = calibration_windows(
-        ids, settings.calibration_windows, settings.seqlen, seed=settings.calibration_seed, bos_id=bos
-    )
-    with tqdm(total=len(windows), desc=f"calibrating on {split.name}", unit="window", leave=False) as bar:
-        stats = calibrate(lm.model, windows, on_window=bar.update)
-    save_stats(path, stats)
-    return stats
-
-
 def run_study(
     grid: list[SparsityConfig],
     settings: StudySettings,
@@ -208,7 +187,8 @@ def run_study(
             log.info("%s: already done, skipped", label)
             continue
         if config.needs_calibration and stats is None:
-            stats = _input_stats(lm, settings)
+            stats = load_or_calibrate(lm, settings.data_dir, settings.seqlen, settings.calibration_windows,
+                                      settings.calibration_seed)
         with tqdm(total=len(windows), desc=f"{row['pattern']} {row['criterion']} {row['mitigation']}",
                   unit="window", leave=False) as bar:
             with sparsified(lm.model, config, stats):

@@ -157,9 +157,13 @@ def capture_trace(
     settings: CaptureSettings,
     data: dict,
     input_stats=None,
-    seed: int = 0,
+    seed: int = 42,
 ) -> Path:
-    """Capture prefill windows [W, S] and greedy decode from prompts [P, L] into ``out_dir``; resumable."""
+    """Capture prefill windows [W, S] and greedy decode from prompts [P, L] into ``out_dir``; resumable.
+
+    seed: recorded in the manifest; it is the seed of the calibration-window sampling (the capture itself draws
+    no random numbers: windows and prompts are the first ones of the test split).
+    """
     out = Path(out_dir)
     header = {
         "format": FORMAT,
@@ -246,10 +250,11 @@ def run_capture(
     model: str = "smollm2-135m",
     data_dir: str | None = None,
     calibration_windows: int = 16,
+    calibration_seed: int = 42,
 ) -> Path:
     """Load the model and WikiText-2, then capture: the first ``prefill_windows`` test windows, and decode
     from prompts cut from the windows after them (``prompt_tokens`` each)."""
-    from nmsim.accuracy import StudySettings, _input_stats
+    from nmsim.sparsify.calibration import load_or_calibrate
     from nmsim.llm.data import evaluation_windows, load_split, tokenize
     from nmsim.llm.models import cache_root, load_model
 
@@ -265,9 +270,9 @@ def run_capture(
     prompts = windows[settings.prefill_windows : needed, : settings.prompt_tokens]
     stats = None
     if config.needs_calibration:
-        stats = _input_stats(lm, StudySettings(model=model, data_dir=data_dir, seqlen=settings.seqlen,
-                                               calibration_windows=calibration_windows))
+        stats = load_or_calibrate(lm, data_dir, settings.seqlen, calibration_windows, calibration_seed)
     return capture_trace(
         lm, config, out_dir, prefill_windows=windows[: settings.prefill_windows], decode_prompts=prompts,
         settings=settings, data={"name": split.name, "sha256": split.sha256}, input_stats=stats,
+        seed=calibration_seed,
     )
