@@ -19,14 +19,23 @@ from nmsim.errors import NmsimError
 log = logging.getLogger("nmsim")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _int_at_least(low: int):
+    """An argparse type: an integer no smaller than ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _csv(text: str) -> list[str]:
@@ -187,6 +196,17 @@ def _traces(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pattern", default="8:16", help="sparsity pattern, or dense (default: %(default)s)")
+    parser.add_argument("--criterion", default="magnitude", help="selection criterion (default: %(default)s)")
+    parser.add_argument("--mitigation", default="none", help="mitigation (default: %(default)s)")
+
+
+def _add_machine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="WikiText-2 directory (default: $NMSIM_DATA, then ../shared/data)")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nmsim.accuracy import DEFAULT_STUDY
 
@@ -209,9 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     capture = commands.add_parser("capture", help="capture activation traces from a real dense or pruned run")
     capture.add_argument("--model", default="smollm2-135m", help="model (default: %(default)s)")
-    capture.add_argument("--pattern", default="8:16", help="sparsity pattern, or dense (default: %(default)s)")
-    capture.add_argument("--criterion", default="magnitude", help="selection criterion (default: %(default)s)")
-    capture.add_argument("--mitigation", default="none", help="mitigation (default: %(default)s)")
+    _add_method_arguments(capture)
     capture.add_argument("--targets", default="all", help="pruned projections: preset or list (default: all)")
     capture.add_argument("--prefill-only", action="store_true", help="leave decode tokens dense")
     capture.add_argument("--layers", help="record only these decoder layers, e.g. 0-3 (default: all)")
@@ -220,16 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--prefill-windows", type=_positive_int, default=4,
                          help="WikiText-2 test windows captured in prefill (default: %(default)s)")
     capture.add_argument("--seqlen", type=_positive_int, default=512, help="window length (default: 512)")
-    capture.add_argument("--decode-prompts", type=int, default=4,
+    capture.add_argument("--decode-prompts", type=_non_negative_int, default=4,
                          help="prompts decoded greedily with the KV cache; 0 skips decode (default: 4)")
     capture.add_argument("--decode-batch", type=_positive_int, default=4, help="prompts per batch (default: 4)")
     capture.add_argument("--prompt-tokens", type=_positive_int, default=128, help="prompt length (default: 128)")
     capture.add_argument("--decode-steps", type=_positive_int, default=32,
                          help="decode steps (new tokens after the first) per prompt (default: 32)")
-    capture.add_argument("--values-tokens", type=int, default=4,
+    capture.add_argument("--values-tokens", type=_non_negative_int, default=4,
                          help="tokens per phase whose dense and pruned values are stored (default: 4)")
-    capture.add_argument("--data-dir", help="WikiText-2 directory (default: $NMSIM_DATA, then ../shared/data)")
-    capture.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    _add_machine_arguments(capture)
     capture.add_argument("--out", required=True, help="trace directory to create (or resume)")
     capture.set_defaults(handler=_capture)
 
@@ -241,12 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     traces.add_argument("trace", nargs="?", help="trace directory (verify, stats)")
     traces.add_argument("--out", help="statistics directory (default: TRACE/stats)")
     traces.add_argument("--all", action="store_true", help="build: every committed method")
-    traces.add_argument("--pattern", default="8:16", help="build: pattern (default: %(default)s)")
-    traces.add_argument("--mitigation", default="none", help="build: mitigation (default: %(default)s)")
-    traces.add_argument("--criterion", default="magnitude", help="build: criterion (default: %(default)s)")
+    _add_method_arguments(traces)
     traces.add_argument("--root", default="traces", help="build, index: trace root (default: %(default)s)")
-    traces.add_argument("--data-dir", help="WikiText-2 directory (default: $NMSIM_DATA, then ../shared/data)")
-    traces.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    _add_machine_arguments(traces)
     traces.set_defaults(handler=_traces)
 
     bench = commands.add_parser("bench", help="speed: pruned vs dense forward, model load, trace capture")
