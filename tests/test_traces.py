@@ -15,6 +15,7 @@ from nmsim.llm.models import LoadedModel
 from nmsim.patterns import parse_pattern
 from nmsim.sparsify.engine import SparsityConfig
 from nmsim.sparsify.mitigations import parse_mitigation
+from nmsim.sparsify.targets import make_targets
 from nmsim.traces import capture as capture_module
 from nmsim.traces.capture import CaptureSettings, capture_trace
 from nmsim.traces.format import (
@@ -249,3 +250,14 @@ def test_shard_write_read_round_trip_is_exact_and_deterministic(tmp_path):
     assert set(back) == set(arrays)
     for name, array in arrays.items():
         assert back[name].dtype == array.dtype and np.array_equal(back[name], array)
+
+
+def test_captures_that_would_record_nothing_are_refused(tmp_path):
+    with pytest.raises(Exception, match="select no pruned linear input"):
+        _capture(tmp_path / "none", settings=CaptureSettings(prefill_windows=1, seqlen=8, decode_prompts=0,
+                                                             layers=frozenset({7})))
+    lm = LoadedModel("tiny", "random", tiny_llama(), _Tokenizer(), False)
+    config = SparsityConfig(parse_pattern("2:4"), targets=make_targets("all", phase="prefill"))
+    with pytest.raises(Exception, match="prefill-only"):
+        capture_trace(lm, config, tmp_path / "p", prefill_windows=torch.ones(1, 8, dtype=torch.long),
+                      decode_prompts=torch.ones(2, 4, dtype=torch.long), settings=SETTINGS, data={})

@@ -165,6 +165,9 @@ def capture_trace(
     no random numbers: windows and prompts are the first ones of the test split).
     """
     out = Path(out_dir)
+    if config.targets.phase == "prefill" and decode_prompts.shape[0]:
+        raise NmsimError("prefill-only pruning leaves decode tokens dense, so there are no decode masks to capture; "
+                         "capture decode with --pattern dense, or pass --decode-prompts 0")
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -209,6 +212,9 @@ def capture_trace(
                         min_new_tokens=settings.decode_steps + 1, do_sample=False,
                         pad_token_id=lm.tokenizer.eos_token_id or 0,
                     )
+                if not recorder.inputs:
+                    raise NmsimError(f"nothing to record: layers {settings.describe()['layers']} and projections "
+                                     f"{', '.join(settings.projections)} select no pruned linear input")
                 tensors = recorder.collect()
                 entry = write_shard(out, f"{phase}-{unit:05d}.safetensors", tensors,
                                     {"phase": phase, "unit": str(unit)})
