@@ -72,7 +72,8 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--layers", help="prune only these decoder layers, e.g. 0-11,14")
     parser.add_argument("--exclude-layers", help="never prune these decoder layers, e.g. 0,29")
     parser.add_argument("--prefill-only", action="store_true", help="leave decode tokens dense")
-    parser.add_argument("--seqlen", type=_positive_int, default=512, help="window length in tokens (default: %(default)s)")
+    parser.add_argument("--seqlen", type=_positive_int, default=512,
+                        help="window length in tokens (default: %(default)s)")
     parser.add_argument("--max-tokens", type=_positive_int, default=defaults["max_tokens"],
                         help="evaluate only the first max(1, N//seqlen) test windows "
                              "(default: %(default)s; None = the whole test split)")

@@ -106,7 +106,9 @@ def _embedded_gguf(model: EmbeddedModel) -> Path:
             try:
                 assemble(path)
             except Exception as exc:  # missing part or checksum mismatch, raised by the package
-                raise NmsimError(f"could not assemble {model.alias!r}: {exc}; reinstall: {_install_hint(model)}") from None
+                raise NmsimError(
+                    f"could not assemble {model.alias!r}: {exc}; reinstall: {_install_hint(model)}"
+                ) from None
     if not path.is_file():
         raise NmsimError(f"model file {path} is missing; reinstall with: {_install_hint(model)}")
     return path

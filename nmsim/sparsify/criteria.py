@@ -138,7 +138,7 @@ def wina(x: torch.Tensor, layer: LayerContext) -> torch.Tensor:
 
 @register_criterion("clact", uses_layer=False, looks_across_tokens=True)
 def clact(x: torch.Tensor, layer: LayerContext) -> torch.Tensor:
-    """|x_tk|·‖X[:, k]‖₂ / ‖X[t, :]‖₂ with column norms over all tokens of the current batch (not causal)."""
+    """|x_tk|·‖X[:, k]‖₂ / ‖X[t, :]‖₂, column norms over all tokens of the current batch (not causal)."""
     return x.abs() * x.norm(dim=0, keepdim=True) / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 

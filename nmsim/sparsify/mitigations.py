@@ -39,7 +39,9 @@ class Mitigation:
         return "+".join(parts) or "none"
 
 
-MITIGATION_NAMES = ("none", "median-shift", "static-shift", "variance", "median-shift+variance", "static-shift+variance")
+MITIGATION_NAMES = (
+    "none", "median-shift", "static-shift", "variance", "median-shift+variance", "static-shift+variance"
+)
 
 
 def parse_mitigation(text: str) -> Mitigation:
