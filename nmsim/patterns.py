@@ -175,3 +175,23 @@ def pattern_mask(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
         return unstructured_mask(scores, pattern.unstructured_density)
     _reject_nan(scores)
     return torch.ones_like(scores, dtype=torch.bool)
+
+
+METADATA_FORMATS = ("index", "bitmask", "enumerative")
+
+
+def metadata_bits(group_size: int, kept: int, fmt: str, fixed_count: bool = True) -> int:
+    """Metadata bits of one group of ``group_size`` positions that keeps ``kept`` of them.
+
+    index: kept·⌈log2 M⌉ (one position per value, NVIDIA/CP style); bitmask: M bits; enumerative: ⌈log2 C(M, kept)⌉
+    (the pattern's rank among all C(M, kept) choices). A group whose count varies (``fixed_count`` False, e.g. an
+    unstructured mask cut into groups) also stores its count in ⌈log2(M+1)⌉ bits, except in bitmask form.
+    """
+    count_bits = 0 if fixed_count else math.ceil(math.log2(group_size + 1))
+    if fmt == "index":
+        return kept * math.ceil(math.log2(group_size)) + count_bits
+    if fmt == "bitmask":
+        return group_size
+    if fmt == "enumerative":
+        return math.ceil(math.log2(math.comb(group_size, kept))) + count_bits
+    raise ValueError(f"unknown metadata format {fmt!r}; choose from {', '.join(METADATA_FORMATS)}")

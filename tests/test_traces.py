@@ -12,7 +12,7 @@ import torch
 
 from nmsim.cli import main
 from nmsim.llm.models import LoadedModel
-from nmsim.patterns import parse_pattern
+from nmsim.patterns import metadata_bits, parse_pattern
 from nmsim.sparsify.engine import SparsityConfig
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import make_targets
@@ -28,7 +28,7 @@ from nmsim.traces.format import (
     write_manifest,
     write_shard,
 )
-from nmsim.traces.stats import compute_statistics, metadata_bits
+from nmsim.traces.stats import compute_statistics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_engine import tiny_llama  # noqa: E402

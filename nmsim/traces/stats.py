@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nmsim.patterns import parse_pattern
+from nmsim.patterns import metadata_bits, parse_pattern
 from nmsim.traces.format import Trace, unpack_mask
 
 TILE_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -44,18 +44,6 @@ class TraceStatistics:
     def tables(self) -> dict[str, pd.DataFrame]:
         return {name: getattr(self, name) for name in ("inputs", "group_nnz", "weight_fetch", "compression",
                                                        "agreement")}
-
-
-def metadata_bits(group_size: int, kept: int, fmt: str, fixed_count: bool) -> int:
-    """Metadata bits of one group of ``group_size`` keeping ``kept`` values in format ``fmt``."""
-    count_bits = 0 if fixed_count else math.ceil(math.log2(group_size + 1))
-    if fmt == "index":
-        return kept * math.ceil(math.log2(group_size)) + count_bits
-    if fmt == "bitmask":
-        return group_size
-    if fmt == "enumerative":
-        return math.ceil(math.log2(math.comb(group_size, kept))) + count_bits
-    raise ValueError(f"unknown metadata format {fmt!r}")
 
 
 class _Accumulator:
