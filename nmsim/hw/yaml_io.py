@@ -2,12 +2,14 @@
 
 ``load_yaml`` returns plain Python values whose mappings are :class:`LinedDict` (a dict that remembers the line
 of each key); ``check_keys`` rejects unknown keys and reports missing required ones, suggesting the closest
-allowed name. Schema-level checks (types, units, ranges) build on these two.
+allowed name. Schema-level checks (types, units, ranges) build on these two. Numbers follow YAML 1.2, so
+``8:16`` stays the string "8:16" (YAML 1.1 would read the base-60 number 496) and ``1e9`` is a float.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -34,6 +36,14 @@ class LinedDict(dict):
         self.lines: dict[str, int] = {}
 
 
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_INT_12 = re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$|^0x[0-9a-fA-F_]+$|^0o[0-7_]+$")
+_FLOAT_12 = re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*)?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9][0-9_]*\.(?:[eE][-+]?[0-9]+)?$"
+    r"|^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+)
+
+
 def _strict_loader(file: str | Path) -> type[yaml.SafeLoader]:
     class StrictLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
@@ -53,6 +63,13 @@ def _strict_loader(file: str | Path) -> type[yaml.SafeLoader]:
             return mapping
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, StrictLoader.construct_mapping)
+    # YAML 1.1 reads 8:16 as the base-60 number 496 and 1e9 as a string; resolve numbers as YAML 1.2 does.
+    StrictLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    StrictLoader.add_implicit_resolver(_INT_TAG, _INT_12, list("-+0123456789"))
+    StrictLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_12, list("-+0123456789."))
     return StrictLoader
 
 

@@ -1,0 +1,221 @@
+"""Accelerator descriptions: YAML → validated, frozen objects (schema in ``docs/hw_config.md``).
+
+Three steps, each with errors that name the file, the line and the key path: :func:`load_yaml` (strict syntax,
+no duplicate keys) → schema checks here (known keys, types, units in the key names, allowed values) → semantic
+checks (patterns are real N:M with N < M, the sparse operand has patterns, the parts of a systolic array or a
+tensor core are all there). A design states what it *supports* (this file: drives area); the pattern each layer
+*uses* is chosen per run and checked against it with :meth:`AcceleratorSpec.check_supports`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from nmsim.errors import NmsimError
+from nmsim.hw.complexity import SELECTION_KINDS
+from nmsim.hw.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
+from nmsim.patterns import METADATA_FORMATS, Pattern, parse_pattern
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "hw_configs"
+
+SparseOperand = Literal["none", "activation", "weight"]
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    kind: Literal["systolic", "tensor_core"]
+    units: int  # identical arrays or tensor cores working in parallel
+    value_bits: int
+    rows: int = 0  # systolic
+    cols: int = 0  # systolic
+    dataflow: str = ""  # systolic: os | ws | is
+    macs_per_unit_per_cycle: int = 0  # tensor core: dense MACs per cycle per unit
+
+    @property
+    def dense_macs_per_cycle(self) -> int:
+        per_unit = self.rows * self.cols if self.kind == "systolic" else self.macs_per_unit_per_cycle
+        return self.units * per_unit
+
+
+@dataclass(frozen=True)
+class SparsitySpec:
+    operand: SparseOperand
+    patterns: tuple[Pattern, ...]  # supported N:M patterns
+    hierarchical: bool  # larger patterns are composed from smaller ones (HighLight-style)
+    metadata_format: str
+    selector: str  # online top-N-of-M network (activation operand)
+    selector_groups_per_cycle: int  # groups the compressor selects per cycle and unit (0: not modelled)
+
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    name: str
+    capacity_bytes: int
+    bandwidth_GBps: float
+    latency_ns: float
+    double_buffered: bool
+
+
+@dataclass(frozen=True)
+class AcceleratorSpec:
+    name: str
+    description: str
+    source: str  # the file it came from
+    technology_nm: int
+    frequency_GHz: float
+    compute: ComputeSpec
+    sparsity: SparsitySpec
+    memory: tuple[MemoryLevel, ...]  # outermost (DRAM) first
+
+    def check_supports(self, pattern: Pattern) -> None:
+        """Raise if a layer wants ``pattern`` but this design cannot run it sparse."""
+        if pattern.kind == "dense":
+            return
+        if pattern not in self.sparsity.patterns:
+            supported = ", ".join(str(p) for p in self.sparsity.patterns) or "none (dense only)"
+            raise NmsimError(f"design {self.name!r} ({self.source}) does not support {pattern}; it supports "
+                             f"{supported}")
+
+    @classmethod
+    def from_name(cls, name: str) -> AcceleratorSpec:
+        """A preset from ``hw_configs/`` by file stem, or a path to a YAML file."""
+        path = Path(name)
+        if not path.suffix:
+            path = PRESET_DIR / f"{name}.yaml"
+        if not path.is_file():
+            presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+            raise NmsimError(f"accelerator {name!r}: no such file or preset (presets: {presets})")
+        return load_accelerator(path)
+
+
+_TOP = {"name", "description", "technology_nm", "frequency_GHz", "compute", "sparsity", "memory"}
+_COMPUTE = {"kind", "units", "value_bits", "rows", "cols", "dataflow", "macs_per_unit_per_cycle"}
+_SPARSITY = {"operand", "patterns", "hierarchical", "metadata_format", "selector", "selector_groups_per_cycle"}
+_LEVEL = {"name", "capacity_KiB", "capacity_MiB", "capacity_GiB", "bandwidth_GBps", "latency_ns", "double_buffered"}
+_CAPACITY_UNITS = {"capacity_KiB": 1 << 10, "capacity_MiB": 1 << 20, "capacity_GiB": 1 << 30}
+
+
+class _Reader:
+    """Typed access to one YAML mapping with errors that carry file, line and key path."""
+
+    def __init__(self, file: Path, mapping, key_path: str, allowed: set[str], required: set[str]):
+        if not isinstance(mapping, LinedDict):
+            raise ConfigError(file, getattr(mapping, "line", None), key_path,
+                              f"expected a mapping with keys {', '.join(sorted(allowed))}")
+        check_keys(mapping, file, key_path, allowed, required)
+        self.file, self.mapping, self.key_path = file, mapping, key_path
+
+    def error(self, key: str, message: str) -> ConfigError:
+        path = f"{self.key_path}.{key}" if self.key_path else key
+        return ConfigError(self.file, self.mapping.lines.get(key, self.mapping.line), path, message)
+
+    def get(self, key: str, kind: type, default=None, *, minimum: float | None = None, choices=None):
+        if key not in self.mapping:
+            return default
+        value = self.mapping[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"expected {kind.__name__}, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"{value} is below the minimum {minimum}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+
+
+def _compute(file: Path, data) -> ComputeSpec:
+    r = _Reader(file, data, "compute", _COMPUTE, {"kind", "units", "value_bits"})
+    kind = r.get("kind", str, choices=("systolic", "tensor_core"))
+    spec = ComputeSpec(
+        kind=kind,
+        units=r.get("units", int, minimum=1),
+        value_bits=r.get("value_bits", int, choices=(4, 8, 16, 32)),
+        rows=r.get("rows", int, 0, minimum=1),
+        cols=r.get("cols", int, 0, minimum=1),
+        dataflow=r.get("dataflow", str, "", choices=("os", "ws", "is")),
+        macs_per_unit_per_cycle=r.get("macs_per_unit_per_cycle", int, 0, minimum=1),
+    )
+    own = {"rows", "cols", "dataflow"} if kind == "systolic" else {"macs_per_unit_per_cycle"}
+    foreign = ({"rows", "cols", "dataflow", "macs_per_unit_per_cycle"} - own) & set(data)
+    if foreign:
+        raise r.error(sorted(foreign)[0], f"not a key of a {kind} (its keys: {', '.join(sorted(own))})")
+    missing = own - set(data)
+    if missing:
+        raise ConfigError(file, data.line, "compute", f"a {kind} needs {', '.join(sorted(missing))}")
+    return spec
+
+
+def _sparsity(file: Path, data) -> SparsitySpec:
+    if data is None:
+        return SparsitySpec("none", (), False, "index", "half_split", 0)
+    r = _Reader(file, data, "sparsity", _SPARSITY, {"operand"})
+    operand = r.get("operand", str, choices=("none", "activation", "weight"))
+    raw = data.get("patterns", [])
+    if not isinstance(raw, list):
+        raise r.error("patterns", "expected a list of N:M patterns such as [2:4, 8:16]")
+    patterns = []
+    for index, text in enumerate(raw):
+        try:
+            pattern = parse_pattern(str(text))
+        except NmsimError as exc:
+            raise r.error("patterns", f"item {index}: {exc}") from None
+        if pattern.kind != "nm" or pattern.n >= pattern.m:
+            raise r.error("patterns", f"item {index}: {pattern} is not a sparse N:M pattern (need N < M)")
+        patterns.append(pattern)
+    if (operand == "none") != (not patterns):
+        raise r.error("operand", "a sparse operand needs patterns, and patterns need a sparse operand "
+                                 f"(operand {operand!r}, {len(patterns)} patterns)")
+    hierarchical = r.get("hierarchical", bool, False)
+    if hierarchical and len(patterns) < 2:
+        raise r.error("hierarchical", "composing patterns needs at least two")
+    return SparsitySpec(
+        operand=operand,
+        patterns=tuple(patterns),
+        hierarchical=hierarchical,
+        metadata_format=r.get("metadata_format", str, "index", choices=METADATA_FORMATS),
+        selector=r.get("selector", str, "half_split", choices=SELECTION_KINDS),
+        selector_groups_per_cycle=r.get("selector_groups_per_cycle", int, 0, minimum=0),
+    )
+
+
+def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
+    if not isinstance(data, list) or not data:
+        raise ConfigError(file, line, "memory", "expected a list of memory levels, outermost (DRAM) first")
+    levels = []
+    for index, entry in enumerate(data):
+        r = _Reader(file, entry, f"memory[{index}]", _LEVEL, {"name", "bandwidth_GBps", "latency_ns"})
+        capacities = [key for key in _CAPACITY_UNITS if key in entry]
+        if len(capacities) != 1:
+            raise ConfigError(file, entry.line, f"memory[{index}]",
+                              "give exactly one of capacity_KiB, capacity_MiB, capacity_GiB")
+        capacity = r.get(capacities[0], float, minimum=0)
+        if capacity <= 0:
+            raise r.error(capacities[0], "must be positive")
+        levels.append(MemoryLevel(
+            name=r.get("name", str),
+            capacity_bytes=int(capacity * _CAPACITY_UNITS[capacities[0]]),
+            bandwidth_GBps=r.get("bandwidth_GBps", float, minimum=1e-9),
+            latency_ns=r.get("latency_ns", float, minimum=0),
+            double_buffered=r.get("double_buffered", bool, False),
+        ))
+    return tuple(levels)
+
+
+def load_accelerator(path: str | Path) -> AcceleratorSpec:
+    """Read and validate one accelerator YAML."""
+    path = Path(path)
+    data = load_yaml(path)
+    r = _Reader(path, data, "", _TOP, _TOP - {"description", "sparsity"})
+    return AcceleratorSpec(
+        name=r.get("name", str),
+        description=r.get("description", str, ""),
+        source=str(path),
+        technology_nm=r.get("technology_nm", int, minimum=1),
+        frequency_GHz=r.get("frequency_GHz", float, minimum=1e-6),
+        compute=_compute(path, data["compute"]),
+        sparsity=_sparsity(path, data.get("sparsity")),
+        memory=_memory(path, data["memory"], data.lines.get("memory")),
+    )
