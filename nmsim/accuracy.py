@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from nmsim import __version__
 from nmsim.errors import NmsimError
 from nmsim.io import atomic_write_text
-from nmsim.llm.data import evaluation_windows, load_split, tokenize
-from nmsim.llm.models import DEFAULT_MODEL, cache_root, load_model
+from nmsim.llm.data import evaluation_windows, load_split
+from nmsim.llm.models import DEFAULT_MODEL, load_model
 from nmsim.llm.perplexity import perplexity
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.sparsify.calibration import load_or_calibrate
@@ -124,7 +124,7 @@ def write_tables(rows: list[dict], out_prefix: Path, json_path: Path | None, met
     """Write ``<prefix>.csv`` and ``<prefix>.md`` (and JSON if asked) atomically; return the table."""
     table = _with_deltas(rows)
     atomic_write_text(out_prefix.with_suffix(".csv"), table.to_csv(index=False, lineterminator="\n"))
-    title = f"# Accuracy: WikiText-2 perplexity under N:M activation pruning\n\n"
+    title = "# Accuracy: WikiText-2 perplexity under N:M activation pruning\n\n"
     details = "".join(f"- {k}: {v}\n" for k, v in meta.items())
     atomic_write_text(out_prefix.with_suffix(".md"), title + details + "\n" + _markdown(table))
     if json_path is not None:
@@ -166,14 +166,13 @@ def run_study(
     split = load_split("test", settings.data_dir)
     rows = [] if recompute else read_rows(out_prefix.with_suffix(".csv"))
     lm = load_model(settings.model)
-    ids = tokenize(lm.tokenizer, split, cache_root() / "tokens")
-    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
-    windows = evaluation_windows(ids, settings.seqlen, bos_id=bos, max_tokens=settings.max_tokens)
+    windows = evaluation_windows(lm.token_ids(split), settings.seqlen, bos_id=lm.window_bos,
+                                 max_tokens=settings.max_tokens)
     tokens = windows.shape[0] * (windows.shape[1] - 1)
     meta = {
         "model": f"{lm.name} ({lm.source})",
         "data": f"{split.name} (sha256 of joined text {split.sha256})",
-        "windows": f"{windows.shape[0]} x {settings.seqlen} tokens, BOS per window: {bos is not None}",
+        "windows": f"{windows.shape[0]} x {settings.seqlen} tokens, BOS per window: {lm.bos_per_window}",
         "tokens_evaluated": tokens,
         "nmsim": __version__,
     }

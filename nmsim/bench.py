@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from nmsim.llm.data import evaluation_windows, load_split, tokenize
-from nmsim.llm.models import cache_root, load_model
+from nmsim.llm.data import evaluation_windows, load_split
+from nmsim.llm.models import load_model
 from nmsim.llm.perplexity import window_nll
 from nmsim.patterns import parse_pattern
 from nmsim.sparsify.engine import SparsityConfig, sparsified
@@ -55,9 +55,8 @@ def run_pruning_benchmark(model: str = "smollm2-135m", windows: int = 2, repeats
         cold = _load_seconds(model, scratch)
         cached = _load_seconds(model, scratch)
     lm = load_model(model)
-    ids = tokenize(lm.tokenizer, load_split("test"), cache_root() / "tokens")
-    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
-    batch = evaluation_windows(ids, 512, bos_id=bos, max_tokens=512 * windows)
+    batch = evaluation_windows(lm.token_ids(load_split("test")), 512, bos_id=lm.window_bos,
+                               max_tokens=512 * windows)
     configs = {"dense": None} | {
         f"{p} magnitude {m}": SparsityConfig(parse_pattern(p), "magnitude", parse_mitigation(m))
         for p, m in BENCH_METHODS
@@ -93,9 +92,8 @@ def run_capture_benchmark(model: str = "smollm2-135m", windows: int = 4, repeats
     from nmsim.traces.format import Trace
 
     lm = load_model(model)
-    ids = tokenize(lm.tokenizer, load_split("test"), cache_root() / "tokens")
-    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
-    batch = evaluation_windows(ids, 512, bos_id=bos, max_tokens=512 * windows)
+    batch = evaluation_windows(lm.token_ids(load_split("test")), 512, bos_id=lm.window_bos,
+                               max_tokens=512 * windows)
     settings = CaptureSettings(prefill_windows=batch.shape[0], decode_prompts=0, values_tokens=0)
     results = []
     for pattern, mitigation in (("8:16", "none"), ("8:16", "median-shift")):

@@ -21,7 +21,6 @@ def smollm():
 @pytest.fixture(scope="session")
 def test_ids(smollm):
     """WikiText-2 test split tokenized with the SmolLM2 tokenizer (the standard protocol)."""
-    from nmsim.llm.data import load_split, tokenize
-    from nmsim.llm.models import cache_root
+    from nmsim.llm.data import load_split
 
-    return tokenize(smollm.tokenizer, load_split("test"), cache_root() / "tokens")
+    return smollm.token_ids(load_split("test"))

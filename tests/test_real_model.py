@@ -104,12 +104,13 @@ def test_variance_correction_restores_each_tokens_variance(smollm, windows):
 
 def test_gemma_family_model_needs_and_gets_bos_per_window():
     """Gemma 3 270M (GGUF from PyPI): BOS at every window start, as its dense baseline requires."""
-    from nmsim.llm.data import load_split, tokenize
-    from nmsim.llm.models import cache_root, load_model
+    from nmsim.llm.data import load_split
+    from nmsim.llm.models import load_model
 
     gemma = load_model("gemma3-270m")
     assert gemma.bos_per_window and type(gemma.model).__name__ == "Gemma3ForCausalLM"
-    ids = tokenize(gemma.tokenizer, load_split("test"), cache_root() / "tokens")
+    assert gemma.window_bos == gemma.tokenizer.bos_token_id
+    ids = gemma.token_ids(load_split("test"))
     with_bos = evaluation_windows(ids, 512, bos_id=gemma.tokenizer.bos_token_id, max_tokens=512)
     without_bos = evaluation_windows(ids, 512, max_tokens=512)
     assert with_bos[0, 0] == gemma.tokenizer.bos_token_id and with_bos.shape == without_bos.shape

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from nmsim.errors import NmsimError
+from nmsim.llm.data import TextSplit, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,15 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     bos_per_window: bool  # prepend BOS to every evaluation window (Gemma needs it)
+
+    @property
+    def window_bos(self) -> int | None:
+        """The token id to put at every window start, or None."""
+        return self.tokenizer.bos_token_id if self.bos_per_window else None
+
+    def token_ids(self, split: TextSplit) -> torch.Tensor:
+        """The split tokenized with this model's tokenizer: [N] int64, cached under the cache directory."""
+        return tokenize(self.tokenizer, split, cache_root() / "tokens")
 
 
 def cache_root() -> Path:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from nmsim.io import atomic_write_bytes
-from nmsim.llm.data import calibration_windows, load_split, tokenize
+from nmsim.llm.data import calibration_windows, load_split
 from nmsim.llm.models import LoadedModel, cache_root
 from nmsim.sparsify.targets import find_linear_sites
 
@@ -84,9 +84,7 @@ def load_or_calibrate(lm: LoadedModel, data_dir: str | None, seqlen: int, window
     path = cache_root() / "calibration" / f"{lm.name}-{windows}x{seqlen}-seed{seed}-{split.sha256[:12]}.safetensors"
     if path.exists():
         return load_stats(path)
-    ids = tokenize(lm.tokenizer, split, cache_root() / "tokens")
-    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
-    sample = calibration_windows(ids, windows, seqlen, seed=seed, bos_id=bos)
+    sample = calibration_windows(lm.token_ids(split), windows, seqlen, seed=seed, bos_id=lm.window_bos)
     with tqdm(total=len(sample), desc=f"calibrating on {split.name}", unit="window", leave=False) as bar:
         stats = calibrate(lm.model, sample, on_window=bar.update)
     save_stats(path, stats)

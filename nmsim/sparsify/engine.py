@@ -181,14 +181,18 @@ class PrunedLinear(torch.nn.Module):
         return y
 
 
+def cached_tokens(forward_kwargs: dict) -> int:
+    """Tokens already in the KV cache of a model forward call (0 for a prefill)."""
+    # transformers 5 passes the KV cache as `cache`; earlier releases as `past_key_values`.
+    cache = forward_kwargs.get("cache", forward_kwargs.get("past_key_values"))
+    return cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+
+
 def _track_phase(session: PruningSession):
     """Forward pre-hook on the whole model: a call with a non-empty KV cache is a decode step."""
 
     def hook(module, args, kwargs):
-        # transformers 5 passes the KV cache as `cache`; earlier releases as `past_key_values`.
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
-        session.phase = "decode" if past > 0 else "prefill"
+        session.phase = "decode" if cached_tokens(kwargs) > 0 else "prefill"
 
     return hook
 

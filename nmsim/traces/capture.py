@@ -12,7 +12,7 @@ of each phase, the dense and pruned input values (fp16).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from nmsim import __version__
 from nmsim.errors import NmsimError
 from nmsim.llm.models import LoadedModel
 from nmsim.sparsify.criteria import LayerContext
-from nmsim.sparsify.engine import PrunedInput, PruningSession, SparsityConfig, sparsified
+from nmsim.sparsify.engine import PrunedInput, PruningSession, SparsityConfig, cached_tokens, sparsified
 from nmsim.sparsify.targets import PROJECTIONS, LinearSite
 from nmsim.traces.format import FORMAT, FORMAT_VERSION, pack_mask, read_manifest, write_manifest, write_shard
 
@@ -45,17 +45,9 @@ class CaptureSettings:
     projections: tuple[str, ...] = PROJECTIONS
 
     def describe(self) -> dict:
-        return {
-            "prefill_windows": self.prefill_windows,
-            "seqlen": self.seqlen,
-            "decode_prompts": self.decode_prompts,
-            "decode_batch": self.decode_batch,
-            "prompt_tokens": self.prompt_tokens,
-            "decode_steps": self.decode_steps,
-            "values_tokens": self.values_tokens,
-            "layers": sorted(self.layers) if self.layers is not None else "all",
-            "projections": list(self.projections),
-        }
+        """The settings as JSON-ready values (as recorded in the manifest)."""
+        layers = sorted(self.layers) if self.layers is not None else "all"
+        return {**asdict(self), "layers": layers, "projections": list(self.projections)}
 
 
 class _UnitRecorder:
@@ -95,8 +87,7 @@ class _UnitRecorder:
         if self.session.phase != self.phase:
             return
         ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        past = cached_tokens(kwargs)
         batch, length = ids.shape
         self.sequences.append(np.repeat(self.sequence_ids[:batch], length))
         self.positions.append(np.tile(np.arange(past, past + length, dtype=np.int32), batch))
@@ -261,14 +252,12 @@ def run_capture(
     """Load the model and WikiText-2, then capture: the first ``prefill_windows`` test windows, and decode
     from prompts cut from the windows after them (``prompt_tokens`` each)."""
     from nmsim.sparsify.calibration import load_or_calibrate
-    from nmsim.llm.data import evaluation_windows, load_split, tokenize
-    from nmsim.llm.models import cache_root, load_model
+    from nmsim.llm.data import evaluation_windows, load_split
+    from nmsim.llm.models import load_model
 
     split = load_split("test", data_dir)
     lm = load_model(model)
-    ids = tokenize(lm.tokenizer, split, cache_root() / "tokens")
-    bos = lm.tokenizer.bos_token_id if lm.bos_per_window else None
-    windows = evaluation_windows(ids, settings.seqlen, bos_id=bos)
+    windows = evaluation_windows(lm.token_ids(split), settings.seqlen, bos_id=lm.window_bos)
     needed = settings.prefill_windows + settings.decode_prompts
     if windows.shape[0] < needed or settings.prompt_tokens > settings.seqlen:
         raise NmsimError(f"the test split has {windows.shape[0]} windows of {settings.seqlen}; the capture needs "

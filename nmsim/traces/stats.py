@@ -78,7 +78,7 @@ def compute_statistics(trace: Trace) -> TraceStatistics:
     sites = {s.key: s for s in trace.inputs}
     kept_all = trace.manifest["method"]["kept_all"]
     acc: dict[tuple[str, str], _Accumulator] = {}
-    below = {}  # input key -> the same first projection one layer below
+    below = {}  # input key -> the input of the same projections one layer below
     for site in trace.inputs:
         lower = f"L{site.layer - 1}.{'+'.join(site.projections)}"
         if lower in sites and sites[lower].k == site.k:
@@ -106,7 +106,8 @@ def compute_statistics(trace: Trace) -> TraceStatistics:
                     a.tile_needed[tile][0] += int(union.sum())
                     a.tile_needed[tile][1] += whole * site.k
             if follows.any():
-                pairs = _overlap(kept[order][1:][follows], kept[order][:-1][follows])
+                ordered = kept[order]
+                pairs = _overlap(ordered[1:][follows], ordered[:-1][follows])
                 a.token_overlap[0] += float(pairs.sum())
                 a.token_overlap[1] += len(pairs)
         for key, lower in below.items():
