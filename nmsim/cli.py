@@ -133,6 +133,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from nmsim.sim.command import SimulateRequest, run_simulate
+
+    output = run_simulate(SimulateRequest(
+        hw=args.hw, model=args.model, phase=args.phase, batch=args.batch, seq=args.seq, traces=args.traces,
+        pattern=args.pattern, baseline=args.baseline, ideal=args.ideal, ideal_memory=args.ideal_memory,
+        measure=args.measure,
+    ))
+    print(output.text())
+    if args.json:
+        output.write_json(args.json)
+        log.info("JSON written to %s", args.json)
+    return 0
+
+
 def _capture(args: argparse.Namespace) -> int:
     from nmsim.accuracy import set_threads
     from nmsim.patterns import parse_pattern
@@ -250,6 +265,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_machine_arguments(capture)
     capture.add_argument("--out", required=True, help="trace directory to create (or resume)")
     capture.set_defaults(handler=_capture)
+
+    simulate = commands.add_parser(
+        "simulate", help="cycles, bytes per memory level, energy and area of every linear GEMM on one design")
+    simulate.add_argument("--hw", required=True, help="accelerator: a preset in hw_configs/ (e.g. act-8of16) or a "
+                                                      "YAML file")
+    simulate.add_argument("--model", required=True, help="shape preset (smollm2-135m, llama-2-7b, llama-3.1-8b, "
+                                                         "qwen2.5-7b, gemma-3-4b), a config.json or a .gguf file")
+    simulate.add_argument("--traces", help="a trace directory (e.g. traces/smollm2-135m_8of16_magnitude_none): "
+                                           "layer patterns and statistics from real masks")
+    simulate.add_argument("--pattern", help="pattern the layers use (default: the trace's, else the design's "
+                                            "largest supported one)")
+    simulate.add_argument("--phase", choices=["prefill", "decode"], default="prefill", help="default: prefill")
+    simulate.add_argument("--batch", type=_positive_int, default=1, help="sequences (default: 1)")
+    simulate.add_argument("--seq", type=_positive_int, default=512,
+                          help="prefill tokens per sequence; for decode the context length, which leaves the "
+                               "linear GEMMs unchanged (default: 512)")
+    simulate.add_argument("--baseline", default="a100-dense", help="dense baseline design (default: %(default)s)")
+    simulate.add_argument("--ideal", action="store_true",
+                          help="with --traces: also show the idealised N/M answer side by side")
+    simulate.add_argument("--ideal-memory", action="store_true",
+                          help="memory without bandwidth or latency limits (SCALE-Sim's CALC mode)")
+    simulate.add_argument("--measure", action="store_true",
+                          help="add the measured torch 2:4 vs dense ratio per GEMM shape (needs a CUDA GPU)")
+    simulate.add_argument("--json", type=Path, help="write every number to this JSON file")
+    simulate.set_defaults(handler=_simulate)
 
     traces = commands.add_parser("traces", help="verify a trace, compute its statistics, build the committed set")
     traces.add_argument("action", choices=["verify", "stats", "build", "index"],

@@ -1,0 +1,511 @@
+"""Datapath area of an accelerator design, per component, at the design's node, with a low/nominal/high range.
+
+Accelergy-ART style: each component is a list of (cell, quantity) terms. Cell areas come from
+``calibration/cells.yaml`` (value, source, node, date, uncertainty), each scaled from its own node to
+``spec.technology_nm``::
+
+    area [µm²] = Σ quantity × area_um2 × (technology_nm / node_nm) ** exponent        (reported in mm²)
+
+Components, with w = ``compute.value_bits``, MACs = ``compute.dense_macs_per_cycle`` (the physical multipliers)
+and a = max(2·w, ``accumulator_min_bits``); formulas from ``shared/reference/hw_reference.md`` §5–7:
+
+- ``mac_array``: per MAC one w-bit multiplier, one a-bit accumulator adder and 2·w + a register bits (two
+  operands and the accumulator). Multipliers are looked up by width; adders scale linearly in width.
+- ``operand_select_muxes``: the dense operand is routed from M candidates to each kept slot. With ordered
+  indices slot j of a group reaches positions j … M−N+j, an (M−N+1):1 mux, i.e. (M−N)·w MUX2 per MAC. A design
+  supporting several patterns needs, per slot, the union of what each pattern reaches (:func:`slot_fan_in`);
+  MUX2 per slot and bit = fan-in − 1. A hierarchical design builds the datapath for its smallest pattern only:
+  larger patterns are run by splitting each group into groups of the small pattern, and the cycle model charges
+  extra cycles for split groups that overflow.
+- ``metadata``: metadata_bits(M, N, format) register bits per group of the largest supported pattern, times
+  ``metadata_pipeline_stages``, one group per N MACs; plus the decoder [D]: bitmask M·⌈log2 M⌉ half adders
+  (prefix popcount) per group, index none (selects directly), enumerative the bitmask decoder plus M adders of
+  ⌈log2 C(M, N)⌉ bits (unranking chain).
+- ``selection_network`` (activation operand only; a weight-sparse design prunes offline): the top-N-of-M network
+  of the largest supported M (a hierarchical design too: its large-M masks are still chosen online), per
+  instance CE·(comparator(w) + 2·w MUX2) + max_stages·(comparator(w) + w MUX2), ``selector_groups_per_cycle ×
+  units`` instances (0 groups per cycle: not modelled, zero area).
+- ``extra_buffering``: each group of N MACs holds M values of the dense operand instead of N, (M−N)·w register
+  bits per group (§7.5); for several patterns, (window − slots)·w per window of :func:`slot_fan_in`.
+
+A dense design (operand none) has only ``mac_array``. Not counted: SRAM macros and buffers outside the
+datapath, wiring and routing, control, clock tree.
+
+Range: every cell carries [low, high] factors and the node exponent a range. A component's low (high) is every
+cell at its low (high) factor, at the exponent, among the range's ends and the nominal, that gives the smallest
+(largest) sum: bounds, not a confidence interval. The overhead range divides the extras' low by the dense
+array's high (and the reverse) at the same exponent.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from nmsim.errors import NmsimError
+from nmsim.hw.complexity import selection_network
+from nmsim.hw.spec import PRESET_DIR, AcceleratorSpec, SparsitySpec
+from nmsim.hw.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
+from nmsim.patterns import Pattern, metadata_bits
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration") / "cells.yaml"
+UM2_PER_MM2 = 1e6
+
+AREA_CELLS = ("mux2", "multiplier_4bit", "multiplier_8bit", "multiplier_16bit", "multiplier_32bit", "adder",
+              "comparator", "register_bit", "half_adder")
+ENERGY_ACTIONS = ("mac_4bit", "mac_8bit", "mac_16bit", "mac_32bit", "mac_gated_8bit", "comparator", "sram_read",
+                  "dram_access")
+SPARSE_COMPONENTS = ("operand_select_muxes", "metadata", "selection_network", "extra_buffering")
+
+_ENTRY_COMMON = {"width_bits", "source", "node_nm", "date", "uncertainty", "note", "scales_with_node"}
+_ENTRY_REQUIRED = {"width_bits", "source", "node_nm", "date", "uncertainty"}
+_SCALING_KEYS = {"exponent", "exponent_range", "source", "date", "note"}
+_DATAPATH = {"accumulator_min_bits": "bits", "metadata_pipeline_stages": "stages"}
+_TAG = re.compile(r"\[(V|A|M|D)\]")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class CalibrationEntry:
+    """One calibrated cell area (µm²) or action energy (pJ), for operands of ``width_bits``."""
+
+    name: str
+    value: float  # in ``unit``
+    unit: str  # "um2" or "pJ"
+    width_bits: int
+    source: str
+    node_nm: float
+    date: str
+    low: float  # multiplicative uncertainty factors on ``value``
+    high: float
+    scales_with_node: bool = True
+    note: str = ""
+
+    def at(self, node_nm: float, exponent: float, corner: str = "nominal") -> float:
+        """The value at ``node_nm``: value × (node_nm / self.node_nm) ** exponent, times the corner's factor."""
+        factor = {"low": self.low, "nominal": 1.0, "high": self.high}[corner]
+        scale = (node_nm / self.node_nm) ** exponent if self.scales_with_node else 1.0
+        return self.value * factor * scale
+
+
+@dataclass(frozen=True)
+class NodeScaling:
+    """value(node) = value(node_nm) × (node / node_nm) ** exponent, exponent in [low, high]."""
+
+    exponent: float
+    exponent_low: float
+    exponent_high: float
+    source: str
+
+    @property
+    def exponents(self) -> tuple[float, float, float]:
+        return self.exponent_low, self.exponent, self.exponent_high
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The contents of a calibration file (see ``calibration/cells.yaml`` for the schema)."""
+
+    path: str
+    area: Mapping[str, CalibrationEntry]  # cell -> µm²
+    energy: Mapping[str, CalibrationEntry]  # action -> pJ
+    area_scaling: NodeScaling
+    energy_scaling: NodeScaling
+    accumulator_min_bits: int
+    metadata_pipeline_stages: int
+
+    def by_width(self, table: str, kind: str, bits: int) -> CalibrationEntry:
+        """The ``<kind>_<bits>bit`` entry of the ``area`` or ``energy`` table."""
+        entries = self.area if table == "area" else self.energy
+        entry = entries.get(f"{kind}_{bits}bit")
+        if entry is None:
+            widths = sorted(e.width_bits for name, e in entries.items() if re.fullmatch(rf"{kind}_\d+bit", name))
+            raise NmsimError(f"{self.path}: no {table} entry {kind}_{bits}bit (widths present: {widths})")
+        return entry
+
+
+def _number(data: LinedDict, file: Path, path: str, key: str, *, positive: bool = True) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or (positive and value <= 0):
+        raise ConfigError(file, data.lines.get(key), f"{path}.{key}", f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _text(data: LinedDict, file: Path, path: str, key: str) -> str:
+    value = data[key]
+    if isinstance(value, datetime.date):
+        value = value.isoformat()
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(file, data.lines.get(key), f"{path}.{key}", f"expected text, got {value!r}")
+    return value
+
+
+def _source(data: LinedDict, file: Path, path: str) -> str:
+    source = _text(data, file, path, "source")
+    if not _TAG.search(source):
+        raise ConfigError(file, data.lines.get("source"), f"{path}.source",
+                          "needs a provenance tag: [V] checked, [A] abstract, [M] recalled or [D] derived")
+    date = _text(data, file, path, "date")
+    if not _DATE.match(date):
+        raise ConfigError(file, data.lines.get("date"), f"{path}.date", f"expected YYYY-MM-DD, got {date!r}")
+    return source
+
+
+def _pair(data: LinedDict, file: Path, path: str, key: str) -> tuple[float, float]:
+    value = data[key]
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value) or value[0] > value[1]):
+        raise ConfigError(file, data.lines.get(key), f"{path}.{key}", f"expected [low, high] with low <= high, "
+                                                                      f"got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _section(data, file: Path, key: str, names: Iterable[str]) -> LinedDict:
+    section = data.get(key) if isinstance(data, LinedDict) else None
+    if not isinstance(section, LinedDict):
+        line = data.lines.get(key) if isinstance(data, LinedDict) else None
+        raise ConfigError(file, line, key, f"expected a mapping with keys {', '.join(names)}")
+    check_keys(section, file, key, set(names), set(names))
+    return section
+
+
+def _entries(data: LinedDict, file: Path, table: str, names: tuple[str, ...], unit_key: str) -> dict:
+    section = _section(data, file, table, names)
+    entries = {}
+    for name in names:
+        path = f"{table}.{name}"
+        raw = section[name]
+        if not isinstance(raw, LinedDict):
+            raise ConfigError(file, section.lines.get(name), path, "expected a mapping")
+        check_keys(raw, file, path, _ENTRY_COMMON | {unit_key}, _ENTRY_REQUIRED | {unit_key})
+        low, high = _pair(raw, file, path, "uncertainty")
+        if not 0 < low <= 1 <= high:
+            raise ConfigError(file, raw.lines.get("uncertainty"), f"{path}.uncertainty",
+                              f"need 0 < low <= 1 <= high, got [{low:g}, {high:g}]")
+        width = raw["width_bits"]
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ConfigError(file, raw.lines.get("width_bits"), f"{path}.width_bits",
+                              f"expected a positive integer, got {width!r}")
+        scales = raw.get("scales_with_node", True)
+        if not isinstance(scales, bool):
+            raise ConfigError(file, raw.lines.get("scales_with_node"), f"{path}.scales_with_node",
+                              f"expected true or false, got {scales!r}")
+        entries[name] = CalibrationEntry(
+            name=name,
+            value=_number(raw, file, path, unit_key),
+            unit=unit_key.split("_", 1)[1],
+            width_bits=width,
+            source=_source(raw, file, path),
+            node_nm=_number(raw, file, path, "node_nm"),
+            date=_text(raw, file, path, "date"),
+            low=low,
+            high=high,
+            scales_with_node=scales,
+            note=_text(raw, file, path, "note") if "note" in raw else "",
+        )
+    return entries
+
+
+def _scaling(section: LinedDict, file: Path, kind: str) -> NodeScaling:
+    path = f"node_scaling.{kind}"
+    raw = section[kind]
+    if not isinstance(raw, LinedDict):
+        raise ConfigError(file, section.lines.get(kind), path, "expected a mapping")
+    check_keys(raw, file, path, _SCALING_KEYS, _SCALING_KEYS - {"note"})
+    exponent = _number(raw, file, path, "exponent")
+    low, high = _pair(raw, file, path, "exponent_range")
+    if not low <= exponent <= high:
+        raise ConfigError(file, raw.lines.get("exponent"), f"{path}.exponent",
+                          f"{exponent:g} lies outside exponent_range [{low:g}, {high:g}]")
+    return NodeScaling(exponent, low, high, _source(raw, file, path))
+
+
+def load_calibration(path: str | Path | None = None) -> Calibration:
+    """Read and validate a calibration file (default: the packaged ``calibration/cells.yaml``).
+
+    Unknown, missing and duplicate keys raise :class:`ConfigError` naming the file, line and key path. The
+    packaged file is read once per process.
+    """
+    if path is None:
+        return _packaged_calibration()
+    return _read_calibration(Path(path))
+
+
+@functools.cache
+def _packaged_calibration() -> Calibration:
+    return _read_calibration(CALIBRATION_FILE)
+
+
+def _read_calibration(file: Path) -> Calibration:
+    data = load_yaml(file)
+    if not isinstance(data, LinedDict):
+        raise ConfigError(file, None, "", "expected a mapping with keys version, area, energy, node_scaling, datapath")
+    top = {"version", "area", "energy", "node_scaling", "datapath"}
+    check_keys(data, file, "", top, top)
+    if data["version"] != 1:
+        raise ConfigError(file, data.lines.get("version"), "version", f"unsupported version {data['version']!r}")
+    scaling = _section(data, file, "node_scaling", ("area", "energy"))
+    datapath = _section(data, file, "datapath", tuple(_DATAPATH))
+    counts = {}
+    for name, unit_key in _DATAPATH.items():
+        raw = datapath[name]
+        if not isinstance(raw, LinedDict):
+            raise ConfigError(file, datapath.lines.get(name), f"datapath.{name}", "expected a mapping")
+        check_keys(raw, file, f"datapath.{name}", {unit_key, "source", "date", "note"}, {unit_key, "source", "date"})
+        _source(raw, file, f"datapath.{name}")
+        value = raw[unit_key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(file, raw.lines.get(unit_key), f"datapath.{name}.{unit_key}",
+                              f"expected a positive integer, got {value!r}")
+        counts[name] = value
+    return Calibration(
+        path=str(file),
+        area=MappingProxyType(_entries(data, file, "area", AREA_CELLS, "area_um2")),
+        energy=MappingProxyType(_entries(data, file, "energy", ENERGY_ACTIONS, "energy_pJ")),
+        area_scaling=_scaling(scaling, file, "area"),
+        energy_scaling=_scaling(scaling, file, "energy"),
+        **counts,
+    )
+
+
+Terms = tuple[tuple[CalibrationEntry, float], ...]  # (cell or action, quantity in units of its width_bits)
+
+
+def _sum(terms: Terms, node_nm: float, exponent: float, corner: str) -> float:
+    return sum(quantity * entry.at(node_nm, exponent, corner) for entry, quantity in terms)
+
+
+def value_range(terms: Terms, node_nm: float, scaling: NodeScaling) -> tuple[float, float, float]:
+    """(nominal, low, high) of Σ quantity × value at ``node_nm``, in the entries' unit (see the module docstring)."""
+    nominal = _sum(terms, node_nm, scaling.exponent, "nominal")
+    low = min(_sum(terms, node_nm, e, "low") for e in scaling.exponents)
+    high = max(_sum(terms, node_nm, e, "high") for e in scaling.exponents)
+    return nominal, low, high
+
+
+def _bits(entry: CalibrationEntry, bits: float) -> float:
+    """Quantity of a width-linear cell (adder, comparator, register, MUX2) for ``bits`` bits."""
+    return bits / entry.width_bits
+
+
+def datapath_patterns(sparsity: SparsitySpec) -> tuple[Pattern, ...]:
+    """The patterns the select muxes and buffers are built for: all supported ones, or the smallest (by M)
+    of a hierarchical design, whose larger patterns are run by splitting."""
+    if sparsity.hierarchical:
+        return (min(sparsity.patterns, key=lambda p: (p.m, p.n)),)
+    return sparsity.patterns
+
+
+def largest_pattern(patterns: Iterable[Pattern]) -> Pattern:
+    return max(patterns, key=lambda p: (p.m, p.n))
+
+
+def slot_fan_in(patterns: Iterable[Pattern]) -> tuple[int, tuple[int, ...]]:
+    """(window, fan-in per kept slot) of operand-select muxes that serve every pattern in ``patterns``.
+
+    The window is lcm of the M's; pattern n:m keeps window·n/m slots of it. Slot s of pattern n:m lies in group
+    s // n at local slot j = s % n and, with ordered indices, reaches window positions g·m + j … g·m + m − n + j.
+    A slot's fan-in is the size of the union of those positions over the patterns that use the slot.
+    """
+    patterns = tuple(patterns)
+    window = math.lcm(*(p.m for p in patterns))
+    slots = max(window * p.n // p.m for p in patterns)
+    fan_in = []
+    for s in range(slots):
+        reach: set[int] = set()
+        for p in patterns:
+            if s < window * p.n // p.m:
+                group, j = divmod(s, p.n)
+                reach.update(range(group * p.m + j, group * p.m + p.m - p.n + j + 1))
+        fan_in.append(len(reach))
+    return window, tuple(fan_in)
+
+
+def _mac_array(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
+    w, macs = spec.compute.value_bits, spec.compute.dense_macs_per_cycle
+    acc = max(2 * w, cal.accumulator_min_bits)
+    adder, register = cal.area["adder"], cal.area["register_bit"]
+    terms = ((cal.by_width("area", "multiplier", w), macs), (adder, macs * _bits(adder, acc)),
+             (register, macs * _bits(register, 2 * w + acc)))
+    return terms, f"{macs} MACs, each a {w}-bit multiplier, a {acc}-bit accumulator and {2 * w + acc} register bits"
+
+
+def _operand_select_muxes(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
+    w, macs = spec.compute.value_bits, spec.compute.dense_macs_per_cycle
+    patterns = datapath_patterns(spec.sparsity)
+    window, fan_in = slot_fan_in(patterns)
+    per_mac = sum(f - 1 for f in fan_in) / len(fan_in)  # MUX2 per MAC and data bit
+    mux = cal.area["mux2"]
+    dense = "weight" if spec.sparsity.operand == "activation" else "activation"
+    note = f"{per_mac:g} MUX2 per MAC and {dense} bit"
+    if spec.sparsity.hierarchical:
+        note += (f"; built for {patterns[0]}, larger patterns split into {patterns[0]} groups "
+                 "(overflowing groups cost extra cycles)")
+    elif len(spec.sparsity.patterns) > 1:
+        note += f"; union fan-in per slot over a window of {window}: {list(fan_in)}"
+    return ((mux, macs * per_mac * _bits(mux, w)),), note
+
+
+def _metadata(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
+    macs, fmt = spec.compute.dense_macs_per_cycle, spec.sparsity.metadata_format
+    big = largest_pattern(spec.sparsity.patterns)
+    groups = macs / big.n
+    bits = metadata_bits(big.m, big.n, fmt)
+    register, half_adder, adder = cal.area["register_bit"], cal.area["half_adder"], cal.area["adder"]
+    terms = [(register, groups * _bits(register, bits * cal.metadata_pipeline_stages))]
+    decoder = "none (an index selects directly)"
+    if fmt in ("bitmask", "enumerative"):
+        popcount = big.m * math.ceil(math.log2(big.m))
+        terms.append((half_adder, groups * _bits(half_adder, popcount)))
+        decoder = f"{popcount} half adders (prefix popcount) [D]"
+    if fmt == "enumerative":
+        rank_bits = math.ceil(math.log2(math.comb(big.m, big.n)))
+        terms.append((adder, groups * big.m * _bits(adder, rank_bits)))
+        decoder += f" + {big.m} adders of {rank_bits} bits (unranking) [D]"
+    note = (f"{fmt} for {big}: {bits} bits × {cal.metadata_pipeline_stages} stages per group of {big.n} MACs; "
+            f"decoder per group: {decoder}")
+    return tuple(terms), note
+
+
+def _selection_network(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
+    sparsity, w = spec.sparsity, spec.compute.value_bits
+    if sparsity.selector_groups_per_cycle == 0:
+        return (), "not modelled (selector_groups_per_cycle is 0)"
+    big = largest_pattern(sparsity.patterns)
+    net = selection_network(big.m, sparsity.selector)
+    instances = sparsity.selector_groups_per_cycle * spec.compute.units
+    comparator, mux = cal.area["comparator"], cal.area["mux2"]
+    terms = ((comparator, instances * net.comparators * _bits(comparator, w)),
+             (mux, instances * (2 * net.compare_exchanges + net.max_stages) * _bits(mux, w)))
+    note = (f"{instances} × {sparsity.selector} top-of-{big.m}: {net.compare_exchanges} CE + "
+            f"{net.max_stages} max stages, depth {net.depth}")
+    if sparsity.hierarchical:
+        note += f"; hierarchical: {big} masks are still chosen online, so sized for M = {big.m}"
+    elif len(sparsity.patterns) > 1:
+        note += f"; sized for the largest M ({big.m})"
+    if sparsity.selector == "half_split" and 2 * big.n != big.m:
+        note += f"; half_split keeps M/2, used as the estimate for {big}"
+    return terms, note
+
+
+def _extra_buffering(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
+    w, macs = spec.compute.value_bits, spec.compute.dense_macs_per_cycle
+    window, fan_in = slot_fan_in(datapath_patterns(spec.sparsity))
+    slots = len(fan_in)
+    register = cal.area["register_bit"]
+    dense = "weight" if spec.sparsity.operand == "activation" else "activation"
+    note = f"{window} instead of {slots} {dense} values per {slots} MACs"
+    return ((register, macs / slots * _bits(register, (window - slots) * w)),), note
+
+
+_BUILDERS = {"mac_array": _mac_array, "operand_select_muxes": _operand_select_muxes, "metadata": _metadata,
+             "selection_network": _selection_network, "extra_buffering": _extra_buffering}
+
+
+@dataclass(frozen=True)
+class AreaComponent:
+    name: str
+    nominal_mm2: float
+    low_mm2: float
+    high_mm2: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AreaReport:
+    """Datapath area of one design at ``technology_nm``: components, totals and the sparse overhead."""
+
+    design: str
+    technology_nm: int
+    macs: int  # physical MACs (compute.dense_macs_per_cycle)
+    components: tuple[AreaComponent, ...]
+    total_mm2: float
+    total_low_mm2: float
+    total_high_mm2: float
+    dense_mm2: float  # the mac_array alone: the same design without sparsity support
+    overhead_pct: float  # sparse extras / dense × 100
+    overhead_low_pct: float
+    overhead_high_pct: float
+
+    def component(self, name: str) -> AreaComponent:
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise KeyError(f"{self.design} has no area component {name!r} "
+                       f"(it has {', '.join(c.name for c in self.components)})")
+
+    def rows(self) -> list[dict[str, object]]:
+        """One row per component plus a total: design, component, area_mm2, low_mm2, high_mm2, pct_of_dense,
+        note."""
+        rows = [{"design": self.design, "component": c.name, "area_mm2": c.nominal_mm2, "low_mm2": c.low_mm2,
+                 "high_mm2": c.high_mm2, "pct_of_dense": 100 * c.nominal_mm2 / self.dense_mm2, "note": c.note}
+                for c in self.components]
+        rows.append({"design": self.design, "component": "total", "area_mm2": self.total_mm2,
+                     "low_mm2": self.total_low_mm2, "high_mm2": self.total_high_mm2,
+                     "pct_of_dense": 100 * self.total_mm2 / self.dense_mm2,
+                     "note": f"overhead {self.overhead_pct:.1f}% "
+                             f"[{self.overhead_low_pct:.1f}, {self.overhead_high_pct:.1f}]"})
+        return rows
+
+
+def design_area(spec: AcceleratorSpec, calibration: Calibration | None = None) -> AreaReport:
+    """Datapath area of ``spec`` at ``spec.technology_nm`` (formulas in the module docstring)."""
+    cal = calibration if calibration is not None else load_calibration()
+    names = ("mac_array",) if spec.sparsity.operand == "none" else ("mac_array", *SPARSE_COMPONENTS)
+    if spec.sparsity.operand == "weight":
+        names = tuple(n for n in names if n != "selection_network")  # pruned offline: no online selector
+    node, scaling = spec.technology_nm, cal.area_scaling
+    built = {name: _BUILDERS[name](spec, cal) for name in names}
+    components = []
+    for name, (terms, note) in built.items():
+        nominal, low, high = value_range(terms, node, scaling)
+        components.append(AreaComponent(name, nominal / UM2_PER_MM2, low / UM2_PER_MM2, high / UM2_PER_MM2, note))
+    total = value_range(tuple(t for terms, _ in built.values() for t in terms), node, scaling)
+    dense_terms = built["mac_array"][0]
+    extra_terms = tuple(t for name, (terms, _) in built.items() if name != "mac_array" for t in terms)
+
+    def ratio(extra_corner: str, dense_corner: str, exponent: float) -> float:
+        return 100 * _sum(extra_terms, node, exponent, extra_corner) / _sum(dense_terms, node, exponent, dense_corner)
+
+    return AreaReport(
+        design=spec.name,
+        technology_nm=node,
+        macs=spec.compute.dense_macs_per_cycle,
+        components=tuple(components),
+        total_mm2=total[0] / UM2_PER_MM2,
+        total_low_mm2=total[1] / UM2_PER_MM2,
+        total_high_mm2=total[2] / UM2_PER_MM2,
+        dense_mm2=components[0].nominal_mm2,
+        overhead_pct=ratio("nominal", "nominal", scaling.exponent),
+        overhead_low_pct=min(ratio("low", "high", e) for e in scaling.exponents),
+        overhead_high_pct=max(ratio("high", "low", e) for e in scaling.exponents),
+    )
+
+
+def preset_area_markdown(names: Iterable[str] | None = None, calibration: Calibration | None = None) -> str:
+    """A markdown table of the presets' datapath area (all of ``hw_configs/`` by default), as in
+    ``docs/area_model.md``."""
+    cal = calibration if calibration is not None else load_calibration()
+    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if names is None else list(names)
+    columns = ("design", "node (nm)", "patterns", "MAC array mm²", "muxes", "metadata", "selector", "buffering",
+               "total mm² [low–high]", "over dense % [low–high]")
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for name in names:
+        spec = AcceleratorSpec.from_name(name)
+        report = design_area(spec, cal)
+        parts = {c.name: c.nominal_mm2 for c in report.components}
+        patterns = ", ".join(str(p) for p in spec.sparsity.patterns) or "dense"
+        if spec.sparsity.hierarchical:
+            patterns += " (hier.)"
+        cells = [f"{parts[c]:.3f}" if c in parts else "–" for c in SPARSE_COMPONENTS]
+        lines.append(
+            f"| {name} | {spec.technology_nm} | {patterns} | {report.dense_mm2:.3f} | {' | '.join(cells)} "
+            f"| {report.total_mm2:.3f} [{report.total_low_mm2:.3f}–{report.total_high_mm2:.3f}] "
+            f"| {report.overhead_pct:.1f} [{report.overhead_low_pct:.1f}–{report.overhead_high_pct:.1f}] |")
+    return "\n".join(lines)

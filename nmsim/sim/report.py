@@ -1,0 +1,104 @@
+"""Tables of a model run: one row per GEMM and the totals, with units in every column name.
+
+Per GEMM: the pattern it used, simulated cycles and time at the design's clock, speedups over the same design run
+dense and over the dense baseline design (time ratios, so different clocks compare), utilisation, the cycle
+breakdown, bytes at every memory level, and the other estimators (roofline cycles; the measured GPU 2:4 ratio
+when one was taken). Totals add the GEMMs, which run one after another.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from nmsim.sim.engine import BREAKDOWN
+from nmsim.sim.simulate import GemmSimulation, ModelRun
+
+
+def _time_us(sim: GemmSimulation, frequency_GHz: float) -> float:
+    return sim.cycles / frequency_GHz / 1e3
+
+
+def gemm_table(run: ModelRun, measured: dict[tuple[int, int, int], float] | None = None) -> pd.DataFrame:
+    """One row per GEMM of ``run``; ``measured`` maps (M, K, N) to a measured 2:4 speedup."""
+    spec, base = run.spec, run.baseline
+    levels = [level.name for level in spec.memory]
+    rows = []
+    for row in run.rows:
+        gemm, sim = row.gemm, row.sparse
+        time_us = _time_us(sim, spec.frequency_GHz)
+        record = {
+            "layer": gemm.layer,
+            "projection": gemm.projection,
+            "m_tokens": gemm.m,
+            "k": gemm.k,
+            "n": gemm.n,
+            "pattern_used": str(row.use.pattern),
+            "compute_density": row.use.compute_density,
+            "cycles": sim.cycles,
+            "time_us": time_us,
+            "speedup_vs_dense_same_design": _time_us(row.dense, spec.frequency_GHz) / time_us,
+            "speedup_vs_baseline": _time_us(row.baseline, base.frequency_GHz) / time_us,
+            "utilization": sim.utilization,
+            **{f"{cause}_cycles": sim.breakdown[cause] for cause in BREAKDOWN},
+            **{f"{name}_bytes": level.total for name, level in zip(levels, sim.level_bytes)},
+            f"{levels[0]}_activation_bytes": sim.level_bytes[0].activations,
+            f"{levels[0]}_weight_bytes": sim.level_bytes[0].weights,
+            "offchip_bytes": sim.level_bytes[0].total,  # the outermost level, whatever its name
+            "offchip_bytes_vs_dense": sim.level_bytes[0].total / row.dense.level_bytes[0].total,
+            "energy_uJ": sim.energy.total_pJ / 1e6,
+            "energy_vs_dense": sim.energy.total_pJ / row.dense.energy.total_pJ,
+            "roofline_cycles": sim.roofline_cycles,
+            "measured_2of4_speedup": (measured or {}).get((gemm.m, gemm.k, gemm.n)),
+        }
+        rows.append(record)
+    return pd.DataFrame(rows)
+
+
+def totals(run: ModelRun) -> dict[str, float]:
+    """Whole-model sums (cycles, time, bytes per level) and the speedups they imply."""
+    spec, base = run.spec, run.baseline
+    sparse = sum(row.sparse.cycles for row in run.rows)
+    dense = sum(row.dense.cycles for row in run.rows)
+    baseline = sum(row.baseline.cycles for row in run.rows)
+    time_us = sparse / spec.frequency_GHz / 1e3
+    result = {
+        "gemms": len(run.rows),
+        "cycles": sparse,
+        "time_us": time_us,
+        "speedup_vs_dense_same_design": dense / sparse,
+        "speedup_vs_baseline": baseline / base.frequency_GHz / 1e3 / time_us,
+        "utilization": sum(row.sparse.mac_slots for row in run.rows)
+        / (sparse * spec.compute.dense_macs_per_cycle),
+        "roofline_cycles": sum(row.sparse.roofline_cycles for row in run.rows),
+        "energy_uJ": sum(row.sparse.energy.total_pJ for row in run.rows) / 1e6,
+        "energy_low_uJ": sum(row.sparse.energy.total_low_pJ for row in run.rows) / 1e6,
+        "energy_high_uJ": sum(row.sparse.energy.total_high_pJ for row in run.rows) / 1e6,
+        "energy_vs_dense": sum(row.sparse.energy.total_pJ for row in run.rows)
+        / sum(row.dense.energy.total_pJ for row in run.rows),
+    }
+    for cause in BREAKDOWN:
+        result[f"{cause}_cycles"] = sum(row.sparse.breakdown[cause] for row in run.rows)
+    for index, level in enumerate(spec.memory):
+        moved = sum(row.sparse.level_bytes[index].total for row in run.rows)
+        result[f"{level.name}_bytes"] = moved
+        result[f"{level.name}_bytes_vs_dense"] = moved / sum(row.dense.level_bytes[index].total for row in run.rows)
+    outermost = spec.memory[0].name
+    result["offchip_bytes"] = result[f"{outermost}_bytes"]  # the outermost level, whatever its name
+    result["offchip_bytes_vs_dense"] = result[f"{outermost}_bytes_vs_dense"]
+    return result
+
+
+def describe(run: ModelRun) -> dict:
+    """What was simulated, for the JSON output and the table header."""
+    return {
+        "design": run.spec.name,
+        "design_file": run.spec.source,
+        "baseline": run.baseline.name,
+        "model": run.shape.name,
+        "phase": run.phase,
+        "batch": run.batch,
+        "seq": run.seq if run.phase == "prefill" else None,
+        "pattern": str(run.pattern),
+        "trace": run.trace or None,
+        "ideal": run.ideal,
+    }

@@ -1,0 +1,152 @@
+"""Per-GEMM and per-model simulation: the simulated cycles beside the roofline (and a measured GPU ratio).
+
+:func:`simulate_gemm` maps one GEMM (:mod:`nmsim.sim.mapping`) and runs the pipeline (:mod:`nmsim.sim.engine`).
+Results are cached on the GEMM's shape, the design and the layer's use, so the 30 identical layers of a model
+cost one simulation each when their statistics agree. :func:`simulate_model` runs every linear GEMM of a model
+for one phase and pattern and adds, per GEMM, the same design run dense and the dense baseline design.
+
+Cycle convention: SCALE-Sim reports a systolic GEMM's last cycle index, one less than the fold count times the
+per-fold cycles; systolic designs follow it so the dense numbers match (``tests/sim/scalesim_golden.json``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from nmsim.hw.energy import ActionCounts, EnergyReport, gemm_energy
+from nmsim.hw.spec import AcceleratorSpec
+from nmsim.patterns import Pattern
+from nmsim.sim.engine import run_pipeline
+from nmsim.sim.mapping import GemmMapping, OperandBytes, map_gemm
+from nmsim.sim.roofline import roofline
+from nmsim.sim.timing import Timing, load_timing
+from nmsim.sim.trace_data import TraceData
+from nmsim.sim.usage import DENSE, LayerUse, layer_use
+from nmsim.sim.workload import Gemm, ModelShape, Phase, linear_gemms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GemmSimulation:
+    """One GEMM on one design."""
+
+    cycles: float
+    breakdown: dict[str, float]  # cause → cycles (engine.BREAKDOWN)
+    level_bytes: tuple[OperandBytes, ...]  # per memory level, outermost first
+    mac_slots: float  # MACs the datapath issued
+    selector_groups: float
+    utilization: float  # MAC slots ÷ (cycles × peak MACs per cycle)
+    roofline_cycles: float
+    energy: EnergyReport
+    tile: str
+    steps: int
+    simulated_steps: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing,
+                    ideal_memory: bool) -> GemmSimulation:
+    gemm = Gemm(0, "q", "prefill", m, k, n)
+    mapping: GemmMapping = map_gemm(gemm, spec, use, timing, ideal_memory=ideal_memory)
+    result = run_pipeline(list(mapping.schedule), mapping.channels, buffer_slots=mapping.buffer_slots,
+                          selector_latency=mapping.selector_latency)
+    cycles = result.cycles - 1 if spec.compute.kind == "systolic" else result.cycles
+    breakdown = dict(result.breakdown)
+    if spec.compute.kind == "systolic":
+        breakdown["fill"] -= 1  # SCALE-Sim's last-cycle-index convention, charged to the final fold's drain
+    pattern = use.pattern if use.sparse else DENSE
+    rows = use.weight_rows_fraction(min(m, timing.tensor_core_tile_m))
+    estimate = roofline(gemm, spec, pattern, weight_rows_fraction=rows) if use.sparse else \
+        roofline(gemm, spec, DENSE)
+    peak = spec.compute.dense_macs_per_cycle
+    gated = mapping.mac_slots * use.zero_slot_fraction
+    actions = ActionCounts(
+        macs=mapping.mac_slots - gated,
+        gated_macs=gated,
+        selector_groups=mapping.selector_groups,
+        selector_group_size=use.pattern.m if mapping.selector_groups else 0,
+        bytes_by_level=tuple((level.name, moved.total) for level, moved in zip(spec.memory, mapping.level_bytes)),
+    )
+    return GemmSimulation(
+        cycles=cycles,
+        breakdown=breakdown,
+        level_bytes=mapping.level_bytes,
+        mac_slots=mapping.mac_slots,
+        selector_groups=mapping.selector_groups,
+        utilization=mapping.mac_slots / (cycles * peak),
+        roofline_cycles=estimate.cycles,
+        energy=gemm_energy(actions, spec),
+        tile=mapping.tile,
+        steps=result.steps,
+        simulated_steps=result.simulated_steps,
+    )
+
+
+def simulate_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, *, timing: Timing | None = None,
+                  ideal_memory: bool = False) -> GemmSimulation:
+    """Simulate ``gemm`` on ``spec`` as ``use`` says (``ideal_memory``: no bandwidth or latency limits)."""
+    return _simulate_shape(gemm.m, gemm.k, gemm.n, spec, use, timing or load_timing(), ideal_memory)
+
+
+@dataclass(frozen=True)
+class GemmRow:
+    """One GEMM of a model run: the design with the layer's pattern, the design dense, the baseline dense."""
+
+    gemm: Gemm
+    use: LayerUse
+    sparse: GemmSimulation
+    dense: GemmSimulation
+    baseline: GemmSimulation
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    spec: AcceleratorSpec
+    baseline: AcceleratorSpec
+    shape: ModelShape
+    phase: Phase
+    batch: int
+    seq: int
+    pattern: Pattern
+    ideal: bool
+    trace: str  # trace directory, or "" for the idealised N/M answer
+    rows: tuple[GemmRow, ...]
+
+
+def simulate_model(
+    spec: AcceleratorSpec,
+    shape: ModelShape,
+    *,
+    phase: Phase,
+    batch: int,
+    seq: int,
+    pattern: Pattern,
+    baseline: AcceleratorSpec,
+    trace: TraceData | None = None,
+    ideal: bool = False,
+    ideal_memory: bool = False,
+    fallback_dense: bool = False,
+    timing: Timing | None = None,
+) -> ModelRun:
+    """Every linear GEMM of ``shape`` in one phase, with the layer pattern from the trace (or ideal N/M)."""
+    timing = timing or load_timing()
+    if trace is not None:
+        trace.check_model(shape)
+    rows = []
+    dense_use = LayerUse(DENSE, "none", 1.0)
+    for gemm in linear_gemms(shape, phase, batch, seq):
+        stats = trace.for_gemm(gemm) if trace is not None else None
+        use = layer_use(spec, pattern, stats, ideal=ideal, fallback_dense=fallback_dense)
+        rows.append(GemmRow(
+            gemm=gemm,
+            use=use,
+            sparse=simulate_gemm(gemm, spec, use, timing=timing, ideal_memory=ideal_memory),
+            dense=simulate_gemm(gemm, spec, dense_use, timing=timing, ideal_memory=ideal_memory),
+            baseline=simulate_gemm(gemm, baseline, dense_use, timing=timing, ideal_memory=ideal_memory),
+        ))
+    log.debug("simulated %d GEMMs of %s on %s", len(rows), shape.name, spec.name)
+    return ModelRun(spec, baseline, shape, phase, batch, seq, pattern, ideal or trace is None,
+                    str(trace.path) if trace is not None else "", tuple(rows))

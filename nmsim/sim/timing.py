@@ -1,0 +1,61 @@
+"""Timing assumptions of the simulated datapath (``timing.yaml``): tile sizes and logic levels per cycle.
+
+Pipeline depths of the sparse datapath, in cycles, for a group of M positions keeping N (formulas of
+``shared/reference/hw_reference.md`` §6–7):
+
+- metadata decode: index → a ⌈log2 M⌉-level decoder; bitmask → a prefix popcount of ⌈log2 M⌉ adder levels;
+  enumerative → an unranking chain of M levels; divided by ``adder_levels_per_cycle``;
+- operand select: an (M−N+1):1 mux, ⌈log2(M−N+1)⌉ levels of 2:1 muxes, divided by ``mux_levels_per_cycle``;
+- online selector: the network's comparator depth, divided by ``comparator_stages_per_cycle``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from nmsim.hw.complexity import selection_network
+from nmsim.hw.yaml_io import ConfigError, check_keys, load_yaml
+from nmsim.patterns import Pattern
+
+TIMING_FILE = Path(__file__).with_name("timing.yaml")
+_ENTRY_KEYS = {"value", "source", "date"}
+
+
+@dataclass(frozen=True)
+class Timing:
+    tensor_core_tile_m: int
+    tensor_core_tile_n: int
+    k_chunk_granule: int
+    mux_levels_per_cycle: int
+    adder_levels_per_cycle: int
+    comparator_stages_per_cycle: int
+
+    def decode_cycles(self, pattern: Pattern, metadata_format: str) -> int:
+        levels = pattern.m if metadata_format == "enumerative" else math.ceil(math.log2(pattern.m))
+        return math.ceil(levels / self.adder_levels_per_cycle)
+
+    def mux_cycles(self, pattern: Pattern) -> int:
+        return math.ceil(math.ceil(math.log2(pattern.m - pattern.n + 1)) / self.mux_levels_per_cycle)
+
+    def selector_cycles(self, group_size: int, selector: str) -> int:
+        return math.ceil(selection_network(group_size, selector).depth / self.comparator_stages_per_cycle)
+
+
+def load_timing(path: str | Path = TIMING_FILE) -> Timing:
+    """Read and check a timing file: every field present, each with a positive integer value, a source and a date."""
+    path = Path(path)
+    data = load_yaml(path)
+    names = set(Timing.__dataclass_fields__)
+    check_keys(data, path, "", names, names)
+    values = {}
+    for name in names:
+        entry = data[name]
+        check_keys(entry, path, name, _ENTRY_KEYS, _ENTRY_KEYS)
+        value = entry["value"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(path, entry.lines.get("value"), f"{name}.value", f"expected a positive integer, got "
+                                                                              f"{value!r}")
+        values[name] = value
+    return Timing(**values)

@@ -1,0 +1,104 @@
+"""Trace statistics as the hardware model reads them: one :class:`InputStats` per phase and captured input.
+
+A trace directory (committed under ``traces/`` or written by ``nmsim capture``) holds ``stats/`` (tables of
+:mod:`nmsim.traces.stats`) and a manifest (``full_manifest.json`` or ``manifest.json``) naming the model and the
+pattern. GEMMs find their input by layer and projection; q, k and v share one input, so do gate and up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from nmsim.errors import NmsimError
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.sim.workload import Gemm, ModelShape
+
+_TABLES = ("inputs", "group_nnz", "weight_fetch")
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """Statistics of one linear-layer input over the captured tokens of one phase."""
+
+    key: str  # e.g. "L3.q+k+v"
+    k: int
+    tokens: int
+    density: float  # kept fraction
+    natural_zero_fraction: float  # values that were exactly zero before pruning
+    rows_needed: tuple[tuple[int, float], ...]  # (tile tokens, weight-row fraction of the union of masks)
+    group_nnz: tuple[tuple[int, int, float], ...]  # (group size, kept in group, fraction of groups)
+
+    def group_histogram(self, group_size: int) -> dict[int, float]:
+        found = {kept: fraction for size, kept, fraction in self.group_nnz if size == group_size}
+        if not found:
+            raise NmsimError(f"trace input {self.key}: no group statistics for groups of {group_size}")
+        return found
+
+
+@dataclass(frozen=True)
+class TraceData:
+    path: Path
+    model: str
+    pattern: Pattern
+    method: dict
+    inputs: dict[tuple[str, int, str], InputStats]  # (phase, layer, projection) → statistics
+
+    @classmethod
+    def open(cls, path: str | Path) -> TraceData:
+        """Read a trace directory's statistics and manifest; errors name what is missing and how to make it."""
+        path = Path(path)
+        stats_dir = path / "stats" if (path / "stats").is_dir() else path
+        manifest_file = next((p for p in (path / "full_manifest.json", path / "manifest.json",
+                                          stats_dir.parent / "full_manifest.json") if p.is_file()), None)
+        missing = [name for name in _TABLES if not (stats_dir / f"{name}.csv").is_file()]
+        if manifest_file is None or missing:
+            what = "a manifest (full_manifest.json or manifest.json)" if manifest_file is None else \
+                ", ".join(f"{name}.csv" for name in missing)
+            raise NmsimError(f"trace {path}: missing {what}; compute the statistics with `nmsim traces stats {path}` "
+                             "or pick a committed trace under traces/")
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        tables = {name: pd.read_csv(stats_dir / f"{name}.csv") for name in _TABLES}
+        rows_needed = {key: tuple(zip(group.tile_tokens.astype(int), group.weight_rows_needed_fraction))
+                       for key, group in tables["weight_fetch"].groupby(["phase", "input"], sort=False)}
+        histograms = {key: tuple(zip(group.group_size.astype(int), group.kept_in_group.astype(int),
+                                     group.fraction_of_groups))
+                      for key, group in tables["group_nnz"].groupby(["phase", "input"], sort=False)}
+        inputs = {}
+        for row in tables["inputs"].itertuples(index=False):
+            stats = InputStats(
+                key=row.input, k=int(row.k), tokens=int(row.tokens), density=float(row.density),
+                natural_zero_fraction=float(row.natural_zero_fraction),
+                rows_needed=tuple(sorted(rows_needed.get((row.phase, row.input), ()))),
+                group_nnz=histograms.get((row.phase, row.input), ()),
+            )
+            for projection in row.projections.split("+"):
+                inputs[(row.phase, int(row.layer), projection)] = stats
+        method = manifest.get("method", {})
+        return cls(path, manifest.get("model", {}).get("name", "?"), parse_pattern(method.get("pattern", "dense")),
+                   method, inputs)
+
+    def check_model(self, shape: ModelShape) -> None:
+        """Raise unless this trace covers every layer and projection of ``shape`` with matching K."""
+        for projection in ("q", "o", "gate", "down"):
+            k, _ = shape.projection_shape(projection)
+            for layer in range(shape.num_layers):
+                stats = next((self.inputs[key] for key in ((p, layer, projection) for p in ("prefill", "decode"))
+                              if key in self.inputs), None)
+                if stats is None or stats.k != k:
+                    found = "nothing" if stats is None else f"K={stats.k}"
+                    raise NmsimError(
+                        f"trace {self.path} (model {self.model}) does not fit model {shape.name}: layer {layer} "
+                        f"{projection} needs K={k}, the trace has {found}; capture a trace of this model with "
+                        "`nmsim capture`")
+
+    def for_gemm(self, gemm: Gemm) -> InputStats:
+        """The statistics of ``gemm``'s input in its phase (prefill statistics stand in if a phase is missing)."""
+        for phase in (gemm.phase, "prefill", "decode"):
+            found = self.inputs.get((phase, gemm.layer, gemm.projection))
+            if found is not None:
+                return found
+        raise NmsimError(f"trace {self.path}: no statistics for layer {gemm.layer} {gemm.projection}")

@@ -1,0 +1,221 @@
+"""Datapath area: hand counts of hw_reference.md §5–7, the presets' ordering, ranges, node scaling and the
+strict calibration file."""
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import pytest
+
+from nmsim.hw.area import (
+    CALIBRATION_FILE,
+    SPARSE_COMPONENTS,
+    design_area,
+    load_calibration,
+    preset_area_markdown,
+    slot_fan_in,
+)
+from nmsim.hw.spec import PRESET_DIR, AcceleratorSpec, SparsitySpec
+from nmsim.hw.yaml_io import ConfigError
+from nmsim.patterns import parse_pattern
+
+CAL = load_calibration()
+PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+DOC = Path(__file__).resolve().parents[2] / "docs" / "area_model.md"
+
+
+def _patterns(*texts):
+    return tuple(parse_pattern(t) for t in texts)
+
+
+def _int8_45nm(*patterns, operand="activation", fmt="bitmask", hierarchical=False, groups=0):
+    """The 32×32 INT8 systolic preset (45 nm, the MUX2 and Horowitz reference node) with N:M support."""
+    base = AcceleratorSpec.from_name("systolic-32x32-os")
+    sparsity = SparsitySpec(operand, _patterns(*patterns), hierarchical, fmt, "half_split", groups)
+    return dataclasses.replace(base, name="int8-" + "-".join(patterns), sparsity=sparsity)
+
+
+def _per_mac_um2(report, component):
+    return report.component(component).nominal_mm2 * 1e6 / report.macs
+
+
+def test_overhead_grows_with_m_at_half_density():
+    reports = [design_area(AcceleratorSpec.from_name(f"act-{m // 2}of{m}")) for m in (4, 8, 16, 32)]
+    overheads = [r.overhead_pct for r in reports]
+    assert overheads == sorted(overheads) and len(set(overheads)) == 4
+    muxes = [r.component("operand_select_muxes").nominal_mm2 for r in reports]
+    assert [b / a for a, b in itertools.pairwise(muxes)] == pytest.approx([2, 2, 2])  # M/2 MUX2 per MAC bit
+    assert len({r.dense_mm2 for r in reports}) == 1
+    assert len({r.component("extra_buffering").nominal_mm2 for r in reports}) == 1  # (M−N)/N = 1 value per MAC
+
+
+def test_int8_mux_per_mac_matches_the_hand_count():
+    # 8:16 at INT8: (M − N)·w = 8·8 MUX2 per MAC at 1.86 µm² (NanGate45, the design's own node).
+    report = design_area(_int8_45nm("8:16"))
+    assert _per_mac_um2(report, "operand_select_muxes") == pytest.approx(8 * 8 * 1.86)
+    assert _per_mac_um2(report, "operand_select_muxes") / 282 == pytest.approx(0.42, abs=0.005)  # §7.4: 42%
+
+
+def test_fp16_mux_to_multiplier_ratio_matches_the_reference():
+    report = design_area(AcceleratorSpec.from_name("act-8of16"))
+    multiplier_um2 = CAL.area["multiplier_16bit"].at(report.technology_nm, CAL.area_scaling.exponent)
+    assert _per_mac_um2(report, "operand_select_muxes") / multiplier_um2 == pytest.approx(0.145, abs=0.001)
+
+
+def test_dense_mac_golden_number():
+    # 282 µm² multiplier (45 nm) + a 32-bit adder and 8 + 8 + 32 register bits from 40 nm, scaled (45/40)².
+    report = design_area(AcceleratorSpec.from_name("systolic-32x32-os"))
+    expected = 282 + (278 + 48 * 5.98) * (45 / 40) ** 2
+    assert report.dense_mm2 * 1e6 / 1024 == pytest.approx(expected)
+    assert [c.name for c in report.components] == ["mac_array"]
+    assert (report.overhead_pct, report.overhead_low_pct, report.overhead_high_pct) == (0, 0, 0)
+
+
+def test_union_fan_in_hand_checked():
+    # Window of 8, four kept slots. 4:8 slot s reaches s..s+4: {0-4}, {1-5}, {2-6}, {3-7}.
+    # 2:4 slot s sits in group s // 2 at local slot s % 2: {0,1,2}, {1,2,3}, {4,5,6}, {5,6,7}: inside the 4:8 sets,
+    # so supporting 2:4 next to 4:8 costs no extra mux input: fan-in 5 = M − N + 1 per slot.
+    assert slot_fan_in(_patterns("2:4", "4:8")) == (8, (5, 5, 5, 5))
+    # 2:4 with 2:8: slots 0 and 1 serve both ({0-6} ∪ {0,1,2}, {1-7} ∪ {1,2,3}); slots 2 and 3 only 2:4.
+    assert slot_fan_in(_patterns("2:4", "2:8")) == (8, (7, 7, 3, 3))
+    assert slot_fan_in(_patterns("2:4", "4:8", "8:16")) == slot_fan_in(_patterns("8:16")) == (16, (9,) * 8)
+    assert slot_fan_in(_patterns("1:2")) == (2, (2,))
+
+
+def test_flexible_and_mixed_density_muxes():
+    flexible, native = (design_area(AcceleratorSpec.from_name(n)) for n in ("act-flexible", "act-8of16"))
+    muxes = [r.component("operand_select_muxes").nominal_mm2 for r in (flexible, native)]
+    assert muxes[0] == muxes[1]
+    # (6 + 6 + 2 + 2) MUX2 per 4 MACs and bit = 4 per MAC bit, at INT8.
+    mixed = design_area(_int8_45nm("2:4", "2:8"))
+    assert _per_mac_um2(mixed, "operand_select_muxes") == pytest.approx(4 * 8 * 1.86)
+    assert _per_mac_um2(mixed, "extra_buffering") == pytest.approx(CAL.area["register_bit"].at(45, 2) * 8)
+
+
+def test_hierarchical_datapath_is_the_smallest_pattern():
+    hierarchical, small, flexible = (design_area(AcceleratorSpec.from_name(n))
+                                     for n in ("act-hierarchical", "act-2of4", "act-flexible"))
+    for name in ("operand_select_muxes", "extra_buffering"):
+        assert hierarchical.component(name).nominal_mm2 == small.component(name).nominal_mm2
+    for name in ("metadata", "selection_network"):  # still sized for the 8:16 groups it selects and encodes
+        assert hierarchical.component(name).nominal_mm2 == flexible.component(name).nominal_mm2
+    assert small.overhead_pct < hierarchical.overhead_pct < flexible.overhead_pct
+
+
+def test_metadata_registers_and_decoders():
+    stages = CAL.metadata_pipeline_stages
+    register, half_adder = CAL.area["register_bit"].at(45, 2), CAL.area["half_adder"].at(45, 2)
+    index = design_area(_int8_45nm("8:16", fmt="index"))  # 8·4 bits per 8 MACs, no decoder
+    assert _per_mac_um2(index, "metadata") == pytest.approx(32 * stages * register / 8)
+    bitmask = design_area(_int8_45nm("8:16", fmt="bitmask"))  # 16 bits + 16·4 half adders per 8 MACs
+    assert _per_mac_um2(bitmask, "metadata") == pytest.approx((16 * stages * register + 64 * half_adder) / 8)
+    enumerative = design_area(_int8_45nm("8:16", fmt="enumerative"))  # 14 bits, plus 16 adders of 14 bits
+    adder_bit = CAL.area["adder"].at(45, 2) / 32
+    expected = (14 * stages * register + 64 * half_adder + 16 * 14 * adder_bit) / 8
+    assert _per_mac_um2(enumerative, "metadata") == pytest.approx(expected)
+
+
+def test_selector_is_activation_only_and_counts_instances():
+    weight = design_area(AcceleratorSpec.from_name("nvidia-2of4"))
+    assert "selection_network" not in [c.name for c in weight.components]
+    unmodelled = design_area(_int8_45nm("8:16"))
+    assert unmodelled.component("selection_network").nominal_mm2 == 0
+    assert "not modelled" in unmodelled.component("selection_network").note
+    # half_split of 16 at INT8: 38 CEs (comparator + 2·8 MUX2) and 8 max stages (comparator + 8 MUX2), 4 instances.
+    report = design_area(_int8_45nm("8:16", groups=4))
+    comparator = 71 * (45 / 40) ** 2 * 8 / 32  # 32-bit Aladdin comparator at 40 nm, scaled to 8 bits and 45 nm
+    per_instance = 38 * (comparator + 16 * 1.86) + 8 * (comparator + 8 * 1.86)
+    assert report.component("selection_network").nominal_mm2 * 1e6 == pytest.approx(4 * per_instance)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_ranges_are_ordered(name):
+    report = design_area(AcceleratorSpec.from_name(name))
+    for c in report.components:
+        assert 0 <= c.low_mm2 <= c.nominal_mm2 <= c.high_mm2
+    assert report.total_low_mm2 <= report.total_mm2 <= report.total_high_mm2
+    assert report.overhead_low_pct <= report.overhead_pct <= report.overhead_high_pct
+    assert report.total_mm2 == pytest.approx(sum(c.nominal_mm2 for c in report.components))
+    rows = report.rows()
+    assert rows[-1]["component"] == "total" and rows[0]["pct_of_dense"] == pytest.approx(100)
+
+
+def test_area_scales_with_the_node_squared():
+    spec = AcceleratorSpec.from_name("act-8of16")
+    at_14, at_7 = (design_area(dataclasses.replace(spec, technology_nm=node)) for node in (14, 7))
+    assert at_14.total_mm2 / at_7.total_mm2 == pytest.approx(4)
+    assert at_14.overhead_pct == pytest.approx(at_7.overhead_pct)
+    # A smaller exponent shrinks less: the high bound at 7 nm uses the low end of the exponent range.
+    assert at_7.total_high_mm2 / at_7.total_mm2 > max(e.high for e in CAL.area.values())
+
+
+def test_calibration_entries_carry_provenance():
+    for entry in [*CAL.area.values(), *CAL.energy.values()]:
+        assert entry.source and entry.date == "2026-11-29" and entry.node_nm in (40, 45)
+    width = {tag: [e.high / e.low for e in [*CAL.area.values(), *CAL.energy.values()] if f"[{tag}]" in e.source]
+             for tag in "VMD"}
+    assert min(width["M"]) > max(width["V"]) and min(width["D"]) >= max(width["V"])
+    # Derived entries agree with their derivations.
+    assert CAL.area["multiplier_4bit"].value == pytest.approx(282 / 4)
+    assert CAL.area["half_adder"].value == pytest.approx(278 / 32 / 2)
+    assert CAL.energy["mac_16bit"].value == pytest.approx(0.561 * 1640 / 282, rel=1e-4)
+    assert CAL.energy["mac_4bit"].value == pytest.approx(0.561 * 70.5 / 282)
+    assert (CAL.area_scaling.exponent, CAL.energy_scaling.exponent) == (2.0, 1.0)
+
+
+def _broken(tmp_path, old, new):
+    text = CALIBRATION_FILE.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "cells.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_calibration_unknown_key_names_the_path(tmp_path):
+    path = _broken(tmp_path, "    area_um2: 1.86\n", "    area_um2: 1.86\n    aera_um2: 1.9\n")
+    with pytest.raises(ConfigError, match=r"cells.yaml:\d+: area.mux2.aera_um2: unknown key; did you mean "
+                                          r"'area_um2'") as info:
+        load_calibration(path)
+    assert info.value.key_path == "area.mux2.aera_um2"
+
+
+def test_calibration_duplicate_key_names_the_key(tmp_path):
+    path = _broken(tmp_path, "    area_um2: 1.86\n", "    area_um2: 1.86\n    area_um2: 1.9\n")
+    with pytest.raises(ConfigError, match="area_um2: duplicate key") as info:
+        load_calibration(path)
+    assert info.value.line is not None
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("  half_adder:\n", "  half_addr:\n", "area.half_addr: unknown key"),
+    ('32-bit adder, hwcomponents-library aladdin.py [D]"', 'adder"', "half_adder.source: needs a provenance tag"),
+    ("uncertainty: [0.7, 1.4]", "uncertainty: [1.2, 1.4]", "area.mux2.uncertainty: need 0 < low <= 1 <= high"),
+    ("exponent: 2.0", "exponent: 2.5", "node_scaling.area.exponent: 2.5 lies outside"),
+    ("    stages: 2\n", "    stages: two\n", "datapath.metadata_pipeline_stages.stages: expected a positive integer"),
+])
+def test_calibration_semantic_errors(tmp_path, old, new, message):
+    with pytest.raises(ConfigError, match=message):
+        load_calibration(_broken(tmp_path, old, new))
+
+
+def test_calibration_missing_entry(tmp_path):
+    path = _broken(tmp_path, "  sram_read:\n", "  sram_read_:\n")
+    with pytest.raises(ConfigError, match="energy.sram_read_: unknown key"):
+        load_calibration(path)
+
+
+def test_doc_table_is_current():
+    table = preset_area_markdown(calibration=CAL)
+    assert table in DOC.read_text(encoding="utf-8"), "regenerate the table in docs/area_model.md"
+    assert table.count("\n") == len(PRESETS) + 1
+    assert set(SPARSE_COMPONENTS) == {"operand_select_muxes", "metadata", "selection_network", "extra_buffering"}
+
+
+def test_every_operand_width_has_cells():
+    base = AcceleratorSpec.from_name("act-8of16")
+    sizes = [design_area(dataclasses.replace(base, compute=dataclasses.replace(base.compute, value_bits=w)))
+             for w in (4, 8, 16, 32)]
+    per_mac = [r.dense_mm2 for r in sizes]
+    assert per_mac == sorted(per_mac) and len(set(per_mac)) == 4
+    muxes = [r.component("operand_select_muxes").nominal_mm2 for r in sizes]
+    assert [m / muxes[0] for m in muxes] == pytest.approx([1, 2, 4, 8])  # linear in w
