@@ -7,7 +7,8 @@ slowest tile's cycles. Four simpy processes pass steps along:
 - **loader**: takes a free operand-buffer slot (two with double buffering, else one) and issues the step's
   operand reads through every memory level at once; each level is a channel with a bandwidth and a latency that
   serves requests first come, first served, so loads and write-backs contend; loads complete in issue order;
-- **selector**: the on-the-fly top-N-of-M compressor: its latency, then groups ÷ (groups per cycle);
+- **selector**: the on-the-fly top-N-of-M compressor, pipelined: a step occupies it for groups ÷ (groups per
+  cycle) cycles and leaves it after the network's latency;
 - **array**: pipeline fill (array fill/drain, metadata decode and operand-select mux stages) plus busy cycles;
   it frees the buffer slot when done and starts the write-back of a finished tile;
 - **write-back**: output bytes through every level.
@@ -17,14 +18,16 @@ The array's idle time is charged to the stage it waited for: ``stall_memory`` (o
 busy + fill + stall_memory + stall_selector + drain = cycles.
 
 Fast-forward: consecutive identical waves (a *block* of steps repeated ``count`` times) reach a periodic steady
-state after a few blocks; the engine simulates ``warmup_blocks`` of them and adds the remaining ones at the
-measured period, which shifts every later event by the same amount. ``warmup_blocks=None`` simulates every step
-(the tests check both give the same cycles).
+state after a few blocks, repeating every block or alternating between the buffer slots. The engine simulates
+``warmup_blocks`` of them, finds the shortest period whose last two spans agree (else it simulates four times as
+many) and adds the remaining whole periods at that span, which shifts every later event by the same amount. ``warmup_blocks=None`` simulates every step (the tests check both agree).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import math
 
 import simpy
 
@@ -86,29 +89,8 @@ class _Channels:
         return done
 
 
-def run_pipeline(
-    schedule: list[tuple[Block, int]],
-    channels: tuple[Channel, ...],
-    *,
-    buffer_slots: int,
-    selector_latency: float = 0.0,
-    warmup_blocks: int | None = 3,
-) -> PipelineResult:
-    """Cycles of ``schedule`` (blocks with repeat counts, in order) through the four-stage pipeline."""
-    if buffer_slots < 1:
-        raise ValueError("the operand buffer needs at least one slot")
-    if warmup_blocks is not None and warmup_blocks < 2:
-        raise ValueError("fast-forward needs at least two warm-up blocks to measure a period")
-    steps: list[Step] = []
-    runs = []  # (first step index of each simulated block of the run, blocks skipped)
-    for block, count in schedule:
-        simulated = count if warmup_blocks is None else min(count, warmup_blocks)
-        starts = []
-        for _ in range(simulated):
-            starts.append(len(steps))
-            steps.extend(block.steps)
-        runs.append((starts, len(block.steps), count - simulated))
-
+def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: int, selector_latency: float):
+    """Run the four processes over ``steps``; return per-step array finish times and charges, and the end."""
     env = simpy.Environment()
     links = _Channels(channels)
     slots = simpy.Container(env, capacity=buffer_slots, init=buffer_slots)
@@ -118,23 +100,26 @@ def run_pipeline(
     charged = [dict.fromkeys(BREAKDOWN[:4], 0.0) for _ in steps]
     writebacks_done = [0.0]
 
-    def land(index: int, delay: float):
+    def deliver(store: simpy.Store, index: int, delay: float, times: list[float] | None = None):
         yield env.timeout(delay)
-        load_done[index] = env.now
-        loaded.put(index)
+        if times is not None:
+            times[index] = env.now
+        store.put(index)
 
     def loader():
         for index, step in enumerate(steps):
             yield slots.get(1)  # a free slot: the load is issued; up to buffer_slots loads are in flight
-            env.process(land(index, links.reserve(env.now, step.load_bytes) - env.now))
+            env.process(deliver(loaded, index, links.reserve(env.now, step.load_bytes) - env.now, load_done))
 
-    def selector():
+    def selector():  # pipelined: a new group set enters every ``work`` cycles, each leaves after the latency
         for _ in steps:
             index = yield loaded.get()
             work = steps[index].select_cycles
             if work > 0:
-                yield env.timeout(selector_latency + work)
-            selected.put(index)
+                yield env.timeout(work)
+                env.process(deliver(selected, index, selector_latency))
+            else:
+                selected.put(index)
 
     def array():
         for index, step in enumerate(steps):
@@ -156,6 +141,54 @@ def run_pipeline(
     env.process(selector())
     env.process(array())
     env.run()
+    array_end = array_done[-1] if steps else 0.0
+    return array_done, charged, array_end, max(array_end, writebacks_done[0])
+
+
+def _steady_span(block_ends: list[float], cycle: int) -> tuple[int, float] | None:
+    """The shortest period p (dividing ``cycle``) whose last two p-block spans agree: (p, span), or None."""
+    for period in (p for p in range(1, cycle + 1) if cycle % p == 0):
+        if len(block_ends) < 2 * period + 1:
+            return None
+        last, middle, first = block_ends[-1], block_ends[-1 - period], block_ends[-1 - 2 * period]
+        if math.isclose(last - middle, middle - first, rel_tol=1e-9, abs_tol=1e-9):
+            return period, last - middle
+    return None
+
+
+def run_pipeline(
+    schedule: list[tuple[Block, int]],
+    channels: tuple[Channel, ...],
+    *,
+    buffer_slots: int,
+    selector_latency: float = 0.0,
+    warmup_blocks: int | None = 5,
+) -> PipelineResult:
+    """Cycles of ``schedule`` (blocks with repeat counts, in order) through the four-stage pipeline."""
+    if buffer_slots < 1:
+        raise ValueError("the operand buffer needs at least one slot")
+    cycle = math.lcm(*range(1, buffer_slots + 1))  # steady states may alternate between the buffer slots
+    if warmup_blocks is not None and warmup_blocks < 2 * cycle + 1:
+        raise ValueError(f"fast-forward needs at least {2 * cycle + 1} warm-up blocks to see a steady period")
+    longest = max((count for _, count in schedule), default=0)
+    warmup = longest if warmup_blocks is None else min(warmup_blocks, longest)
+    while True:
+        steps: list[Step] = []
+        runs = []  # (first step of each simulated block, steps per block, blocks skipped)
+        for block, count in schedule:
+            simulated = min(count, warmup)
+            simulated += (count - simulated) % cycle  # skip whole cycles only
+            starts = []
+            for _ in range(simulated):
+                starts.append(len(steps))
+                steps.extend(block.steps)
+            runs.append((starts, len(block.steps), count - simulated))
+        array_done, charged, array_end, end = _simulate(steps, channels, buffer_slots, selector_latency)
+        spans = [_steady_span([array_done[start + size - 1] for start in starts], cycle) if skipped else (1, 0.0)
+                 for starts, size, skipped in runs]
+        if all(spans) or warmup >= longest:
+            break
+        warmup = min(4 * warmup, longest)  # not periodic yet: simulate more blocks
 
     breakdown = dict.fromkeys(BREAKDOWN, 0.0)
     for cost in charged:
@@ -163,18 +196,15 @@ def run_pipeline(
             breakdown[cause] += cycles
     skipped_time = 0.0
     skipped_steps = 0
-    for starts, block_steps, skipped in runs:
+    for (starts, block_steps, skipped), (period, span) in zip(runs, spans):
         if skipped == 0:
             continue
-        last_end = array_done[starts[-1] + block_steps - 1]
-        period = last_end - array_done[starts[-2] + block_steps - 1]
-        skipped_time += skipped * period
+        repeats = skipped // period
+        skipped_time += repeats * span
         skipped_steps += skipped * block_steps
-        for index in range(starts[-1], starts[-1] + block_steps):
+        for index in range(starts[-period], starts[-1] + block_steps):
             for cause, cycles in charged[index].items():
-                breakdown[cause] += skipped * cycles
-    array_end = array_done[-1] if steps else 0.0
-    end = max(array_end, writebacks_done[0])
+                breakdown[cause] += repeats * cycles
     breakdown["drain"] = end - array_end
     return PipelineResult(
         cycles=end + skipped_time,

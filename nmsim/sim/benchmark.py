@@ -1,0 +1,165 @@
+"""Speed of the cycle simulator: a whole-model sweep, cost growth with sequence length and model size, and nmsim
+beside SCALE-Sim 3.0.0 on the same GEMMs.
+
+Every nmsim timing starts from a cold simulation cache (``_simulate_shape.cache_clear()``), so nothing is served
+from an earlier measurement, and the best of ``repeats`` is kept. SCALE-Sim is never imported: it runs in a Python
+of its own through ``scripts/scalesim_golden.py --time``, one GEMM after another, each timed inside its process
+from config parse to report. nmsim is timed over the same span: the preset YAML and the timing file parsed, then
+:func:`~nmsim.sim.simulate.simulate_gemm`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import subprocess
+import time
+from pathlib import Path
+
+from nmsim.bench import BenchResult
+from nmsim.errors import NmsimError
+from nmsim.hw.spec import PRESET_DIR, AcceleratorSpec
+from nmsim.patterns import parse_pattern
+from nmsim.sim.simulate import GemmSimulation, _simulate_shape, simulate_gemm, simulate_model
+from nmsim.sim.sweep import SWEEP_PATTERNS, sweep
+from nmsim.sim.usage import DENSE, layer_use
+from nmsim.sim.workload import Gemm, linear_gemms, model_shape, preset_shapes
+
+log = logging.getLogger(__name__)
+
+SCALESIM_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scalesim_golden.py"
+MODEL = "smollm2-135m"  # the sweep, the sequence-length growth and the SCALE-Sim GEMMs
+BASELINE = "a100-dense"  # the dense baseline design of every model run (the CLI's default)
+GROWTH_DESIGNS = (("act-8of16", "8:16"), ("systolic-32x32-os", "dense"))  # design, pattern it runs
+GROWTH_SEQS = (128, 512, 2048, 8192)  # prefill tokens (batch 1)
+SEQ = 512  # prefill tokens of the sweep and of the model-size growth
+COMPARE_DESIGN = "systolic-32x32-os"  # the array SCALE-Sim models: 32x32, output stationary
+COMPARE_TOKENS = 128  # M of the SCALE-Sim GEMMs
+
+
+def _cold_best(work, repeats: int):
+    """``work()``'s result and its best wall seconds over ``repeats`` runs, each from a cold cache."""
+    best = math.inf
+    for _ in range(repeats):
+        _simulate_shape.cache_clear()
+        started = time.perf_counter()
+        result = work()
+        best = min(best, time.perf_counter() - started)
+    return result, best
+
+
+def sweep_benchmark(repeats: int = 3) -> list[BenchResult]:
+    """Every preset × :data:`SWEEP_PATTERNS` × prefill and decode of :data:`MODEL` with the committed traces."""
+    designs = [AcceleratorSpec.from_name(path.stem) for path in sorted(PRESET_DIR.glob("*.yaml"))]
+    shape = model_shape(MODEL)
+    baseline = AcceleratorSpec.from_name(BASELINE)
+    table, seconds = _cold_best(lambda: sweep(designs, shape, baseline=baseline, seq=SEQ), repeats)
+    calls = _simulate_shape.cache_info()  # of the last repeat, which ran the same calls as every other
+    gemms = calls.hits + calls.misses
+    return [
+        BenchResult(f"sweep {shape.name}: {len(designs)} designs x {len(SWEEP_PATTERNS)} patterns x prefill S={SEQ}"
+                    f" + decode, {len(table)} model runs (goal < 10 s)", seconds, "s"),
+        BenchResult(f"  GEMM results per second ({gemms}: pattern, dense and baseline per layer GEMM)",
+                    gemms / seconds, "1/s"),
+        BenchResult(f"  GEMM simulations per second ({calls.misses} distinct, the rest from cache)",
+                    calls.misses / seconds, "1/s"),
+    ]
+
+
+def _model_cost(spec: AcceleratorSpec, pattern: str, model: str, seq: int, baseline: AcceleratorSpec,
+                repeats: int) -> list[BenchResult]:
+    """Seconds for one whole-model prefill, and the pipeline steps its distinct GEMMs simulated."""
+    shape = model_shape(model)
+    run, seconds = _cold_best(lambda: simulate_model(spec, shape, phase="prefill", batch=1, seq=seq,
+                                                     pattern=parse_pattern(pattern), baseline=baseline), repeats)
+    distinct = {id(sim): sim for row in run.rows for sim in (row.sparse, row.dense, row.baseline)}  # cache hits
+    steps = sum(sim.steps for sim in distinct.values())
+    simulated = sum(sim.simulated_steps for sim in distinct.values())
+    return [
+        BenchResult(f"prefill {model} S={seq} on {spec.name}, ideal {pattern} ({len(run.rows)} GEMMs)", seconds, "s"),
+        BenchResult(f"  steps simulated of {steps} in the pipeline ({len(distinct)} distinct GEMMs)", simulated,
+                    "step", simulated / steps),
+    ]
+
+
+def growth_benchmark(repeats: int = 3) -> list[BenchResult]:
+    """Cost of :func:`simulate_model` as the sequence grows (:data:`MODEL`) and across the model-shape presets."""
+    baseline = AcceleratorSpec.from_name(BASELINE)
+    designs = [(AcceleratorSpec.from_name(name), pattern) for name, pattern in GROWTH_DESIGNS]
+    results = []
+    for spec, pattern in designs:
+        for seq in GROWTH_SEQS:
+            results += _model_cost(spec, pattern, MODEL, seq, baseline, repeats)
+    for spec, pattern in designs:
+        for model in preset_shapes():
+            results += _model_cost(spec, pattern, model, SEQ, baseline, repeats)
+    return results
+
+
+def _scalesim_gemms(python: str, spec: AcceleratorSpec, gemms: list[tuple[int, int, int]]) -> list[dict]:
+    """SCALE-Sim's cycles and seconds per GEMM, run one after another in ``python`` (SCALE-Sim's own venv)."""
+    compute = spec.compute
+    command = [python, str(SCALESIM_SCRIPT), "--time", str(compute.rows), str(compute.cols), compute.dataflow,
+               *(f"{m},{k},{n}" for m, k, n in gemms)]
+    log.info("SCALE-Sim: %d GEMMs on %dx%d %s, one after another (tens of seconds each)", len(gemms),
+             compute.rows, compute.cols, compute.dataflow)
+    peer = []
+    try:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:  # stderr: ours
+            for line in process.stdout:
+                peer.append(json.loads(line))
+                log.info("SCALE-Sim: %(m)dx%(k)dx%(n)d took %(seconds).1f s", peer[-1])
+    except OSError as exc:
+        raise NmsimError(f"cannot run SCALE-Sim with {python!r}: {exc}") from None
+    if process.returncode != 0 or len(peer) != len(gemms):
+        raise NmsimError(f"SCALE-Sim ({python}) exited with status {process.returncode} after {len(peer)} of "
+                         f"{len(gemms)} GEMMs; its messages are above")
+    return peer
+
+
+def _nmsim_gemm(gemm: Gemm) -> GemmSimulation:
+    """``gemm`` dense on :data:`COMPARE_DESIGN` with ideal memory, from the YAML files on."""
+    spec = AcceleratorSpec.from_name(COMPARE_DESIGN)
+    return simulate_gemm(gemm, spec, layer_use(spec, DENSE), ideal_memory=True)
+
+
+def scalesim_benchmark(python: str, repeats: int = 3) -> list[BenchResult]:
+    """Cycles and seconds of SCALE-Sim and nmsim on the distinct projection GEMMs of :data:`MODEL` at
+    :data:`COMPARE_TOKENS` tokens, dense, on :data:`COMPARE_DESIGN` with ideal memory (SCALE-Sim's CALC mode)."""
+    spec = AcceleratorSpec.from_name(COMPARE_DESIGN)
+    projections: dict[tuple[int, int, int], list[str]] = {}
+    for gemm in linear_gemms(model_shape(MODEL), "prefill", 1, COMPARE_TOKENS):
+        if gemm.layer == 0:
+            projections.setdefault((gemm.m, gemm.k, gemm.n), []).append(gemm.projection)
+    peer = _scalesim_gemms(python, spec, list(projections))
+    results, speedups = [], []
+    for (m, k, n), names, theirs in zip(projections, projections.values(), peer):
+        gemm = Gemm(0, names[0], "prefill", m, k, n)
+        ours, seconds = _cold_best(functools.partial(_nmsim_gemm, gemm), repeats)
+        label = f"{'/'.join(names)} {m}x{k}x{n}"
+        cycles = int(ours.cycles) if float(ours.cycles).is_integer() else ours.cycles
+        equal = cycles == theirs["total_cycles"]
+        if not equal:
+            log.error("cycles differ on %s: SCALE-Sim %s, nmsim %s", label, theirs["total_cycles"], cycles)
+        speedups.append(theirs["seconds"] / seconds)
+        results += [
+            BenchResult(f"{label} cycles, SCALE-Sim", theirs["total_cycles"], "cyc"),
+            BenchResult(f"{label} cycles, nmsim ({'equal' if equal else 'ERROR: CYCLES DIFFER'})", cycles, "cyc",
+                        cycles / theirs["total_cycles"]),
+            BenchResult(f"{label} time, SCALE-Sim (config parse to report)", theirs["seconds"], "s"),
+            BenchResult(f"{label} time, nmsim (YAML parse + simulate_gemm, best of {repeats})", 1e3 * seconds, "ms"),
+            BenchResult(f"{label} speed-up, SCALE-Sim time / nmsim time", speedups[-1], "x"),
+        ]
+    geomean = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
+    results.append(BenchResult(f"geometric-mean speed-up over {len(speedups)} GEMMs (goal >= 1000)", geomean, "x"))
+    return results
+
+
+def run_simulator_benchmark(scalesim_python: str | None = None, repeats: int = 3) -> list[BenchResult]:
+    """The sweep, the cost growth and, with ``scalesim_python`` (a Python with scalesim 3.0.0), SCALE-Sim beside."""
+    results = sweep_benchmark(repeats) + growth_benchmark(repeats)
+    if scalesim_python:
+        results += scalesim_benchmark(scalesim_python, repeats)
+    return results

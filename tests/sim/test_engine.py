@@ -1,0 +1,141 @@
+"""The simpy pipeline: stall accounting, buffering, contention, and fast-forward against full simulation."""
+
+import dataclasses
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nmsim.hw.spec import AcceleratorSpec
+from nmsim.patterns import parse_pattern
+from nmsim.sim.engine import BREAKDOWN, Block, Channel, Step, run_pipeline
+from nmsim.sim.mapping import map_gemm
+from nmsim.sim.timing import load_timing
+from nmsim.sim.usage import DENSE, layer_use
+from nmsim.sim.workload import Gemm
+
+TIMING = load_timing()
+ONE_LEVEL = (Channel("dram", 10.0, 0.0),)
+
+
+def _step(load=0.0, busy=1.0, fill=0.0, select=0.0, writeback=0.0):
+    return Step((load,), select, fill, busy, (writeback,))
+
+
+def _run(steps, channels=ONE_LEVEL, **kwargs):
+    return run_pipeline([(Block(tuple(steps)), 1)], channels, **kwargs)
+
+
+def test_compute_bound_steps_add_up():
+    result = _run([_step(busy=7, fill=3)] * 5, buffer_slots=2)
+    # Only the first load (0 bytes) precedes compute: 5 × (3 + 7) cycles, all busy or fill.
+    assert result.cycles == 50
+    assert result.breakdown["busy"] == 35 and result.breakdown["fill"] == 15
+    assert result.breakdown["stall_memory"] == 0
+
+
+def test_memory_bound_steps_stall_on_memory_and_double_buffering_overlaps():
+    steps = [_step(load=100, busy=10)] * 4  # 10 cycles of transfer per step at 10 B/cycle
+    double = _run(steps, buffer_slots=2)
+    single = _run(steps, buffer_slots=1)
+    assert double.cycles == pytest.approx(4 * 10 + 10)  # loads back to back, the last compute after them
+    assert single.cycles == pytest.approx(4 * 20)  # load, compute, load, compute ...
+    assert double.breakdown["stall_memory"] == pytest.approx(10 + 0 + 0 + 0)
+    assert single.breakdown["stall_memory"] == pytest.approx(40)
+
+
+def test_latency_is_hidden_only_as_far_as_the_buffer_slots_allow():
+    channels = (Channel("dram", 10.0, 25.0),)
+    result = _run([_step(load=100, busy=10)] * 4, channels, buffer_slots=2)
+    # loads land at 35 and 45; slot 1 frees at 45 → third load lands at 80; slot 2 frees at 55 → fourth at 90
+    assert result.cycles == pytest.approx(100)
+    assert result.breakdown["stall_memory"] == pytest.approx(35 + 25)
+
+
+def test_selector_stalls_the_array_when_it_is_slower():
+    steps = [_step(busy=10, select=30)] * 4
+    result = _run(steps, buffer_slots=2, selector_latency=5)
+    assert result.cycles == pytest.approx(5 + 4 * 30 + 10)
+    assert result.breakdown["stall_selector"] == pytest.approx(5 + 30 + 20 * 3)
+    assert result.breakdown["stall_memory"] == 0
+
+
+def test_writebacks_contend_with_loads_and_drain_at_the_end():
+    steps = [_step(load=50, busy=5, writeback=100)] * 3
+    result = _run(steps, buffer_slots=2)
+    no_writeback = _run([_step(load=50, busy=5)] * 3, buffer_slots=2)
+    assert result.cycles > no_writeback.cycles
+    assert result.breakdown["drain"] > 0
+    assert sum(result.breakdown.values()) == pytest.approx(result.cycles)
+
+
+CASES = [
+    ("a100-dense", "dense", Gemm(0, "down", "prefill", 4096, 1536, 576)),
+    ("act-8of16", "8:16", Gemm(0, "gate", "prefill", 8192, 576, 1536)),
+    ("act-8of16", "8:16", Gemm(0, "gate", "decode", 8, 576, 1536)),
+    ("systolic-32x32-os", "dense", Gemm(0, "q", "prefill", 256, 576, 576)),
+    ("nvidia-2of4", "2:4", Gemm(0, "up", "prefill", 65536, 576, 1536)),
+]
+
+
+@pytest.mark.parametrize("design, pattern, gemm", CASES, ids=lambda c: getattr(c, "projection", str(c)))
+def test_fast_forward_equals_full_simulation(design, pattern, gemm):
+    spec = AcceleratorSpec.from_name(design)
+    mapping = map_gemm(gemm, spec, layer_use(spec, parse_pattern(pattern)), TIMING)
+    args = (list(mapping.schedule), mapping.channels)
+    kwargs = {"buffer_slots": mapping.buffer_slots, "selector_latency": mapping.selector_latency}
+    fast = run_pipeline(*args, **kwargs)
+    full = run_pipeline(*args, warmup_blocks=None, **kwargs)
+    assert fast.steps == full.steps == full.simulated_steps
+    assert fast.cycles == pytest.approx(full.cycles, rel=1e-9)
+    for cause in BREAKDOWN:
+        assert fast.breakdown[cause] == pytest.approx(full.breakdown[cause], rel=1e-9, abs=1e-6), cause
+    assert sum(fast.breakdown.values()) == pytest.approx(fast.cycles, rel=1e-12)
+
+
+def test_fast_forward_bounds_the_work():
+    spec = AcceleratorSpec.from_name("systolic-32x32-os")
+    gemm = Gemm(0, "gate", "prefill", 8192, 576, 1536)  # 12,288 folds
+    mapping = map_gemm(gemm, spec, layer_use(spec, DENSE), TIMING)
+    result = run_pipeline(list(mapping.schedule), mapping.channels, buffer_slots=mapping.buffer_slots)
+    assert result.steps == math.ceil(8192 / 32) * math.ceil(1536 / 32)
+    assert result.simulated_steps <= 6
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="at least one slot"):
+        _run([_step()], buffer_slots=0)
+    with pytest.raises(ValueError, match="at least 5 warm-up blocks"):
+        _run([_step()], buffer_slots=2, warmup_blocks=4)
+
+
+def test_slower_memory_never_speeds_a_gemm_up():
+    spec = AcceleratorSpec.from_name("act-8of16")
+    gemm = Gemm(0, "gate", "prefill", 2048, 576, 1536)
+    use = layer_use(spec, parse_pattern("8:16"))
+    slow_levels = tuple(dataclasses.replace(level, bandwidth_GBps=level.bandwidth_GBps / 8) for level in spec.memory)
+    slow = dataclasses.replace(spec, memory=slow_levels)
+    cycles = []
+    for design in (spec, slow):
+        mapping = map_gemm(gemm, design, use, TIMING)
+        cycles.append(run_pipeline(list(mapping.schedule), mapping.channels,
+                                   buffer_slots=mapping.buffer_slots).cycles)
+    assert cycles[1] > cycles[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    blocks=st.lists(st.tuples(st.lists(st.tuples(*[st.integers(0, 40)] * 4), min_size=1, max_size=3),
+                              st.integers(1, 40)), min_size=1, max_size=3),
+    slots=st.integers(1, 2),
+    latency=st.integers(0, 30),
+)
+def test_fast_forward_equals_full_simulation_on_random_schedules(blocks, slots, latency):
+    schedule = [(Block(tuple(Step((float(load), load / 4), float(select), 2.0, float(busy), (float(out), 0.0))
+                             for load, select, busy, out in steps)), count) for steps, count in blocks]
+    channels = (Channel("dram", 4.0, float(latency)), Channel("sram", 16.0, 1.0))
+    fast = run_pipeline(schedule, channels, buffer_slots=slots, selector_latency=3)
+    full = run_pipeline(schedule, channels, buffer_slots=slots, selector_latency=3, warmup_blocks=None)
+    assert fast.cycles == pytest.approx(full.cycles, rel=1e-9)
+    assert sum(fast.breakdown.values()) == pytest.approx(fast.cycles, rel=1e-9)
