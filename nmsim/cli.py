@@ -121,15 +121,23 @@ def _bench(args: argparse.Namespace) -> int:
     from nmsim.bench import run_capture_benchmark, run_pruning_benchmark
 
     set_threads(args.threads)
-    if args.what == "capture":
+    if args.what == "simulate":
+        from nmsim.sim.benchmark import run_simulator_benchmark
+
+        results = run_simulator_benchmark(scalesim_python=args.scalesim_python, repeats=args.repeats)
+    elif args.what == "capture":
         results = run_capture_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
     else:
         results = run_pruning_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
     width = max(len(r.name) for r in results)
     print(f"{'benchmark':<{width}}  {'value':>10}  unit  {'ratio':>7}")
     for r in results:
+        value = f"{r.value:10d}" if isinstance(r.value, int) else f"{r.value:10.3f}"  # counts: steps, cycles
         ratio = f"{r.ratio:7.3f}" if r.ratio is not None else f"{'':>7}"
-        print(f"{r.name:<{width}}  {r.value:10.3f}  {r.unit:<4}  {ratio}")
+        print(f"{r.name:<{width}}  {value}  {r.unit:<4}  {ratio}")
+    if args.what == "simulate" and not args.scalesim_python:
+        print("SCALE-Sim side by side: skipped; add --scalesim-python PATH, a Python with scalesim==3.0.0 "
+              "(see scripts/scalesim_golden.py)")
     return 0
 
 
@@ -304,13 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_machine_arguments(traces)
     traces.set_defaults(handler=_traces)
 
-    bench = commands.add_parser("bench", help="speed: pruned vs dense forward, model load, trace capture")
-    bench.add_argument("what", nargs="?", choices=["prune", "capture"], default="prune",
-                       help="prune: forward and load times (default); capture: trace capture cost and size")
-    bench.add_argument("--model", default="smollm2-135m", help="model to benchmark (default: %(default)s)")
+    bench = commands.add_parser("bench", help="speed: pruned vs dense forward, model load, trace capture, "
+                                              "cycle simulator")
+    bench.add_argument("what", nargs="?", choices=["prune", "capture", "simulate"], default="prune",
+                       help="prune: forward and load times (default); capture: trace capture cost and size; "
+                            "simulate: sweep time, cost growth, and SCALE-Sim beside nmsim (smollm2-135m)")
+    bench.add_argument("--model", default="smollm2-135m", help="prune, capture: model to benchmark "
+                                                               "(default: %(default)s)")
     bench.add_argument("--windows", type=_positive_int, default=2, help="512-token windows per timing (default: 2)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
     bench.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    bench.add_argument("--scalesim-python", metavar="PATH",
+                       help="simulate: a Python with scalesim==3.0.0 installed, to time SCALE-Sim on the same GEMMs "
+                            "(a few minutes)")
     bench.set_defaults(handler=_bench)
     return parser
 

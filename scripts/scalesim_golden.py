@@ -4,12 +4,18 @@ Needs SCALE-Sim in a venv of its own (see ../shared/reference/scalesim.md):
     python3 -m venv /tmp/ssvenv && /tmp/ssvenv/bin/pip install scalesim==3.0.0 "numpy<2.4"
     /tmp/ssvenv/bin/python scripts/scalesim_golden.py tests/sim/scalesim_golden.json
 Random GEMMs (seeded) on four array shapes for each dataflow, plus the 128x576x1536 OS 32x32 anchor.
+
+Timing mode (``nmsim bench simulate`` drives it): one SCALE-Sim run per GEMM, one after another, each timed from
+config parse to report, one JSON line per GEMM on stdout (m, k, n, total_cycles, seconds):
+    /tmp/ssvenv/bin/python scripts/scalesim_golden.py --time 32 32 os 128,576,576 128,576,192
 """
 
+import contextlib
 import json
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from scalesim.scale_sim import scalesim
@@ -87,5 +93,19 @@ def main(out_path):
     Path(out_path).write_text(json.dumps(payload, indent=1) + "\n")
 
 
+def time_gemms(rows, cols, dataflow, gemms):
+    """Print one JSON line per (m, k, n): SCALE-Sim's total cycles and the seconds its run took."""
+    for m, k, n in gemms:
+        with contextlib.redirect_stdout(sys.stderr):  # SCALE-Sim's own messages stay off the JSON lines
+            started = time.perf_counter()
+            (total, _), = run(rows, cols, dataflow, [(m, k, n)])
+            seconds = time.perf_counter() - started
+        print(json.dumps({"m": m, "k": k, "n": n, "total_cycles": total, "seconds": seconds}), flush=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--time":
+        rows, cols, dataflow, *shapes = sys.argv[2:]
+        time_gemms(int(rows), int(cols), dataflow, [tuple(int(x) for x in shape.split(",")) for shape in shapes])
+    else:
+        main(sys.argv[1])

@@ -70,7 +70,7 @@ def sweep_benchmark(repeats: int = 3) -> list[BenchResult]:
 
 def _model_cost(spec: AcceleratorSpec, pattern: str, model: str, seq: int, baseline: AcceleratorSpec,
                 repeats: int) -> list[BenchResult]:
-    """Seconds for one whole-model prefill, and the pipeline steps its distinct GEMMs simulated."""
+    """Milliseconds for one whole-model prefill, and the pipeline steps its distinct GEMMs simulated."""
     shape = model_shape(model)
     run, seconds = _cold_best(lambda: simulate_model(spec, shape, phase="prefill", batch=1, seq=seq,
                                                      pattern=parse_pattern(pattern), baseline=baseline), repeats)
@@ -78,7 +78,8 @@ def _model_cost(spec: AcceleratorSpec, pattern: str, model: str, seq: int, basel
     steps = sum(sim.steps for sim in distinct.values())
     simulated = sum(sim.simulated_steps for sim in distinct.values())
     return [
-        BenchResult(f"prefill {model} S={seq} on {spec.name}, ideal {pattern} ({len(run.rows)} GEMMs)", seconds, "s"),
+        BenchResult(f"prefill {model} S={seq} on {spec.name}, ideal {pattern} ({len(run.rows)} GEMMs)",
+                    1e3 * seconds, "ms"),
         BenchResult(f"  steps simulated of {steps} in the pipeline ({len(distinct)} distinct GEMMs)", simulated,
                     "step", simulated / steps),
     ]

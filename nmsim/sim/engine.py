@@ -25,9 +25,8 @@ many) and adds the remaining whole periods at that span, which shifts every late
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import simpy
 

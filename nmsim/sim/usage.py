@@ -14,7 +14,8 @@ and, when given, the trace statistics of that layer's input (:class:`nmsim.sim.t
   union of their masks, trace ``weight_fetch``). Ideal: N/M for any T, the answer that assumes every token of a
   tile keeps the same positions.
 
-Weight sparsity is static: the trace does not enter. A pattern the design does not support runs dense
+An input the trace left dense (a projection or layer outside the run's targets) runs dense. Weight sparsity is
+static: the trace does not enter. A pattern the design does not support runs dense
 (``fallback_dense``) or is an error.
 """
 
@@ -29,6 +30,7 @@ from nmsim.patterns import Pattern, parse_pattern
 from nmsim.sim.trace_data import InputStats
 
 DENSE = parse_pattern("dense")
+DENSE_IN_TRACE = 0.999  # a traced input this dense was left unpruned (its layer or projection was not a target)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def layer_use(
             spec.check_supports(pattern)  # raises, naming what the design supports
         return LayerUse(DENSE, "none", 1.0, zero_slot_fraction=zeros,
                         note=f"{spec.name} does not support {pattern}: runs dense")
+    if stats is not None and not ideal and stats.density > DENSE_IN_TRACE:
+        return LayerUse(DENSE, "none", 1.0, zero_slot_fraction=zeros, note=f"{stats.key} is dense in the trace")
     operand = spec.sparsity.operand
     density = pattern.n / pattern.m
     if operand == "weight" or stats is None or ideal:

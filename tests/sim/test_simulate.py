@@ -215,3 +215,23 @@ def test_cli_simulate_writes_deterministic_json(tmp_path, capsys):
 def test_cli_simulate_bad_input(args, message, capsys):
     assert main(["simulate", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_layers_the_trace_left_dense_run_dense():
+    trace = TraceData.open(TRACE_816)
+    stats = dataclasses.replace(trace.for_gemm(Gemm(0, "q", "prefill", 1, 576, 576)), density=1.0)
+    use = layer_use(AcceleratorSpec.from_name("act-8of16"), P816, stats)
+    assert not use.sparse and "dense in the trace" in use.note
+
+
+@pytest.mark.parametrize("fmt", ["bitmask", "index", "enumerative"])
+def test_trace_compression_table_equals_the_simulators_activation_bytes(fmt):
+    import pandas as pd
+
+    table = pd.read_csv(TRACE_816 / "stats" / "compression.csv")
+    row = table[(table.input == "L4.down") & (table.phase == "prefill") & (table.metadata_format == fmt)
+                & (table.value_dtype == "fp16")].iloc[0]
+    spec = AcceleratorSpec.from_name("act-8of16")
+    spec = dataclasses.replace(spec, sparsity=dataclasses.replace(spec.sparsity, metadata_format=fmt))
+    result = simulate_gemm(Gemm(4, "down", "prefill", 512, 1536, 576), spec, layer_use(spec, P816))
+    assert result.level_bytes[0].activations == pytest.approx(512 * row.bytes_per_token)
