@@ -180,6 +180,12 @@ def pattern_mask(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
 METADATA_FORMATS = ("index", "bitmask", "enumerative")
 
 
+def compressed_row_bytes(k: int, pattern: Pattern, value_bits: int, metadata_format: str) -> float:
+    """Bytes of one row of K values kept N of every M: ⌈K/M⌉ groups of N values plus the group's metadata."""
+    return math.ceil(k / pattern.m) * (pattern.n * value_bits + metadata_bits(pattern.m, pattern.n,
+                                                                             metadata_format)) / 8
+
+
 def metadata_bits(group_size: int, kept: int, fmt: str, fixed_count: bool = True) -> int:
     """Metadata bits of one group of ``group_size`` positions that keeps ``kept`` of them.
 

@@ -86,7 +86,12 @@ class SimulateOutput:
         return "\n".join(lines)
 
     def write_json(self, path: str | Path) -> None:
-        atomic_write_text(path, json.dumps(self.payload, indent=1, sort_keys=True, default=float) + "\n")
+        atomic_write_text(path, json.dumps(self.payload, indent=1, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value):
+    """numpy scalars from the tables as plain JSON numbers."""
+    return value.item()
 
 
 def _measure(run: ModelRun) -> tuple[dict, str]:

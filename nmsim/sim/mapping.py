@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from nmsim.errors import NmsimError
 from nmsim.hw.spec import AcceleratorSpec, MemoryLevel
-from nmsim.patterns import Pattern, metadata_bits
+from nmsim.patterns import compressed_row_bytes
 from nmsim.sim.engine import Block, Channel, Step
 from nmsim.sim.timing import Timing
 from nmsim.sim.usage import LayerUse
@@ -70,11 +70,6 @@ class _Tile:
     outputs: float
     activation_values: float  # dense activation positions read (for the compressor)
     busy: float
-
-
-def _pattern_bytes_per_position(pattern: Pattern, value_bits: int, metadata_format: str) -> float:
-    """Bytes per dense position of an operand kept N of every M, values plus metadata."""
-    return (pattern.n * value_bits + metadata_bits(pattern.m, pattern.n, metadata_format)) / (8 * pattern.m)
 
 
 def _compressed_k(k: int, use: LayerUse) -> int:
@@ -120,8 +115,9 @@ class _Mapper:
         self.value_bytes = bits / 8
         fmt = spec.sparsity.metadata_format
         sparse_act, sparse_weight = use.operand == "activation", use.operand == "weight"
-        self.act_bpp = _pattern_bytes_per_position(use.pattern, bits, fmt) if sparse_act else self.value_bytes
-        self.weight_bpp = _pattern_bytes_per_position(use.pattern, bits, fmt) if sparse_weight else self.value_bytes
+        compressed = compressed_row_bytes(gemm.k, use.pattern, bits, fmt) / gemm.k  # per dense position
+        self.act_bpp = compressed if sparse_act else self.value_bytes
+        self.weight_bpp = compressed if sparse_weight else self.value_bytes
         self.k_eff = _compressed_k(gemm.k, use)
         self.sparse_fill = 0
         if use.sparse:

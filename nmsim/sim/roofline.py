@@ -14,11 +14,10 @@ Compute: dense MACs, times N/M when the design runs the pattern sparse (the idea
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from nmsim.hw.spec import AcceleratorSpec
-from nmsim.patterns import Pattern, metadata_bits
+from nmsim.patterns import Pattern, compressed_row_bytes
 from nmsim.sim.workload import Gemm
 
 
@@ -45,13 +44,6 @@ class RooflineCost:
         return "compute" if self.compute_cycles >= self.memory_cycles else "memory"
 
 
-def _compressed_bytes(rows: int, k: int, pattern: Pattern, value_bits: int, metadata_format: str) -> float:
-    """Bytes of a [rows × K] operand kept N of every M along K, with its metadata."""
-    groups = math.ceil(k / pattern.m)
-    bits = pattern.n * value_bits + metadata_bits(pattern.m, pattern.n, metadata_format)
-    return rows * groups * bits / 8
-
-
 def roofline(
     gemm: Gemm, spec: AcceleratorSpec, pattern: Pattern, *, weight_rows_fraction: float = 1.0
 ) -> RooflineCost:
@@ -65,9 +57,9 @@ def roofline(
     activation_bytes = gemm.m * gemm.k * value_bits / 8
     weight_bytes = gemm.k * gemm.n * value_bits / 8
     if operand == "activation":
-        activation_bytes = _compressed_bytes(gemm.m, gemm.k, pattern, value_bits, spec.sparsity.metadata_format)
+        activation_bytes = gemm.m * compressed_row_bytes(gemm.k, pattern, value_bits, spec.sparsity.metadata_format)
     elif operand == "weight":
-        weight_bytes = _compressed_bytes(gemm.n, gemm.k, pattern, value_bits, spec.sparsity.metadata_format)
+        weight_bytes = gemm.n * compressed_row_bytes(gemm.k, pattern, value_bits, spec.sparsity.metadata_format)
     weight_bytes *= weight_rows_fraction
     output_bytes = gemm.m * gemm.n * value_bits / 8
     effective = gemm.macs * (pattern.density if operand != "none" else 1.0)
