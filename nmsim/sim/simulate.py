@@ -85,6 +85,17 @@ def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse
     )
 
 
+def clear_cache() -> None:
+    """Forget cached GEMM results (benchmarks time cold runs)."""
+    _simulate_shape.cache_clear()
+
+
+def cache_counts() -> tuple[int, int]:
+    """(GEMM results served from the cache, GEMMs simulated) since the last :func:`clear_cache`."""
+    info = _simulate_shape.cache_info()
+    return info.hits, info.misses
+
+
 def simulate_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, *, timing: Timing | None = None,
                   ideal_memory: bool = False) -> GemmSimulation:
     """Simulate ``gemm`` on ``spec`` as ``use`` says (``ideal_memory``: no bandwidth or latency limits)."""

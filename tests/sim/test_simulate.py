@@ -235,3 +235,20 @@ def test_trace_compression_table_equals_the_simulators_activation_bytes(fmt):
     spec = dataclasses.replace(spec, sparsity=dataclasses.replace(spec.sparsity, metadata_format=fmt))
     result = simulate_gemm(Gemm(4, "down", "prefill", 512, 1536, 576), spec, layer_use(spec, P816))
     assert result.level_bytes[0].activations == pytest.approx(512 * row.bytes_per_token)
+
+
+def test_sweep_runs_unsupported_patterns_dense_and_reads_committed_traces():
+    from nmsim.sim.sweep import sweep
+
+    designs = [AcceleratorSpec.from_name(name) for name in ("act-8of16", "act-hierarchical")]
+    table = sweep(designs, model_shape("smollm2-135m"), baseline=AcceleratorSpec.from_name("a100-dense"),
+                  patterns=("dense", "2:4", "8:16"), phases=("prefill",), seq=128)
+    assert len(table) == 6
+    row = table.set_index(["design", "pattern"])
+    assert not row.loc[("act-8of16", "2:4"), "runs_sparse"] and "does not support 2:4" in row.loc[
+        ("act-8of16", "2:4"), "note"]
+    assert row.loc[("act-8of16", "8:16"), "trace"] == "smollm2-135m_8of16_magnitude_none"
+    assert row.loc[("act-8of16", "dense"), "speedup_vs_dense_same_design"] == 1.0
+    native = row.loc[("act-8of16", "8:16"), "speedup_vs_dense_same_design"]
+    composed = row.loc[("act-hierarchical", "8:16"), "speedup_vs_dense_same_design"]
+    assert native > composed > 1.0
