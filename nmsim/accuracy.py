@@ -10,7 +10,8 @@ import itertools
 import json
 import logging
 import math
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numba
@@ -26,9 +27,12 @@ from nmsim.llm.models import DEFAULT_MODEL, load_model
 from nmsim.llm.perplexity import perplexity
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.sparsify.calibration import load_or_calibrate
+from nmsim.sparsify.criteria import get_criterion
 from nmsim.sparsify.engine import SparsityConfig, sparsified
+from nmsim.sparsify.learnable import LearnRecipe, load_or_train
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import TargetSpec, make_targets
+from nmsim.sparsify.weight_pruning import WeightPruningConfig, weight_pruned
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ COLUMNS = [
     "model",
     "pattern",
     "density",
+    "operand",
     "criterion",
     "mitigation",
     "targets",
@@ -46,8 +51,9 @@ COLUMNS = [
     "delta_pct_vs_dense",
     "data",
 ]
-KEY_COLUMNS = ["model", "pattern", "criterion", "mitigation", "targets", "seqlen_tokens", "tokens_evaluated", "data"]
-NOT_APPLICABLE = "-"  # criterion, mitigation and targets of the dense row
+KEY_COLUMNS = ["model", "pattern", "operand", "criterion", "mitigation", "targets", "seqlen_tokens", "tokens_evaluated",
+               "data"]
+NOT_APPLICABLE = "-"  # operand, criterion, mitigation and targets of the dense row
 
 # The main job's grid (`nmsim run`): every headline pattern, the simplest criterion, each training-free fix.
 DEFAULT_STUDY = {
@@ -70,6 +76,10 @@ class StudySettings:
     batch_size: int = 1
     calibration_windows: int = 16
     calibration_seed: int = 42
+    learn_recipe: LearnRecipe = field(default_factory=LearnRecipe)  # for learnable mitigations
+
+
+Method = SparsityConfig | WeightPruningConfig
 
 
 def build_grid(
@@ -77,9 +87,12 @@ def build_grid(
     criteria: list[str],
     mitigations: list[str],
     targets: list[TargetSpec],
-) -> list[SparsityConfig]:
-    """Dense first, then every pattern × criterion × mitigation × targets combination (no duplicates)."""
-    grid = [SparsityConfig(Pattern.dense())]
+    weight_patterns: list[str] = (),
+    weight_methods: list[str] = (),
+) -> list[Method]:
+    """Dense first, then every activation pattern × criterion × mitigation × targets, then every weight pattern ×
+    weight method × targets (no duplicates)."""
+    grid: list[Method] = [SparsityConfig(Pattern.dense())]
     parsed = [parse_pattern(p) for p in patterns]
     for pattern, criterion, mitigation, target in itertools.product(parsed, criteria, mitigations, targets):
         if pattern.kind == "dense":
@@ -87,17 +100,23 @@ def build_grid(
         config = SparsityConfig(pattern, criterion, parse_mitigation(mitigation), target)
         if config not in grid:
             grid.append(config)
+    for pattern, method, target in itertools.product(map(parse_pattern, weight_patterns), weight_methods, targets):
+        config = WeightPruningConfig(pattern, method, target)
+        if config not in grid:
+            grid.append(config)
     return grid
 
 
-def row_labels(config: SparsityConfig) -> dict[str, object]:
+def row_labels(config: Method) -> dict[str, object]:
     """The method columns of a table row."""
     dense = config.pattern.kind == "dense"
+    weight = isinstance(config, WeightPruningConfig)
     return {
         "pattern": str(config.pattern),
         "density": round(config.pattern.density, 6),
-        "criterion": NOT_APPLICABLE if dense else config.criterion,
-        "mitigation": NOT_APPLICABLE if dense else str(config.mitigation),
+        "operand": NOT_APPLICABLE if dense else ("weight" if weight else "activation"),
+        "criterion": NOT_APPLICABLE if dense else (config.method if weight else config.criterion),
+        "mitigation": NOT_APPLICABLE if dense else ("none" if weight else str(config.mitigation)),
         "targets": NOT_APPLICABLE if dense else str(config.targets),
     }
 
@@ -124,7 +143,7 @@ def write_tables(rows: list[dict], out_prefix: Path, json_path: Path | None, met
     """Write ``<prefix>.csv`` and ``<prefix>.md`` (and JSON if asked) atomically; return the table."""
     table = _with_deltas(rows)
     atomic_write_text(out_prefix.with_suffix(".csv"), table.to_csv(index=False, lineterminator="\n"))
-    title = "# Accuracy: WikiText-2 perplexity under N:M activation pruning\n\n"
+    title = "# Accuracy: WikiText-2 perplexity under N:M activation (and weight) pruning\n\n"
     details = "".join(f"- {k}: {v}\n" for k, v in meta.items())
     atomic_write_text(out_prefix.with_suffix(".md"), title + details + "\n" + _markdown(table))
     if json_path is not None:
@@ -141,6 +160,8 @@ def read_rows(csv_path: Path) -> list[dict]:
         table = pd.read_csv(csv_path, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise NmsimError(f"{csv_path}: cannot read the existing results table ({exc}); move it away to start over")
+    if "operand" not in table.columns and "pattern" in table.columns:  # written before weight baselines existed
+        table.insert(3, "operand", [NOT_APPLICABLE if p == "dense" else "activation" for p in table["pattern"]])
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise NmsimError(f"{csv_path}: not an nmsim accuracy table (missing columns {', '.join(missing)})")
@@ -151,8 +172,27 @@ def _row_key(row: dict) -> tuple:
     return tuple(str(row[c]) for c in KEY_COLUMNS)
 
 
+@contextmanager
+def _pruned(lm, config: Method, settings: StudySettings, stats):
+    """The model pruned as ``config`` says, for one evaluation (activation and weight rows share everything else)."""
+    if isinstance(config, WeightPruningConfig):
+        with weight_pruned(lm.model, config, stats):
+            yield
+        return
+    learned = None
+    if config.needs_training:
+        learned = load_or_train(lm, config, settings.learn_recipe, data_dir=settings.data_dir, input_stats=stats)
+    with sparsified(lm.model, config, stats, learned=learned, fold=True):
+        yield
+
+
+def _needs_input_stats(config: Method) -> bool:
+    return config.needs_calibration or (isinstance(config, SparsityConfig) and config.needs_training
+                                        and get_criterion(config.criterion).needs_calibration)
+
+
 def run_study(
-    grid: list[SparsityConfig],
+    grid: list[Method],
     settings: StudySettings,
     out_prefix: Path,
     json_path: Path | None = None,
@@ -181,17 +221,18 @@ def run_study(
     stats = None
     for index, config in enumerate(tqdm(grid, desc="accuracy grid", unit="row")):
         row = {**common, **row_labels(config)}
-        label = f"[{index + 1}/{len(grid)}] {row['pattern']} {row['criterion']} {row['mitigation']} {row['targets']}"
+        label = (f"[{index + 1}/{len(grid)}] {row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']} "
+                 f"{row['targets']}")
         if _row_key(row) in done:
             log.info("%s: already done, skipped", label)
             continue
-        if config.needs_calibration and stats is None:
+        if _needs_input_stats(config) and stats is None:
             stats = load_or_calibrate(lm, settings.data_dir, settings.seqlen, settings.calibration_windows,
                                       settings.calibration_seed)
-        with tqdm(total=len(windows), desc=f"{row['pattern']} {row['criterion']} {row['mitigation']}",
-                  unit="window", leave=False) as bar:
-            with sparsified(lm.model, config, stats):
-                result = perplexity(lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update)
+        with _pruned(lm, config, settings, stats), tqdm(
+                total=len(windows), desc=f"{row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']}",
+                unit="window", leave=False) as bar:
+            result = perplexity(lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update)
         row["perplexity"] = round(result.perplexity, 4)
         rows.append(row)
         done.add(_row_key(row))

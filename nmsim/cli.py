@@ -64,8 +64,19 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--criteria", default=",".join(defaults["criteria"]),
                         help="comma list: magnitude, amber, wina, clact, clact-causal (default: %(default)s)")
     parser.add_argument("--mitigations", default=",".join(defaults["mitigations"]),
-                        help="comma list: none, median-shift, static-shift, variance, or a '+' combination such "
-                             "as median-shift+variance (default: %(default)s)")
+                        help="comma list: none, median-shift, static-shift, variance, learnable (trained scale + "
+                             "shift), or a '+' combination such as median-shift+variance (default: %(default)s)")
+    parser.add_argument("--weight-patterns", default=",".join(defaults.get("weight_patterns", [])),
+                        help="weight-pruning baselines: comma list of patterns pruned on W instead of x "
+                             "(default: none)")
+    parser.add_argument("--weight-methods", default="magnitude,wanda",
+                        help="weight-pruning scores for --weight-patterns: magnitude, wanda (default: %(default)s)")
+    parser.add_argument("--learn-windows", type=_positive_int, default=64,
+                        help="learnable mitigation: calibration windows (default: %(default)s; the paper: 256)")
+    parser.add_argument("--learn-steps", type=_positive_int,
+                        help="learnable mitigation: optimizer steps per block (default: one epoch, one per window)")
+    parser.add_argument("--learn-lr", type=float, default=1e-4, help="learnable mitigation: AdamW learning rate "
+                                                                     "(default: %(default)s)")
     parser.add_argument("--targets", default=",".join(defaults["targets"]), type=str,
                         help="';'-separated target presets: all, no-qkv, amber, or projection lists like "
                              "'o,gate,up,down' (default: %(default)s)")
@@ -97,7 +108,10 @@ def _run_study(args: argparse.Namespace) -> int:
     targets = targets_from_args(
         [t for t in args.targets.split(";") if t.strip()], args.layers, args.exclude_layers, args.prefill_only
     )
-    grid = build_grid(_patterns(args.patterns), _csv(args.criteria), _csv(args.mitigations), targets)
+    from nmsim.sparsify.learnable import LearnRecipe
+
+    grid = build_grid(_patterns(args.patterns), _csv(args.criteria), _csv(args.mitigations), targets,
+                      _patterns(args.weight_patterns), _csv(args.weight_methods))
     settings = StudySettings(
         model=args.model,
         data_dir=args.data_dir,
@@ -105,6 +119,8 @@ def _run_study(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         batch_size=args.batch_size,
         calibration_windows=args.calibration_windows,
+        learn_recipe=LearnRecipe(windows=args.learn_windows, seqlen=args.seqlen, steps=args.learn_steps,
+                                 lr=args.learn_lr),
     )
     out = Path(args.out)
     try:

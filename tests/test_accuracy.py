@@ -13,7 +13,8 @@ from nmsim.sparsify.targets import make_targets
 
 
 def _row(pattern, ppl, criterion="magnitude", mitigation="none", targets="all", tokens=1022):
-    return {"model": "m", "pattern": pattern, "density": 0.5, "criterion": criterion, "mitigation": mitigation,
+    return {"model": "m", "pattern": pattern, "density": 0.5, "operand": "activation", "criterion": criterion,
+            "mitigation": mitigation,
             "targets": targets, "seqlen_tokens": 512, "tokens_evaluated": tokens, "perplexity": ppl, "data": "d"}
 
 
@@ -21,22 +22,24 @@ def test_grid_is_dense_first_without_duplicates():
     grid = build_grid(["2:4", "m4n2", "dense", "8:16"], ["magnitude"], ["none", "median-shift"],
                       [make_targets("all")])
     labels = [row_labels(c) for c in grid]
-    assert labels[0] == {"pattern": "dense", "density": 1.0, "criterion": "-", "mitigation": "-", "targets": "-"}
+    assert labels[0] == {"pattern": "dense", "density": 1.0, "operand": "-", "criterion": "-", "mitigation": "-",
+                         "targets": "-"}
     assert [(r["pattern"], r["mitigation"]) for r in labels[1:]] == [
         ("2:4", "none"), ("2:4", "median-shift"), ("8:16", "none"), ("8:16", "median-shift")]
 
 
 def test_tables_have_the_documented_columns_and_deltas(tmp_path):
-    rows = [{**_row("dense", 30.0), "criterion": "-", "mitigation": "-", "targets": "-", "density": 1.0},
+    rows = [{**_row("dense", 30.0), "operand": "-", "criterion": "-", "mitigation": "-", "targets": "-",
+             "density": 1.0},
             _row("2:4", 45.0), _row("dense", 20.0, tokens=511), _row("8:16", 25.0, tokens=511)]
-    rows[2].update(criterion="-", mitigation="-", targets="-", density=1.0)
+    rows[2].update(operand="-", criterion="-", mitigation="-", targets="-", density=1.0)
     table = write_tables(rows, tmp_path / "acc", tmp_path / "acc.json", {"model": "m"})
     assert list(table.columns) == COLUMNS
     assert table["delta_ppl_vs_dense"].tolist() == [0.0, 15.0, 0.0, 5.0]
     assert table["delta_pct_vs_dense"].tolist() == [0.0, 50.0, 0.0, 25.0]
     on_disk = pd.read_csv(tmp_path / "acc.csv")
     assert on_disk["perplexity"].tolist() == [30.0, 45.0, 20.0, 25.0]
-    assert "| 2:4 | 0.5 | magnitude |" in (tmp_path / "acc.md").read_text()
+    assert "| 2:4 | 0.5 | activation | magnitude |" in (tmp_path / "acc.md").read_text()
     payload = json.loads((tmp_path / "acc.json").read_text())
     assert payload["rows"][1]["delta_ppl_vs_dense"] == 15.0
     assert read_rows(tmp_path / "acc.csv")[1]["pattern"] == "2:4"

@@ -20,10 +20,13 @@ EXPECTED = {
     "variance": Mitigation("none", True),
     "median-shift+variance": Mitigation("median", True),
     "static-shift+variance": Mitigation("static", True),
+    "learnable": Mitigation("none", False, True),
+    "median-shift+learnable": Mitigation("median", False, True),
+    "variance+learnable": Mitigation("none", True, True),
 }
 
 
-def test_mitigation_names_are_the_expected_six():
+def test_mitigation_names_are_the_expected_ones():
     assert set(MITIGATION_NAMES) == set(EXPECTED)
 
 

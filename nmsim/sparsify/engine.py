@@ -7,8 +7,9 @@ Usage::
         logits = model(ids).logits
 
 Inside the ``with`` block each targeted ``nn.Linear`` is replaced by a :class:`PrunedLinear` that holds the
-original layer and computes ``y = (v·P(x − η))Wᵀ + η·rowsum(W) + b`` (see :mod:`mitigations`); on exit the
-original layers are put back. When several projections read the same input tensor (q/k/v, gate/up) and the
+original layer and computes ``y = (v·P(x − η))Wᵀ + η·rowsum(W) + bias`` (see :mod:`mitigations`), then, with
+learned parameters, ``y ⊙ (1 + d) + b`` (folded into W and the bias when asked); on exit the original layers are
+put back. When several projections read the same input tensor (q/k/v, gate/up) and the
 criterion and mitigation do not depend on the layer, the pruned input is computed once and shared, as one
 compressed activation would feed all of them in hardware.
 """
@@ -50,6 +51,11 @@ class SparsityConfig:
         if self.pattern.kind == "dense":
             return False
         return get_criterion(self.criterion).needs_calibration or self.mitigation.needs_calibration
+
+    @property
+    def needs_training(self) -> bool:
+        """The learnable scale and shift must be trained (:mod:`nmsim.sparsify.learnable`) before evaluation."""
+        return self.pattern.kind != "dense" and self.mitigation.learnable
 
 
 class PrunedInput(NamedTuple):
@@ -119,12 +125,21 @@ def _sparsify_fused(
 InputObserver = Callable[[LinearSite, LayerContext, torch.Tensor, PrunedInput], None]
 
 
-class PruningSession:
-    """State shared by the wrapped layers of one model: the config, the current phase, the shared input."""
+# Learned per-output scale d and shift b of each wrapped layer, by module name: (d [O], b [O]).
+LearnedParams = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
-    def __init__(self, config: SparsityConfig, observer: InputObserver | None = None):
+
+class PruningSession:
+    """State shared by the wrapped layers of one model: the config, the current phase, the shared input.
+
+    ``differentiable``: gradients flow through the kept values to earlier layers (training the learnable
+    mitigation); the mask and the mitigation scalars η, v are then constants of each step.
+    """
+
+    def __init__(self, config: SparsityConfig, observer: InputObserver | None = None, differentiable: bool = False):
         self.config = config
         self.observer = observer
+        self.differentiable = differentiable
         self.criterion = get_criterion(config.criterion)
         self.phase = "prefill"
         self.shareable = not self.criterion.uses_layer and config.mitigation.shift != "static"
@@ -141,7 +156,7 @@ class PruningSession:
             return self._last_result
         rows = x.reshape(-1, x.shape[-1])
         result = sparsify_input(rows, self.config.pattern, self.criterion, self.config.mitigation, layer,
-                                want_mask=self.observer is not None)
+                                want_mask=self.observer is not None or self.differentiable)
         if self.shareable:
             self._last_input, self._last_result = x, result
         return result
@@ -151,14 +166,26 @@ class PruningSession:
 
 
 class PrunedLinear(torch.nn.Module):
-    """A model's own ``nn.Linear`` with its input pruned per token (weights untouched)."""
+    """A model's own ``nn.Linear`` with its input pruned per token (weights untouched).
 
-    def __init__(self, site: LinearSite, context: LayerContext, session: PruningSession):
+    ``learned`` (d, b): y ⊙ (1 + d) + b after the layer; with ``fold`` it is folded instead: W' = diag(1 + d)·W,
+    bias' = (1 + d)·bias + b (so rowsum(W') scales too), while criteria keep reading the original W.
+    """
+
+    def __init__(self, site: LinearSite, context: LayerContext, session: PruningSession,
+                 learned: tuple[torch.Tensor, torch.Tensor] | None = None, fold: bool = False):
         super().__init__()
         self.linear = site.module
         self.site = site
         self.context = context
         self.session = session
+        self.learned = None if fold else learned
+        self.folded = None
+        if fold and learned is not None:
+            factor, shift = (1 + learned[0].detach())[:, None], learned[1].detach()
+            weight = factor * self.linear.weight.detach()
+            bias = shift if self.linear.bias is None else factor[:, 0] * self.linear.bias.detach() + shift
+            self.folded = (weight, bias, weight.sum(dim=1))
 
     @property
     def weight(self) -> torch.Tensor:
@@ -168,16 +195,30 @@ class PrunedLinear(torch.nn.Module):
     def bias(self) -> torch.Tensor | None:
         return self.linear.bias
 
+    def _values(self, x: torch.Tensor) -> PrunedInput:
+        if not self.session.differentiable:
+            return self.session.sparse_input(x, self.context)
+        result = self.session.sparse_input(x.detach(), self.context)
+        rows = x.reshape(-1, x.shape[-1])
+        centered = rows - result.shift if result.shift is not None else rows
+        values = torch.where(result.keep, centered, 0.0)
+        return result._replace(values=values * result.scale if result.scale is not None else values)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.session.active:
             return self.linear(x)
-        result = self.session.sparse_input(x, self.context)
+        result = self._values(x)
         if self.session.observer is not None:
             self.session.observer(self.site, self.context, x, result)
-        y = F.linear(result.values.reshape(x.shape), self.linear.weight, self.linear.bias)
+        weight, bias, row_sum = self.folded or (self.linear.weight, self.linear.bias, None)
+        y = F.linear(result.values.reshape(x.shape), weight, bias)
         if result.shift is not None:
             shift = result.shift if result.shift.dim() == 0 else result.shift.reshape(*x.shape[:-1], 1)
-            y.addcmul_(shift, self.context.row_sum)  # rank-1 correction η·rowsum(W), in place
+            row_sum = row_sum if row_sum is not None else self.context.row_sum  # rank-1 correction η·rowsum(W)
+            y = y + shift * row_sum if self.session.differentiable else y.addcmul_(shift, row_sum)
+        if self.learned is not None:
+            scale, offset = self.learned
+            y = y * (1 + scale) + offset
         return y
 
 
@@ -203,14 +244,22 @@ def sparsified(
     config: SparsityConfig,
     input_stats: dict[str, dict[str, torch.Tensor]] | None = None,
     observer: InputObserver | None = None,
+    *,
+    learned: LearnedParams | None = None,
+    fold: bool = False,
+    differentiable: bool = False,
 ) -> Iterator[PruningSession]:
     """Prune the targeted linear inputs of ``model`` inside the block; restore the original layers after.
 
     input_stats: per-module calibration statistics (from :func:`nmsim.sparsify.calibration.calibrate`),
     required when the criterion or mitigation needs calibration. observer: see :data:`InputObserver`; with
     one, even a dense config wraps the targeted layers (keeping every value) so their inputs can be observed.
+    learned: trained scale and shift per module (required by a learnable mitigation; layers without an entry
+    run without one), folded into the weights when ``fold``. differentiable: see :class:`PruningSession`.
     """
-    session = PruningSession(config, observer)
+    if config.needs_training and learned is None:
+        raise NmsimError(f"{config.mitigation} needs learned parameters; train them with nmsim.sparsify.learnable")
+    session = PruningSession(config, observer, differentiable)
     if config.pattern.kind == "dense" and observer is None:
         yield session
         return
@@ -224,7 +273,8 @@ def sparsified(
         parent_name, _, attr = site.name.rpartition(".")
         parent = model.get_submodule(parent_name)
         stats = input_stats.get(site.name) if input_stats is not None else None
-        wrapper = PrunedLinear(site, LayerContext(site.name, site.module.weight, stats), session)
+        wrapper = PrunedLinear(site, LayerContext(site.name, site.module.weight, stats), session,
+                               learned.get(site.name) if learned else None, fold)
         setattr(parent, attr, wrapper)
         swapped.append((parent, attr, site.module))
     handle = model.register_forward_pre_hook(_track_phase(session), with_kwargs=True)

@@ -10,6 +10,8 @@ With P the N:M pruner, x a token's input [K] and W [O, K]:
   variance is 0 keeps v_t = 1.
 - Combinations: a shift and variance correction compose as y = (v·P(x − η))Wᵀ + η·rowsum(W), with v computed
   on the shifted input.
+- **learnable diagonal scale + shift**: y' = y ⊙ (1 + d) + b on top of any of the above, d, b ∈ ℝ^O trained block by
+  block (:mod:`nmsim.sparsify.learnable`); it folds into W and the bias, so inference pays nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ ShiftKind = Literal["none", "median", "static"]
 class Mitigation:
     shift: ShiftKind = "none"
     variance: bool = False
+    learnable: bool = False  # a trained per-output scale and shift on top
 
     @property
     def needs_calibration(self) -> bool:
@@ -36,19 +39,21 @@ class Mitigation:
     def __str__(self) -> str:
         parts = [f"{self.shift}-shift"] if self.shift != "none" else []
         parts += ["variance"] if self.variance else []
+        parts += ["learnable"] if self.learnable else []
         return "+".join(parts) or "none"
 
 
 MITIGATION_NAMES = (
-    "none", "median-shift", "static-shift", "variance", "median-shift+variance", "static-shift+variance"
+    "none", "median-shift", "static-shift", "variance", "median-shift+variance", "static-shift+variance",
+    "learnable", "median-shift+learnable", "variance+learnable",
 )
 
 
 def parse_mitigation(text: str) -> Mitigation:
-    """Parse 'none', 'median-shift', 'static-shift', 'variance' or a '+'-joined combination."""
+    """Parse 'none', 'median-shift', 'static-shift', 'variance', 'learnable' or a '+'-joined combination."""
     parts = [p.strip().lower() for p in str(text).split("+") if p.strip()]
     shift: ShiftKind = "none"
-    variance = False
+    variance = learnable = False
     for part in parts:
         if part == "none" and len(parts) == 1:
             continue
@@ -56,11 +61,13 @@ def parse_mitigation(text: str) -> Mitigation:
             shift = "median" if part == "median-shift" else "static"
         elif part == "variance" and not variance:
             variance = True
+        elif part == "learnable" and not learnable:
+            learnable = True
         else:
             raise NmsimError(f"unknown mitigation {text!r}; choose from {', '.join(MITIGATION_NAMES)}")
     if not parts:
         raise NmsimError(f"empty mitigation; choose from {', '.join(MITIGATION_NAMES)}")
-    return Mitigation(shift, variance)
+    return Mitigation(shift, variance, learnable)
 
 
 def median_shift(x: torch.Tensor) -> torch.Tensor:
