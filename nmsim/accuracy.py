@@ -197,6 +197,7 @@ def run_study(
     out_prefix: Path,
     json_path: Path | None = None,
     recompute: bool = False,
+    command: str = "",
 ) -> pd.DataFrame:
     """Evaluate every configuration of ``grid`` not yet in ``<out_prefix>.csv``; return the full table.
 
@@ -216,6 +217,14 @@ def run_study(
         "tokens_evaluated": tokens,
         "nmsim": __version__,
     }
+    if any(isinstance(c, SparsityConfig) and c.needs_training for c in grid):
+        recipe = settings.learn_recipe
+        meta["learnable recipe"] = (f"{recipe.windows} calibration windows x {recipe.seqlen} tokens, "
+                                    f"{recipe.steps_per_block} steps per block, lr {recipe.lr:g}, AdamW betas "
+                                    f"({recipe.beta1}, {recipe.beta2}), {recipe.warmup_fraction:.0%} warm-up, clip "
+                                    f"{recipe.clip_norm:g} (the paper: 256 windows x 512, one epoch)")
+    if command:
+        meta["command"] = command
     common = {"model": lm.name, "seqlen_tokens": settings.seqlen, "tokens_evaluated": tokens, "data": split.name}
     done = {_row_key(r) for r in rows}
     stats = None

@@ -71,6 +71,9 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
                              "(default: none)")
     parser.add_argument("--weight-methods", default="magnitude,wanda",
                         help="weight-pruning scores for --weight-patterns: magnitude, wanda (default: %(default)s)")
+    parser.add_argument("--headline-from", type=Path,
+                        help="instead of the grid options: dense, the best activation method per pattern and the "
+                             "weight baselines of this finished table (CSV)")
     parser.add_argument("--learn-windows", type=_positive_int, default=64,
                         help="learnable mitigation: calibration windows (default: %(default)s; the paper: 256)")
     parser.add_argument("--learn-steps", type=_positive_int,
@@ -110,8 +113,13 @@ def _run_study(args: argparse.Namespace) -> int:
     )
     from nmsim.sparsify.learnable import LearnRecipe
 
-    grid = build_grid(_patterns(args.patterns), _csv(args.criteria), _csv(args.mitigations), targets,
-                      _patterns(args.weight_patterns), _csv(args.weight_methods))
+    if args.headline_from is not None:
+        from nmsim.study import headline_grid
+
+        grid = headline_grid(args.headline_from)
+    else:
+        grid = build_grid(_patterns(args.patterns), _csv(args.criteria), _csv(args.mitigations), targets,
+                          _patterns(args.weight_patterns), _csv(args.weight_methods))
     settings = StudySettings(
         model=args.model,
         data_dir=args.data_dir,
@@ -124,7 +132,8 @@ def _run_study(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     try:
-        table = run_study(grid, settings, out, args.json, recompute=args.recompute)
+        table = run_study(grid, settings, out, args.json, recompute=args.recompute,
+                          command=args.command_line)
     except KeyboardInterrupt:
         log.error("interrupted: finished rows are saved in %s.csv; rerun the same command to resume", out)
         return 130
@@ -134,10 +143,12 @@ def _run_study(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from nmsim.accuracy import set_threads
-    from nmsim.bench import run_capture_benchmark, run_pruning_benchmark
+    from nmsim.bench import run_calibration_benchmark, run_capture_benchmark, run_pruning_benchmark
 
     set_threads(args.threads)
-    if args.what == "simulate":
+    if args.what == "calibrate":
+        results = run_calibration_benchmark(model=args.model, windows=args.learn_windows)
+    elif args.what == "simulate":
         from nmsim.sim.benchmark import run_simulator_benchmark
 
         results = run_simulator_benchmark(scalesim_python=args.scalesim_python, repeats=args.repeats)
@@ -154,6 +165,19 @@ def _bench(args: argparse.Namespace) -> int:
     if args.what == "simulate" and not args.scalesim_python:
         print("SCALE-Sim side by side: skipped; add --scalesim-python PATH, a Python with scalesim==3.0.0 "
               "(see scripts/scalesim_golden.py)")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from nmsim.io import atomic_write_text
+    from nmsim.study import summary_markdown
+
+    text = summary_markdown(args.tables)
+    if args.out:
+        atomic_write_text(args.out, text)
+        log.info("summary written to %s", args.out)
+    else:
+        print(text)
     return 0
 
 
@@ -290,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--out", required=True, help="trace directory to create (or resume)")
     capture.set_defaults(handler=_capture)
 
+    summary = commands.add_parser(
+        "summary", help="the study summary of finished accuracy tables: 2:4/4:8/8:16 vs 16:32 ratios, activation vs "
+                        "weight pruning")
+    summary.add_argument("tables", nargs="+", type=Path, help="accuracy tables (CSV) written by nmsim eval")
+    summary.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
+    summary.set_defaults(handler=_summary)
+
     simulate = commands.add_parser(
         "simulate", help="cycles, bytes per memory level, energy and area of every linear GEMM on one design")
     simulate.add_argument("--hw", required=True, help="accelerator: a preset in hw_configs/ (e.g. act-8of16) or a "
@@ -329,12 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     traces.set_defaults(handler=_traces)
 
     bench = commands.add_parser("bench", help="speed: pruned vs dense forward, model load, trace capture, "
-                                              "cycle simulator")
-    bench.add_argument("what", nargs="?", choices=["prune", "capture", "simulate"], default="prune",
+                                              "learnable calibration, cycle simulator")
+    bench.add_argument("what", nargs="?", choices=["prune", "capture", "calibrate", "simulate"], default="prune",
                        help="prune: forward and load times (default); capture: trace capture cost and size; "
+                            "calibrate: one learnable scale + shift calibration from scratch; "
                             "simulate: sweep time, cost growth, and SCALE-Sim beside nmsim (smollm2-135m)")
-    bench.add_argument("--model", default="smollm2-135m", help="prune, capture: model to benchmark "
+    bench.add_argument("--model", default="smollm2-135m", help="prune, capture, calibrate: model to benchmark "
                                                                "(default: %(default)s)")
+    bench.add_argument("--learn-windows", type=_positive_int, default=64,
+                       help="calibrate: calibration windows of 512 tokens (default: %(default)s; the paper: 256)")
     bench.add_argument("--windows", type=_positive_int, default=2, help="512-token windows per timing (default: 2)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
     bench.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
@@ -347,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = "nmsim " + " ".join(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -1,0 +1,109 @@
+"""The accuracy study built on :mod:`nmsim.accuracy`: headline methods chosen from a finished grid, and the summary.
+
+- :func:`headline_grid`: dense, the activation method with the lowest perplexity for each pattern, and every
+  weight-pruning baseline of a finished table, to evaluate again on more tokens or another model.
+- :func:`summary_markdown`: per method, the seed's figure (PPL_N:M − PPL_dense) / (PPL_16:32 − PPL_dense) for
+  2:4, 4:8 and 8:16 (the seed reports about 2.7 for 2:4 on 7–8B models), the gap of 16:32 to unstructured 50 %,
+  and activation against weight pruning at matched sparsity.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from nmsim.accuracy import NOT_APPLICABLE, Method, read_rows
+from nmsim.errors import NmsimError
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.sparsify.engine import SparsityConfig
+from nmsim.sparsify.mitigations import parse_mitigation
+from nmsim.sparsify.targets import make_targets
+from nmsim.sparsify.weight_pruning import WeightPruningConfig
+
+RATIO_PATTERNS = ("2:4", "4:8", "8:16")
+REFERENCE = "16:32"
+
+
+def _table(path: Path) -> pd.DataFrame:
+    rows = read_rows(Path(path))
+    if not rows:
+        raise NmsimError(f"{path}: no finished rows; run the grid first")
+    return pd.DataFrame(rows)
+
+
+def headline_grid(path: str | Path) -> list[Method]:
+    """Dense, the best activation method per pattern and every weight baseline of the table at ``path``."""
+    table = _table(path)
+    grid: list[Method] = [SparsityConfig(Pattern.dense())]
+    activation = table[table.operand == "activation"]
+    for _, group in activation.groupby("pattern", sort=False):
+        best = group.loc[group.perplexity.idxmin()]
+        grid.append(SparsityConfig(parse_pattern(best.pattern), best.criterion, parse_mitigation(best.mitigation),
+                                   make_targets(best.targets)))
+    for row in table[table.operand == "weight"].itertuples():
+        grid.append(WeightPruningConfig(parse_pattern(row.pattern), row.criterion, make_targets(row.targets)))
+    return grid
+
+
+def _ratio(ppl: dict[str, float], dense: float, pattern: str) -> float:
+    if pattern not in ppl or REFERENCE not in ppl or ppl[REFERENCE] == dense:
+        return math.nan
+    return (ppl[pattern] - dense) / (ppl[REFERENCE] - dense)
+
+
+def ratio_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per activation method: perplexity per pattern and the seed's ratios."""
+    dense = float(table[table.pattern == "dense"].perplexity.iloc[0])
+    rows = []
+    methods = table[table.operand == "activation"].groupby(["criterion", "mitigation", "targets"], sort=False)
+    for (criterion, mitigation, targets), group in methods:
+        ppl = dict(zip(group.pattern, group.perplexity))
+        row = {"criterion": criterion, "mitigation": mitigation, "targets": targets}
+        row.update({f"ppl_{p}": ppl.get(p, math.nan) for p in (*RATIO_PATTERNS, REFERENCE, "unstructured:0.5")})
+        row.update({f"ratio_{p}": round(_ratio(ppl, dense, p), 3) for p in RATIO_PATTERNS})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def matched_sparsity(table: pd.DataFrame) -> pd.DataFrame:
+    """Best activation method against best weight baseline for each pattern both were run at."""
+    rows = []
+    for pattern, group in table[table.operand != NOT_APPLICABLE].groupby("pattern", sort=False):
+        best = {operand: part.loc[part.perplexity.idxmin()] for operand, part in group.groupby("operand")}
+        if {"activation", "weight"} <= set(best):
+            act, weight = best["activation"], best["weight"]
+            rows.append({"pattern": pattern,
+                         "best_activation": f"{act.criterion} / {act.mitigation}", "activation_ppl": act.perplexity,
+                         "best_weight": weight.criterion, "weight_ppl": weight.perplexity,
+                         "activation_better": bool(act.perplexity < weight.perplexity)})
+    return pd.DataFrame(rows)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(no rows)\n"
+    header = "| " + " | ".join(frame.columns) + " |\n| " + " | ".join("---" for _ in frame.columns) + " |\n"
+    return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
+
+
+def summary_markdown(paths: list[str | Path]) -> str:
+    """The study summary for each finished table in ``paths`` (missing tables are named, not skipped silently)."""
+    parts = ["# Accuracy study summary\n",
+             "Ratio = (PPL_N:M − PPL_dense) / (PPL_16:32 − PPL_dense), per activation method (the seed paper reports "
+             "about 2.7 for 2:4 on 7–8B models). Tables: "
+             + ", ".join(f"`{p}`" for p in paths) + ".\n"]
+    for path in map(Path, paths):
+        if not path.exists():
+            parts.append(f"\n## {path.name}\n\nnot run yet.\n")
+            continue
+        table = _table(path)
+        model = table.model.iloc[0]
+        tokens = ", ".join(str(t) for t in sorted(table.tokens_evaluated.unique()))
+        parts.append(f"\n## {path.name}: {model}, {tokens} test tokens\n\n")
+        dense = table[table.pattern == "dense"].perplexity
+        parts.append(f"Dense perplexity: {dense.iloc[0] if len(dense) else 'not run'}.\n\n")
+        parts.append("### Ratios per activation method\n\n" + _markdown(ratio_table(table)) + "\n")
+        parts.append("### Activation vs weight pruning at matched sparsity\n\n" + _markdown(matched_sparsity(table)))
+    return "".join(parts)

@@ -1,0 +1,57 @@
+"""Headline methods from a finished grid, and the study summary's ratios."""
+
+import pytest
+
+from nmsim.accuracy import write_tables
+from nmsim.errors import NmsimError
+from nmsim.sparsify.engine import SparsityConfig
+from nmsim.sparsify.weight_pruning import WeightPruningConfig
+from nmsim.study import headline_grid, matched_sparsity, ratio_table, summary_markdown
+
+
+def _row(pattern, ppl, operand="activation", criterion="magnitude", mitigation="none"):
+    dense = pattern == "dense"
+    return {"model": "m", "pattern": pattern, "density": 1.0 if dense else 0.5, "operand": "-" if dense else operand,
+            "criterion": "-" if dense else criterion, "mitigation": "-" if dense else mitigation,
+            "targets": "-" if dense else "all", "seqlen_tokens": 512, "tokens_evaluated": 1022, "perplexity": ppl,
+            "data": "d"}
+
+
+ROWS = [_row("dense", 20.0), _row("2:4", 47.0), _row("2:4", 41.0, mitigation="variance"), _row("8:16", 26.0),
+        _row("16:32", 24.0), _row("16:32", 23.0, mitigation="variance"), _row("8:16", 25.0, mitigation="variance"),
+        _row("2:4", 60.0, "weight", "magnitude"), _row("2:4", 45.0, "weight", "wanda")]
+
+
+@pytest.fixture
+def table_path(tmp_path):
+    write_tables(ROWS, tmp_path / "grid", None, {})
+    return tmp_path / "grid.csv"
+
+
+def test_headline_grid_takes_the_best_activation_method_per_pattern_and_every_weight_row(table_path):
+    grid = headline_grid(table_path)
+    assert grid[0].pattern.kind == "dense"
+    activation = [c for c in grid[1:] if isinstance(c, SparsityConfig)]
+    assert [(str(c.pattern), str(c.mitigation)) for c in activation] == [("2:4", "variance"), ("8:16", "variance"),
+                                                                         ("16:32", "variance")]
+    weights = [c for c in grid if isinstance(c, WeightPruningConfig)]
+    assert [c.method for c in weights] == ["magnitude", "wanda"]
+
+
+def test_ratios_follow_the_seed_definition(table_path):
+    import pandas as pd
+
+    ratios = ratio_table(pd.read_csv(table_path)).set_index("mitigation")
+    assert ratios.loc["none", "ratio_2:4"] == round((47 - 20) / (24 - 20), 3)
+    assert ratios.loc["variance", "ratio_8:16"] == round((25 - 20) / (23 - 20), 3)
+    matched = matched_sparsity(pd.read_csv(table_path))
+    assert matched.to_dict("records") == [{"pattern": "2:4", "best_activation": "magnitude / variance",
+                                           "activation_ppl": 41.0, "best_weight": "wanda", "weight_ppl": 45.0,
+                                           "activation_better": True}]
+
+
+def test_summary_names_missing_tables(table_path, tmp_path):
+    text = summary_markdown([table_path, tmp_path / "missing.csv"])
+    assert "grid.csv: m, 1022 test tokens" in text and "missing.csv\n\nnot run yet." in text
+    with pytest.raises(NmsimError, match="no finished rows"):
+        headline_grid(tmp_path / "missing.csv")
