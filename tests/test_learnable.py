@@ -146,3 +146,11 @@ def test_learnable_lowers_block_mse_on_the_real_model(smollm, tmp_path):
                                    max_blocks=4)
     assert len(reports) == 4
     assert all(r.heldout_mse_learned < r.heldout_mse_pruned for r in reports)
+
+
+def test_gemma_blocks_train_too(tmp_path):
+    from tests.test_engine import tiny_gemma
+
+    recipe = LearnRecipe(windows=2, seqlen=16, steps=4, lr=3e-3, heldout_windows=1)
+    learned, reports = train_scale_shift(tiny_gemma(), _config("2:4"), recipe, _tiny_windows(3), tmp_path / "g")
+    assert len(reports) == 2 and len(learned) == 14

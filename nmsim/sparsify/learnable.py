@@ -8,7 +8,7 @@ warm-up, gradient clipping at 1.0, one window (batch 1) per step. Only d and b t
 Calibration windows come from the calibration split (WikiText-2 train if present, else validation), never from
 the test split that perplexity is measured on.
 
-The paper's recipe is 256 windows × 512 tokens, one epoch (256 steps per block): :data:`PAPER_RECIPE`. The
+The paper's recipe is 256 windows × 512 tokens, one epoch (256 steps per block): ``LearnRecipe(windows=256)``. The
 parameters persist after every block (``<file>.partial``), so an interrupted calibration resumes at the next
 block, and the finished file (safetensors, with the recipe and a format version in its metadata) is reloaded
 instead of recalibrating.
@@ -60,8 +60,6 @@ class LearnRecipe:
     def steps_per_block(self) -> int:
         return self.steps if self.steps is not None else self.windows
 
-
-PAPER_RECIPE = LearnRecipe(windows=256, seqlen=512, steps=None)
 
 
 @dataclass(frozen=True)
