@@ -29,7 +29,7 @@ from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, pattern_mask
 from nmsim.sparsify.criteria import Criterion, LayerContext, get_criterion, magnitude
 from nmsim.sparsify.mitigations import Mitigation, median_shift, variance_scale
-from nmsim.sparsify.targets import LinearSite, TargetSpec, find_linear_sites
+from nmsim.sparsify.targets import LinearSite, TargetSpec, selected_sites
 
 log = logging.getLogger(__name__)
 
@@ -265,9 +265,7 @@ def sparsified(
         return
     if config.needs_calibration and input_stats is None:
         raise NmsimError(f"{config.criterion} / {config.mitigation} needs calibration statistics; none given")
-    sites = [site for site in find_linear_sites(model) if config.targets.selects(site)]
-    if not sites:
-        raise NmsimError(f"targets {config.targets} select no linear layer of this model")
+    sites = selected_sites(model, config.targets)
     swapped = []
     for site in sites:
         parent_name, _, attr = site.name.rpartition(".")

@@ -54,6 +54,14 @@ def find_linear_sites(model: torch.nn.Module) -> list[LinearSite]:
     return sites
 
 
+def selected_sites(model: torch.nn.Module, targets: TargetSpec) -> list[LinearSite]:
+    """The linear layers of ``model`` that ``targets`` selects; an error if there are none."""
+    sites = [site for site in find_linear_sites(model) if targets.selects(site)]
+    if not sites:
+        raise NmsimError(f"targets {targets} select no linear layer of this model")
+    return sites
+
+
 def parse_layer_list(text: str) -> frozenset[int]:
     """'0-3,7,10-11' -> {0, 1, 2, 3, 7, 10, 11}."""
     layers: set[int] = set()

@@ -24,7 +24,7 @@ import torch
 
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, pattern_mask, unstructured_mask
-from nmsim.sparsify.targets import TargetSpec, find_linear_sites
+from nmsim.sparsify.targets import TargetSpec, selected_sites
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ def weight_pruned(
     """Zero the pruned weights of the targeted layers inside the block (yields the number of layers)."""
     if config.needs_calibration and input_stats is None:
         raise NmsimError(f"{config.method} needs calibration statistics; none given")
-    sites = [site for site in find_linear_sites(model) if config.targets.selects(site)]
-    if not sites:
-        raise NmsimError(f"targets {config.targets} select no linear layer of this model")
+    sites = selected_sites(model, config.targets)
     originals = []
     try:
         with torch.no_grad():
