@@ -53,14 +53,12 @@ def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse
     mapping: GemmMapping = map_gemm(gemm, spec, use, timing, ideal_memory=ideal_memory)
     result = run_pipeline(list(mapping.schedule), mapping.channels, buffer_slots=mapping.buffer_slots,
                           selector_latency=mapping.selector_latency)
-    cycles = result.cycles - 1 if spec.compute.kind == "systolic" else result.cycles
-    breakdown = dict(result.breakdown)
-    if spec.compute.kind == "systolic":
-        breakdown["fill"] -= 1  # SCALE-Sim's last-cycle-index convention, charged to the final fold's drain
-    pattern = use.pattern if use.sparse else DENSE
-    rows = use.weight_rows_fraction(min(m, timing.tensor_core_tile_m))
-    estimate = roofline(gemm, spec, pattern, weight_rows_fraction=rows) if use.sparse else \
-        roofline(gemm, spec, DENSE)
+    cycles, breakdown = result.cycles, dict(result.breakdown)
+    if spec.compute.kind == "systolic":  # SCALE-Sim's last-cycle-index convention, charged to the final fold
+        cycles -= 1
+        breakdown["fill"] -= 1
+    rows = use.weight_rows_fraction(min(m, timing.tensor_core_tile_m))  # 1 unless activations are pruned
+    estimate = roofline(gemm, spec, use.pattern if use.sparse else DENSE, weight_rows_fraction=rows)
     peak = spec.compute.dense_macs_per_cycle
     gated = mapping.mac_slots * use.zero_slot_fraction
     actions = ActionCounts(
