@@ -116,6 +116,16 @@ def _markdown(frame: pd.DataFrame) -> str:
     return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
 
 
+def _settings(path: Path) -> str:
+    """The evaluation windows and the learnable recipe, from the header of the table's Markdown file."""
+    markdown = path.with_suffix(".md")
+    if not markdown.exists():
+        return ""
+    wanted = ("- windows:", "- learnable recipe:")
+    lines = [line for line in markdown.read_text(encoding="utf-8").splitlines() if line.startswith(wanted)]
+    return "".join(f"{line}\n" for line in lines) + ("\n" if lines else "")
+
+
 def summary_markdown(paths: list[str | Path]) -> str:
     """The study summary for each finished table in ``paths`` (missing tables are named, not skipped silently)."""
     parts = ["# Accuracy study summary\n",
@@ -134,6 +144,7 @@ def summary_markdown(paths: list[str | Path]) -> str:
         parts.append(f"\n## {path.name}: {model}, {tokens} test tokens\n\n")
         dense = table[table.pattern == "dense"].perplexity
         parts.append(f"Dense perplexity: {dense.iloc[0] if len(dense) else 'not run'}.\n\n")
+        parts.append(_settings(path))
         parts.append("### Ratios per activation method\n\n" + _markdown(ratio_table(table)) + "\n")
         parts.append("### Activation vs weight pruning at matched sparsity\n\n" + _markdown(matched_sparsity(table)))
         parts.append("\n### Against the seed's claims\n\n" + "".join(f"- {line}\n" for line in claims(table)))

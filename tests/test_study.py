@@ -51,7 +51,10 @@ def test_ratios_follow_the_seed_definition(table_path):
 
 
 def test_summary_names_missing_tables_and_checks_the_claims(table_path, tmp_path):
+    recipe = "- learnable recipe: 8 calibration windows x 512 tokens"
+    table_path.with_suffix(".md").write_text(f"# header\n\n- windows: 2 x 512 tokens\n{recipe}\n- nmsim: 0\n")
     text = summary_markdown([table_path, tmp_path / "missing.csv"])
+    assert f"- windows: 2 x 512 tokens\n{recipe}\n" in text and "- nmsim: 0" not in text
     assert "is 6.75 to 7.00 (median 6.88) over 2 methods" in text  # (47-20)/(24-20) and (41-20)/(23-20)
     assert "At 2:4, the best activation method (magnitude / variance, PPL 41.0) beats the best weight" in text
     assert "grid.csv: m, 1022 test tokens" in text and "missing.csv\n\nnot run yet." in text
