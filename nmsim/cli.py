@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     """The main job: the accuracy rows (computed only when missing or with --recompute), the traces (captured
     again with --recompute), then the trade-off report."""
     from nmsim.accuracy import read_rows
-    from nmsim.report.build import RunRequest, build_report
+    from nmsim.report.build import STUDY_TABLES, RunRequest, build_report
 
     table = Path(args.out).with_suffix(".csv")
     if args.recompute or len(read_rows(table) if table.is_file() else []) < len(_study_grid(args)):
@@ -164,7 +164,8 @@ def _run(args: argparse.Namespace) -> int:
             log.info("capturing the trace of %s again (--recompute)", pattern)
             rebuild_trace(method_config(pattern), args.trace_root, args.model, args.data_dir)
         write_index(args.trace_root)
-    accuracy = tuple(dict.fromkeys([table, *args.accuracy]))
+    extra = args.accuracy if args.accuracy is not None else [p for p in STUDY_TABLES if p.is_file()]
+    accuracy = tuple(dict.fromkeys([table, *extra]))
     request = RunRequest(name=args.name or Path(args.model).stem, model=args.model,
                          designs=tuple(_csv(args.designs)) if args.designs else (), baseline=args.baseline,
                          accuracy=accuracy, patterns=patterns, trace_root=Path(args.trace_root), sweep=args.sweep,
@@ -192,9 +193,9 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--designs", help="comma list of presets or YAML files (default: every preset in "
                                           "hw_configs/)")
     parser.add_argument("--baseline", default="a100-dense", help="dense baseline design (default: %(default)s)")
-    parser.add_argument("--accuracy", type=Path, nargs="*", default=[Path("reports/study_smollm2_16k.csv")],
-                        help="more accuracy tables whose rows compete for best method per pattern, besides --out "
-                             "(default: %(default)s)")
+    parser.add_argument("--accuracy", type=Path, nargs="*",
+                        help="more accuracy tables whose rows compete for the best method per pattern, besides "
+                             "--out's (default: reports/study_smollm2_16k.csv when it exists)")
     parser.add_argument("--trace-root", default="traces", help="committed traces (default: %(default)s)")
     parser.add_argument("--sweep", type=Path, help="a sweep file (see `nmsim sweep`) whose points join the "
                                                    "trade-off table and plots")
@@ -219,6 +220,10 @@ def _bench(args: argparse.Namespace) -> int:
         from nmsim.sim.benchmark import run_simulator_benchmark
 
         results = run_simulator_benchmark(scalesim_python=args.scalesim_python, repeats=args.repeats)
+    elif args.what == "report":
+        from nmsim.report.benchmark import run_report_benchmark
+
+        results = run_report_benchmark(repeats=min(args.repeats, 2))
     elif args.what == "capture":
         results = run_capture_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
     else:
@@ -438,10 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="speed: pruned vs dense forward, model load, trace capture, "
                                               "learnable calibration, cycle simulator")
-    bench.add_argument("what", nargs="?", choices=["prune", "capture", "calibrate", "simulate"], default="prune",
+    bench.add_argument("what", nargs="?", choices=["prune", "capture", "calibrate", "simulate", "report"],
+                       default="prune",
                        help="prune: forward and load times (default); capture: trace capture cost and size; "
                             "calibrate: one learnable scale + shift calibration from scratch; "
-                            "simulate: sweep time, cost growth, and SCALE-Sim beside nmsim (smollm2-135m)")
+                            "simulate: sweep time, cost growth, and SCALE-Sim beside nmsim (smollm2-135m); "
+                            "report: nmsim run from committed inputs, and a parameter sweep serial vs parallel")
     bench.add_argument("--model", default="smollm2-135m", help="prune, capture, calibrate: model to benchmark "
                                                                "(default: %(default)s)")
     bench.add_argument("--learn-windows", type=_positive_int, default=64,

@@ -35,7 +35,8 @@ from nmsim.sim.workload import model_shape
 log = logging.getLogger(__name__)
 
 REPORTS = Path("reports")
-DEFAULT_ACCURACY = (REPORTS / "accuracy.csv", REPORTS / "study_smollm2_16k.csv")
+STUDY_TABLES = (REPORTS / "study_smollm2_16k.csv",)  # committed study rows that join the main job's own table
+DEFAULT_ACCURACY = (REPORTS / "accuracy.csv", *STUDY_TABLES)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ def accuracy_vs_area(tradeoff: pd.DataFrame) -> plt.Figure:
     _annotate(ax, points, "area_overhead_pct")
     front = _front(ax, sparse, "area_overhead_pct", "pareto_area", True)
     ax.set_yscale("log")
+    ax.margins(x=0.15)  # room for the labels
     ax.set_xlabel("datapath area over the dense datapath (%)")
     ax.set_ylabel("WikiText-2 perplexity (log scale, lower is better)")
     ax.set_title("Accuracy vs area (front among sparse designs; dense is the reference)", fontsize=9)
@@ -101,6 +102,7 @@ def accuracy_vs_speedup(tradeoff: pd.DataFrame) -> plt.Figure:
                            label="roofline estimate")]
     front = _front(ax, points, "prefill_speedup", "pareto_speedup", False)
     ax.set_yscale("log")
+    ax.margins(x=0.15)
     ax.set_xlabel("prefill speedup over the same design run dense (×, 512 tokens)")
     ax.set_ylabel("WikiText-2 perplexity (log scale, lower is better)")
     ax.set_title("Accuracy vs speedup: filled = simulated, hollow = roofline; outlined = Pareto-optimal", fontsize=9)

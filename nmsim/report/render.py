@@ -146,6 +146,15 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
             f"{h.prefill_speedup:.3f}× (native {main.prefill_speedup:.3f}×) for +{h.area_overhead_pct:.1f} % area "
             f"(native +{main.area_overhead_pct:.1f} %): real 8:16 masks are not 2:4-aligned, so the composed "
             "datapath spends extra passes on groups that keep 3 or 4 of 4.")
+        two_four = _row(trade, h.design, "2:4")
+        layers = tables["layers"]
+        density = layers[(layers.design == h.design) & (layers.pattern == "8:16")].compute_density.mean()
+        if two_four is not None and not math.isnan(density):
+            lines.append(
+                f"  The composed datapath spends {density:.2f} MAC slots per value position on real 8:16 masks "
+                f"(0.50 native). Masks it could run at full speed keep at most 2 of every aligned 4, and with 8 of 16 "
+                f"kept that is exactly 2:4, whose perplexity is {two_four.perplexity:.2f}: composability costs "
+                f"{two_four.perplexity - main.perplexity:.2f} perplexity points here.")
         verdict.append("composing 8:16 from 2:4 is cheaper in area but slower on real masks" if
                        h.area_overhead_pct < main.area_overhead_pct and h.prefill_speedup < main.prefill_speedup
                        else "the composed design is not dominated by native 8:16 here")
