@@ -206,7 +206,7 @@ def decode_fetch(fetch: pd.DataFrame) -> plt.Figure:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("decode batch size (tokens sharing one weight fetch)")
     ax.set_ylabel("fraction of weight rows fetched")
-    ax.set_title("Decode weight fetch vs batch size (real masks, SmolLM2 traces)")
+    ax.set_title("Decode weight fetch vs batch size (real masks from the traces)")
     ax.legend(fontsize=7)
     return fig
 
@@ -216,13 +216,8 @@ def sensitivity(table: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, len(phases), figsize=(5.5 * len(phases), 4.2), sharey=True)
     for ax, phase in zip(np.atleast_1d(axes), phases):
         part = table[table.phase == phase]
-        relative = part[part.parameter != "compute.value_bits"]
-        for parameter, rows in relative.groupby("parameter", sort=False):
-            ax.plot(rows.x, rows.efficiency_ratio, marker="o", label=rows.label.iloc[0])
-        bits = part[part.parameter == "compute.value_bits"]
-        if len(bits):
-            ax.plot(bits.x / 16, bits.efficiency_ratio, marker="s", linestyle="--",
-                    label="value width (4, 8, 16 bits ÷ 16)")
+        for _, rows in part.groupby("parameter", sort=False):
+            ax.plot(rows.x_relative, rows.efficiency_ratio, marker="o", label=rows.label.iloc[0])
         ax.axhline(1.0, color="black", linewidth=1)
         ax.text(0.02, 1.0, " break-even: 16:32 as efficient as 8:16", fontsize=7, va="bottom",
                 transform=ax.get_yaxis_transform())

@@ -40,7 +40,7 @@ PARAMETERS = (
     Parameter("sparsity.selector_groups_per_cycle", "selector throughput (× preset)", integer=True),
     Parameter("frequency_GHz", "clock frequency (× preset)"),
     Parameter("memory[2].capacity_KiB", "on-chip buffer capacity (× preset)", factors=(0.75, 1.0, 2.0, 4.0)),
-    Parameter("compute.value_bits", "value width (bits)", values=(4, 8, 16), integer=True),
+    Parameter("compute.value_bits", "value width (4, 8, 16 bits; × preset)", values=(4, 8, 16), integer=True),
 )
 
 
@@ -67,14 +67,17 @@ def _settings(parameter: Parameter, spec: AcceleratorSpec) -> list[tuple[float, 
 
 def sensitivity(shape: ModelShape, baseline: AcceleratorSpec, traces: dict[str, TraceData | None],
                 parameters: tuple[Parameter, ...] = PARAMETERS) -> pd.DataFrame:
-    """One row per parameter step and phase: both designs' speedup, area overhead and efficiency, and
+    """One row per parameter step and phase: ``x`` (the factor, or the absolute value of a parameter given by
+    values), ``x_relative`` (x over 8:16's preset value), both designs' speedup, area overhead and efficiency, and
     ``efficiency_ratio`` (16:32 over 8:16)."""
     presets = {pattern: AcceleratorSpec.from_name(name) for pattern, name in PAIR}
     rows = []
     for parameter in parameters:
         steps = {pattern: _settings(parameter, spec) for pattern, spec in presets.items()}
+        preset = _preset_value(presets[PAIR[0][0]], parameter.key_path)
         for index, (x, _) in enumerate(steps[PAIR[0][0]]):
-            record = {"parameter": parameter.key_path, "label": parameter.label, "x": x}
+            record = {"parameter": parameter.key_path, "label": parameter.label, "x": x,
+                      "x_relative": x / preset if parameter.values else x}
             specs = {}
             for pattern, name in PAIR:
                 value = steps[pattern][index][1]
