@@ -104,22 +104,26 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
 
 
-def _run_study(args: argparse.Namespace) -> int:
-    from nmsim.accuracy import StudySettings, build_grid, run_study, set_threads, targets_from_args
-
-    set_threads(args.threads)
-    targets = targets_from_args(
-        [t for t in args.targets.split(";") if t.strip()], args.layers, args.exclude_layers, args.prefill_only
-    )
-    from nmsim.sparsify.learnable import LearnRecipe
+def _study_grid(args: argparse.Namespace) -> list:
+    from nmsim.accuracy import build_grid, targets_from_args
 
     if args.headline_from is not None:
         from nmsim.study import headline_grid
 
-        grid = headline_grid(args.headline_from)
-    else:
-        grid = build_grid(_patterns(args.patterns), _csv(args.criteria), _csv(args.mitigations), targets,
-                          _patterns(args.weight_patterns), _csv(args.weight_methods))
+        return headline_grid(args.headline_from)
+    targets = targets_from_args(
+        [t for t in args.targets.split(";") if t.strip()], args.layers, args.exclude_layers, args.prefill_only
+    )
+    return build_grid(_patterns(args.patterns), _csv(args.criteria), _csv(args.mitigations), targets,
+                      _patterns(args.weight_patterns), _csv(args.weight_methods))
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from nmsim.accuracy import StudySettings, run_study, set_threads
+    from nmsim.sparsify.learnable import LearnRecipe
+
+    set_threads(args.threads)
+    grid = _study_grid(args)
     settings = StudySettings(
         model=args.model,
         data_dir=args.data_dir,
@@ -141,6 +145,70 @@ def _run_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The main job: the accuracy rows (computed only when missing or with --recompute), the traces (captured
+    again with --recompute), then the trade-off report."""
+    from nmsim.accuracy import read_rows
+    from nmsim.report.build import STUDY_TABLES, RunRequest, build_report
+
+    table = Path(args.out).with_suffix(".csv")
+    if args.recompute or len(read_rows(table) if table.is_file() else []) < len(_study_grid(args)):
+        status = _run_study(args)
+        if status:
+            return status
+    patterns = ("dense", *_patterns(args.patterns))
+    if args.recompute:
+        from nmsim.traces.build import method_config, rebuild_trace, write_index
+
+        for pattern in patterns:
+            log.info("capturing the trace of %s again (--recompute)", pattern)
+            rebuild_trace(method_config(pattern), args.trace_root, args.model, args.data_dir)
+        write_index(args.trace_root)
+    extra = args.accuracy if args.accuracy is not None else [p for p in STUDY_TABLES if p.is_file()]
+    accuracy = tuple(dict.fromkeys([table, *extra]))
+    request = RunRequest(name=args.name or Path(args.model).stem, model=args.model,
+                         designs=tuple(_csv(args.designs)) if args.designs else (), baseline=args.baseline,
+                         accuracy=accuracy, patterns=patterns, trace_root=Path(args.trace_root), sweep=args.sweep,
+                         out_root=Path(args.report_root), command=args.command_line, workers=args.workers,
+                         scheduler=args.scheduler)
+    build_report(request)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from nmsim.report.build import write_table
+    from nmsim.sim.param_sweep import load_sweep, run_sweep
+
+    table = run_sweep(load_sweep(args.file), workers=args.workers, scheduler=args.scheduler)
+    out = Path(args.out) if args.out else Path("reports") / "sweeps" / Path(args.file).stem
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_table(table, out.parent, out.name)
+    log.info("wrote %s.csv and %s.parquet (%d rows); `nmsim run --sweep %s` adds the points to the trade-off "
+             "plots", out, out, len(table), args.file)
+    return 0
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="report folder under --report-root (default: the model name)")
+    parser.add_argument("--designs", help="comma list of presets or YAML files (default: every preset in "
+                                          "hw_configs/)")
+    parser.add_argument("--baseline", default="a100-dense", help="dense baseline design (default: %(default)s)")
+    parser.add_argument("--accuracy", type=Path, nargs="*",
+                        help="more accuracy tables whose rows compete for the best method per pattern, besides "
+                             "--out's (default: reports/study_smollm2_16k.csv when it exists)")
+    parser.add_argument("--trace-root", default="traces", help="committed traces (default: %(default)s)")
+    parser.add_argument("--sweep", type=Path, help="a sweep file (see `nmsim sweep`) whose points join the "
+                                                   "trade-off table and plots")
+    _add_parallel_arguments(parser)
+    parser.add_argument("--report-root", default="reports", help="where the report folder goes (default: reports)")
+
+
+def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=_positive_int, help="sweep: local processes (default: all cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="sweep: run on this Dask distributed scheduler (tcp://host:8786) instead of local cores")
+
+
 def _bench(args: argparse.Namespace) -> int:
     from nmsim.accuracy import set_threads
     from nmsim.bench import run_calibration_benchmark, run_capture_benchmark, run_pruning_benchmark
@@ -152,6 +220,10 @@ def _bench(args: argparse.Namespace) -> int:
         from nmsim.sim.benchmark import run_simulator_benchmark
 
         results = run_simulator_benchmark(scalesim_python=args.scalesim_python, repeats=args.repeats)
+    elif args.what == "report":
+        from nmsim.report.benchmark import run_report_benchmark
+
+        results = run_report_benchmark(repeats=min(args.repeats, 2))
     elif args.what == "capture":
         results = run_capture_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
     else:
@@ -281,9 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="the main job: the default accuracy study, written to reports/")
+    run = commands.add_parser("run", help="the main job: accuracy rows, traces and every design in hw_configs/ "
+                                          "→ reports/<name>/ (tables, figures, report.md and report.html)")
     _add_study_arguments(run, DEFAULT_STUDY)
-    run.set_defaults(handler=_run_study, json=Path("reports/accuracy.json"))
+    _add_report_arguments(run)
+    run.set_defaults(handler=_run, json=Path("reports/accuracy.json"))
+
+    sweep = commands.add_parser("sweep", help="evaluate a design over a grid of parameter values (YAML), in "
+                                              "parallel on local cores or a Dask cluster")
+    sweep.add_argument("file", help="sweep file: design, parameters (key path → values), patterns, phases, "
+                                    "batch_sizes, seq_tokens, model, baseline")
+    _add_parallel_arguments(sweep)
+    sweep.add_argument("--out", help="output prefix (default: reports/sweeps/<file stem>)")
+    sweep.set_defaults(handler=_sweep)
 
     evaluate = commands.add_parser(
         "eval", help="perplexity for a grid of dense + pattern × criterion × mitigation × targets"
@@ -361,10 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="speed: pruned vs dense forward, model load, trace capture, "
                                               "learnable calibration, cycle simulator")
-    bench.add_argument("what", nargs="?", choices=["prune", "capture", "calibrate", "simulate"], default="prune",
+    bench.add_argument("what", nargs="?", choices=["prune", "capture", "calibrate", "simulate", "report"],
+                       default="prune",
                        help="prune: forward and load times (default); capture: trace capture cost and size; "
                             "calibrate: one learnable scale + shift calibration from scratch; "
-                            "simulate: sweep time, cost growth, and SCALE-Sim beside nmsim (smollm2-135m)")
+                            "simulate: sweep time, cost growth, and SCALE-Sim beside nmsim (smollm2-135m); "
+                            "report: nmsim run from committed inputs, and a parameter sweep serial vs parallel")
     bench.add_argument("--model", default="smollm2-135m", help="prune, capture, calibrate: model to benchmark "
                                                                "(default: %(default)s)")
     bench.add_argument("--learn-windows", type=_positive_int, default=64,

@@ -186,6 +186,14 @@ def compressed_row_bytes(k: int, pattern: Pattern, value_bits: int, metadata_for
                                                                              metadata_format)) / 8
 
 
+def metadata_share(pattern: Pattern, value_bits: int, metadata_format: str) -> float:
+    """The fraction of a compressed row's bytes that is metadata (0 for dense)."""
+    if pattern.kind == "dense":
+        return 0.0
+    meta = metadata_bits(pattern.m, pattern.n, metadata_format)
+    return meta / (pattern.n * value_bits + meta)
+
+
 def metadata_bits(group_size: int, kept: int, fmt: str, fixed_count: bool = True) -> int:
     """Metadata bits of one group of ``group_size`` positions that keeps ``kept`` of them.
 

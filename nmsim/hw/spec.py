@@ -9,6 +9,7 @@ tensor core are all there). A design states what it *supports* (this file: drive
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -79,15 +80,25 @@ class AcceleratorSpec:
                              f"{supported}")
 
     @classmethod
-    def from_name(cls, name: str) -> AcceleratorSpec:
-        """A preset from ``hw_configs/`` by file stem, or a path to a YAML file."""
-        path = Path(name)
-        if not path.suffix:
-            path = PRESET_DIR / f"{name}.yaml"
-        if not path.is_file():
-            presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-            raise NmsimError(f"accelerator {name!r}: no such file or preset (presets: {presets})")
-        return load_accelerator(path)
+    def from_name(cls, name: str, overrides: dict[str, object] | None = None) -> AcceleratorSpec:
+        """A preset from ``hw_configs/`` by file stem, or a path to a YAML file (``overrides``: key path → value)."""
+        return load_accelerator(design_path(name), overrides)
+
+
+def design_path(name: str) -> Path:
+    """The YAML file of a preset name (``act-8of16``) or of a path; an error lists the presets."""
+    path = Path(name)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        presets = ", ".join(preset_names())
+        raise NmsimError(f"accelerator {name!r}: no such file or preset (presets: {presets})")
+    return path
+
+
+def preset_names() -> list[str]:
+    """The presets in ``hw_configs/``, sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
 _TOP = {"name", "description", "technology_nm", "frequency_GHz", "compute", "sparsity", "memory"}
@@ -204,10 +215,42 @@ def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
     return tuple(levels)
 
 
-def load_accelerator(path: str | Path) -> AcceleratorSpec:
-    """Read and validate one accelerator YAML."""
+_KEY_STEP = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+def _override(data: LinedDict, file: Path, key_path: str, value) -> None:
+    """Set ``key_path`` (``memory[0].bandwidth_GBps``, ``sparsity.patterns``) in ``data``; every step but the last
+    must exist. The value is checked later, with the rest of the design."""
+    steps, position = [], 0
+    while position < len(key_path):
+        match = _KEY_STEP.match(key_path, position)
+        if match is None:
+            raise ConfigError(file, None, key_path, "not a key path; write keys joined by dots, list items as [i], "
+                                                    "e.g. memory[0].bandwidth_GBps")
+        steps.append(match.group(1) if match.group(1) else int(match.group(2)))
+        position = match.end() + (1 if key_path.startswith(".", match.end()) else 0)
+    node, walked = data, ""
+    for step in steps[:-1]:
+        walked = f"{walked}[{step}]" if isinstance(step, int) else (f"{walked}.{step}" if walked else step)
+        found = isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node) or \
+            isinstance(node, dict) and isinstance(step, str) and step in node
+        if not found:
+            have = f"{len(node)} items" if isinstance(node, list) else \
+                ", ".join(sorted(node)) if isinstance(node, dict) else repr(node)
+            raise ConfigError(file, None, key_path, f"the design has no {walked} (there: {have})")
+        node = node[step]
+    last = steps[-1]
+    if not isinstance(node, dict) or not isinstance(last, str):
+        raise ConfigError(file, None, key_path, "the last step must name a key of a mapping")
+    node[last] = value
+
+
+def load_accelerator(path: str | Path, overrides: dict[str, object] | None = None) -> AcceleratorSpec:
+    """Read and validate one accelerator YAML, with ``overrides`` (key path → value) applied before validation."""
     path = Path(path)
     data = load_yaml(path)
+    for key_path, value in (overrides or {}).items():
+        _override(data, path, key_path, value)
     r = _Reader(path, data, "", _TOP, _TOP - {"description", "sparsity"})
     return AcceleratorSpec(
         name=r.get("name", str),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nmsim.bench import BenchResult
 from nmsim.errors import NmsimError
-from nmsim.hw.spec import PRESET_DIR, AcceleratorSpec
+from nmsim.hw.spec import AcceleratorSpec, preset_names
 from nmsim.patterns import parse_pattern
 from nmsim.sim.simulate import cache_counts, clear_cache, simulate_gemm, simulate_model
 from nmsim.sim.sweep import SWEEP_PATTERNS, sweep
@@ -54,7 +54,7 @@ def _cold_best(work, repeats: int):
 
 def sweep_benchmark(repeats: int = 3) -> list[BenchResult]:
     """Every preset × :data:`SWEEP_PATTERNS` × prefill and decode of :data:`MODEL` with the committed traces."""
-    designs = [AcceleratorSpec.from_name(path.stem) for path in sorted(PRESET_DIR.glob("*.yaml"))]
+    designs = [AcceleratorSpec.from_name(name) for name in preset_names()]
     shape = model_shape(MODEL)
     baseline = AcceleratorSpec.from_name(BASELINE)
     table, seconds = _cold_best(lambda: sweep(designs, shape, baseline=baseline, seq=SEQ), repeats)

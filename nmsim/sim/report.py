@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from nmsim.hw.spec import AcceleratorSpec
+from nmsim.patterns import metadata_share
 from nmsim.sim.engine import BREAKDOWN
-from nmsim.sim.simulate import GemmSimulation, ModelRun
+from nmsim.sim.simulate import GemmRow, GemmSimulation, ModelRun
 
 
 def _time_us(sim: GemmSimulation, frequency_GHz: float) -> float:
@@ -70,6 +72,8 @@ def totals(run: ModelRun) -> dict[str, float]:
         "utilization": sum(row.sparse.mac_slots for row in run.rows)
         / (sparse * spec.compute.dense_macs_per_cycle),
         "roofline_cycles": sum(row.sparse.roofline_cycles for row in run.rows),
+        "roofline_speedup_vs_dense_same_design": sum(row.dense.roofline_cycles for row in run.rows)
+        / sum(row.sparse.roofline_cycles for row in run.rows),
         "energy_uJ": sum(row.sparse.energy.total_pJ for row in run.rows) / 1e6,
         "energy_low_uJ": sum(row.sparse.energy.total_low_pJ for row in run.rows) / 1e6,
         "energy_high_uJ": sum(row.sparse.energy.total_high_pJ for row in run.rows) / 1e6,
@@ -78,14 +82,30 @@ def totals(run: ModelRun) -> dict[str, float]:
     }
     for cause in BREAKDOWN:
         result[f"{cause}_cycles"] = sum(row.sparse.breakdown[cause] for row in run.rows)
+    shares = [_metadata_share(row, spec) for row in run.rows]
     for index, level in enumerate(spec.memory):
         moved = sum(row.sparse.level_bytes[index].total for row in run.rows)
         result[f"{level.name}_bytes"] = moved
+        parts = {"activation_value": 0.0, "weight_value": 0.0, "metadata": 0.0, "output": 0.0}
+        for row, (act_share, weight_share) in zip(run.rows, shares):
+            level_bytes = row.sparse.level_bytes[index]
+            parts["activation_value"] += level_bytes.activations * (1 - act_share)
+            parts["weight_value"] += level_bytes.weights * (1 - weight_share)
+            parts["metadata"] += level_bytes.activations * act_share + level_bytes.weights * weight_share
+            parts["output"] += level_bytes.outputs
+        result.update({f"{level.name}_{part}_bytes": amount for part, amount in parts.items()})
         result[f"{level.name}_bytes_vs_dense"] = moved / sum(row.dense.level_bytes[index].total for row in run.rows)
     outermost = spec.memory[0].name
     result["offchip_bytes"] = result[f"{outermost}_bytes"]  # the outermost level, whatever its name
     result["offchip_bytes_vs_dense"] = result[f"{outermost}_bytes_vs_dense"]
     return result
+
+
+def _metadata_share(row: GemmRow, spec: AcceleratorSpec) -> tuple[float, float]:
+    """(activation, weight) byte fractions that are metadata for one GEMM."""
+    share = metadata_share(row.use.pattern, spec.compute.value_bits, spec.sparsity.metadata_format)
+    return (share, 0.0) if row.use.operand == "activation" else (0.0, share) if row.use.operand == "weight" \
+        else (0.0, 0.0)
 
 
 def describe(run: ModelRun) -> dict:

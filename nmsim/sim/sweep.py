@@ -1,8 +1,8 @@
-"""Sweeps: designs × patterns × phases for one model, one row of whole-model totals each.
+"""Sweeps: designs × patterns × phases × batch sizes for one model, one row of whole-model totals each.
 
 Each pattern reads the committed trace of the model for that pattern when there is one (``traces/``, method
-magnitude without mitigation), else runs the idealised N/M answer. A design runs a pattern it does not support
-dense, and the row says so.
+magnitude without mitigation), else runs the idealised N/M answer. With ``supported_only`` a design runs dense and
+the patterns it supports; otherwise it runs a pattern it does not support dense, and the row says so.
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ def committed_trace(pattern: str, model: str, root: Path = TRACE_ROOT) -> TraceD
     return TraceData.open(directory) if (directory / "stats").is_dir() else None
 
 
+def committed_traces(patterns: tuple[str, ...], model: str, root: Path | None = TRACE_ROOT
+                     ) -> dict[str, TraceData | None]:
+    """``committed_trace`` for each pattern (None everywhere when ``root`` is None: the idealised answer)."""
+    return {p: committed_trace(p, model, root) if root else None for p in patterns}
+
+
+def design_patterns(spec: AcceleratorSpec, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """The entries of ``patterns`` that ``spec`` runs sparse, and dense, in the order given."""
+    supported = set(spec.sparsity.patterns)
+    return tuple(p for p in patterns if p == "dense" or parse_pattern(p) in supported)
+
+
 def sweep(
     designs: list[AcceleratorSpec],
     shape: ModelShape,
@@ -37,26 +49,30 @@ def sweep(
     baseline: AcceleratorSpec,
     patterns: tuple[str, ...] = SWEEP_PATTERNS,
     phases: tuple[Phase, ...] = ("prefill", "decode"),
-    batch: int = 1,
+    batches: tuple[int, ...] = (1,),
     seq: int = 512,
     trace_root: Path | None = TRACE_ROOT,
+    traces: dict[str, TraceData | None] | None = None,
+    supported_only: bool = False,
     ideal: bool = False,
     timing: Timing | None = None,
 ) -> pd.DataFrame:
-    """Whole-model totals for every design × pattern × phase."""
+    """Whole-model totals for every design × pattern × phase × batch size (``traces`` overrides ``trace_root``)."""
     timing = timing or load_timing()
-    traces = {p: committed_trace(p, shape.name, trace_root) if trace_root else None for p in patterns}
+    traces = traces if traces is not None else committed_traces(patterns, shape.name, trace_root)
     rows = []
     for spec in designs:
-        for pattern_text in patterns:
+        for pattern_text in design_patterns(spec, patterns) if supported_only else patterns:
             pattern = parse_pattern(pattern_text)
             for phase in phases:
-                run = simulate_model(spec, shape, phase=phase, batch=batch, seq=seq, pattern=pattern,
-                                     baseline=baseline, trace=traces[pattern_text], ideal=ideal,
-                                     fallback_dense=True, timing=timing)
-                notes = sorted({row.use.note for row in run.rows if row.use.note})
-                rows.append({"design": spec.name, "pattern": pattern_text, "phase": phase,
-                             "runs_sparse": any(row.use.sparse for row in run.rows),
-                             "trace": Path(run.trace).name if run.trace else "ideal",
-                             **totals(run), "note": "; ".join(notes)})
+                for batch in batches:
+                    run = simulate_model(spec, shape, phase=phase, batch=batch, seq=seq, pattern=pattern,
+                                         baseline=baseline, trace=traces.get(pattern_text), ideal=ideal,
+                                         fallback_dense=True, timing=timing)
+                    notes = sorted({row.use.note for row in run.rows if row.use.note})
+                    rows.append({"design": spec.name, "pattern": pattern_text, "phase": phase, "batch": batch,
+                                 "seq_tokens": seq if phase == "prefill" else None,
+                                 "runs_sparse": any(row.use.sparse for row in run.rows),
+                                 "trace": Path(run.trace).name if run.trace else "ideal",
+                                 **totals(run), "note": "; ".join(notes)})
     return pd.DataFrame(rows)

@@ -60,8 +60,21 @@ class TraceData:
                 ", ".join(f"{name}.csv" for name in missing)
             raise NmsimError(f"trace {path}: missing {what}; compute the statistics with `nmsim traces stats {path}` "
                              "or pick a committed trace under traces/")
+        try:
+            return cls._read(path, stats_dir, manifest_file)
+        except (ValueError, KeyError, AttributeError, TypeError, pd.errors.ParserError) as exc:
+            raise NmsimError(f"trace {path}: corrupted statistics or manifest ({type(exc).__name__}: {str(exc).strip()}); "
+                             "restore it (git checkout) or capture it again with `nmsim traces build`") from None
+
+    @classmethod
+    def _read(cls, path: Path, stats_dir: Path, manifest_file: Path) -> TraceData:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         tables = {name: pd.read_csv(stats_dir / f"{name}.csv") for name in _TABLES}
+        for name, column in (("inputs", "density"), ("weight_fetch", "weight_rows_needed_fraction"),
+                             ("group_nnz", "fraction_of_groups")):
+            values = pd.to_numeric(tables[name][column], errors="raise")
+            if values.isna().any() or not values.between(0, 1).all():
+                raise ValueError(f"{name}.csv: {column} must lie in [0, 1]")
         rows_needed = {key: tuple(zip(group.tile_tokens.astype(int), group.weight_rows_needed_fraction))
                        for key, group in tables["weight_fetch"].groupby(["phase", "input"], sort=False)}
         histograms = {key: tuple(zip(group.group_size.astype(int), group.kept_in_group.astype(int),

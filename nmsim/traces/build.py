@@ -70,6 +70,23 @@ def build_trace(config: SparsityConfig, root: str | Path = "traces", model: str 
     return target
 
 
+def rebuild_trace(config: SparsityConfig, root: str | Path = "traces", model: str = DEFAULT_MODEL,
+                  data_dir: str | None = None) -> Path:
+    """Capture one committed trace again from scratch; it replaces ``root/<name>`` only once complete."""
+    root = Path(root)
+    name = trace_name(config, model)
+    staging = root / ".rebuild"
+    shutil.rmtree(staging / name, ignore_errors=True)
+    built = build_trace(config, staging, model, data_dir)
+    target, old = root / name, root / f".{name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    built.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def _headline(stats_dir: Path) -> dict:
     inputs = pd.read_csv(stats_dir / "inputs.csv")
     fetch = pd.read_csv(stats_dir / "weight_fetch.csv")
