@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
                          designs=tuple(_csv(args.designs)) if args.designs else (), baseline=args.baseline,
                          accuracy=accuracy, patterns=patterns, trace_root=Path(args.trace_root), sweep=args.sweep,
                          out_root=Path(args.report_root), command=args.command_line, workers=args.workers,
-                         scheduler=args.scheduler)
+                         scheduler=args.scheduler, allow_ideal=args.ideal)
     build_report(request)
     return 0
 
@@ -197,6 +197,9 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="more accuracy tables whose rows compete for the best method per pattern, besides "
                              "--out's (default: reports/study_smollm2_16k.csv when it exists)")
     parser.add_argument("--trace-root", default="traces", help="committed traces (default: %(default)s)")
+    parser.add_argument("--ideal", action="store_true",
+                        help="patterns without a trace use the idealised N/M answer (default: a missing trace "
+                             "stops the run)")
     parser.add_argument("--sweep", type=Path, help="a sweep file (see `nmsim sweep`) whose points join the "
                                                    "trade-off table and plots")
     _add_parallel_arguments(parser)

@@ -31,6 +31,7 @@ from nmsim.sim.sweep import SWEEP_PATTERNS, TRACE_ROOT, committed_traces
 from nmsim.sim.timing import TIMING_FILE
 from nmsim.sim.trace_data import TraceData
 from nmsim.sim.workload import model_shape
+from nmsim.traces.build import method_config, trace_name
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RunRequest:
     command: str = "nmsim run"
     workers: int | None = None  # sweep only
     scheduler: str | None = None  # sweep only
+    allow_ideal: bool = False  # patterns without a trace use the idealised N/M answer instead of stopping
 
 
 def _sha256(path: Path) -> str:
@@ -75,10 +77,18 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _open_trace(pattern: str, trace: TraceData | None, model: str) -> TraceData | None:
-    if trace is None and pattern != "dense":
-        log.warning("no committed trace of %s for %s: its hardware rows use the idealised N/M answer", model, pattern)
-    return trace
+def _open_trace(pattern: str, trace: TraceData | None, request: RunRequest, model: str) -> TraceData | None:
+    """A missing trace of a sparse pattern stops the run, unless ``allow_ideal`` lets it use the idealised N/M
+    answer (a dense run needs no trace)."""
+    if trace is not None or pattern == "dense":
+        return trace
+    name = trace_name(method_config(pattern), model)
+    if not request.allow_ideal:
+        raise NmsimError(f"trace {request.trace_root / name}: missing; capture it with `nmsim traces build --pattern "
+                         f"{pattern}` (model {model}), restore it from git, or pass --ideal to use the idealised "
+                         "N/M answer for patterns without a trace")
+    log.warning("no trace %s: the hardware rows of %s use the idealised N/M answer", name, pattern)
+    return None
 
 
 def _inputs(designs: list[AcceleratorSpec], traces: dict[str, TraceData | None], accuracy: tuple[Path, ...],
@@ -151,7 +161,7 @@ def build_report(request: RunRequest) -> Path:
     baseline = AcceleratorSpec.from_name(request.baseline)
     _check_patterns(designs, request.patterns)
     shape = model_shape(request.model)
-    traces = {p: _open_trace(p, t, shape.name) for p, t in
+    traces = {p: _open_trace(p, t, request, shape.name) for p, t in
               committed_traces(request.patterns, shape.name, request.trace_root).items()}
     for trace in traces.values():
         if trace is not None:
