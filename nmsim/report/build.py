@@ -144,6 +144,14 @@ def _swap_in(staging: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
+def _layer_cases(natives: dict[str, AcceleratorSpec], designs: list[AcceleratorSpec]
+                 ) -> list[tuple[str, AcceleratorSpec]]:
+    """(pattern, design) pairs of the per-layer heatmap: each native design, and 8:16 on each hierarchical one."""
+    composed = [("8:16", spec) for spec in designs
+                if spec.sparsity.hierarchical and parse_pattern("8:16") in spec.sparsity.patterns]
+    return list(natives.items()) + composed
+
+
 def build_report(request: RunRequest) -> Path:
     """Simulate, tabulate, plot and write the report; returns the report folder."""
     stages = ["inputs", "performance", "tables", "sensitivity", "sweep", "figures", "report"]
@@ -156,9 +164,10 @@ def build_report(request: RunRequest) -> Path:
     stage("inputs")
     names = list(request.designs) or preset_names()
     designs = [AcceleratorSpec.from_name(name) for name in names]
-    if not any(spec.sparsity.operand == "none" for spec in designs):
-        log.info("no dense design among the designs; the dense baseline %s is added", request.baseline)
     baseline = AcceleratorSpec.from_name(request.baseline)
+    if not any(spec.sparsity.operand == "none" for spec in designs):
+        log.info("no dense design among the designs; the dense baseline %s joins them", baseline.name)
+        designs.append(baseline)
     _check_patterns(designs, request.patterns)
     shape = model_shape(request.model)
     traces = {p: _open_trace(p, t, request, shape.name) for p, t in
@@ -184,8 +193,7 @@ def build_report(request: RunRequest) -> Path:
         "area_components": tables.area_components(designs),
         "io_formats": tables.io_formats(traces, natives, shape, baseline),
         "decode_fetch": tables.decode_fetch(traces, shape),
-        "layers": tables.layer_speedups(list(natives.items()) + [("8:16", s) for s in designs if s.sparsity.hierarchical
-                                        and parse_pattern("8:16") in s.sparsity.patterns], shape, baseline, traces),
+        "layers": tables.layer_speedups(_layer_cases(natives, designs), shape, baseline, traces),
     }
     bar.update()
 
@@ -209,9 +217,7 @@ def build_report(request: RunRequest) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{request.name}.partial-", dir=request.out_root))
     try:
         stage("figures")
-        levels = [level.name for level in designs[0].memory] if designs[0].compute.kind == "tensor_core" else \
-            [level.name for level in baseline.memory]
-        figures.draw_all(result, levels, staging / "figures")
+        figures.draw_all(result, [level.name for level in baseline.memory], staging / "figures")
         bar.update()
 
         stage("report")
