@@ -25,6 +25,7 @@ many) and adds the remaining whole periods at that span, which shifts every late
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -98,6 +99,7 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
     array_done = [0.0] * len(steps)
     charged = [dict.fromkeys(BREAKDOWN[:4], 0.0) for _ in steps]
     writebacks_done = [0.0]
+    writeback_done = [0.0] * len(steps)  # when each step's write-back (if any) completes
 
     def deliver(store: simpy.Store, index: int, delay: float, times: list[float] | None = None):
         yield env.timeout(delay)
@@ -133,15 +135,17 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
             yield env.timeout(step.fill_cycles + step.busy_cycles)
             array_done[index] = env.now
             slots.put(1)
+            writeback_done[index] = env.now
             if any(step.writeback_bytes):
-                writebacks_done[0] = max(writebacks_done[0], links.reserve(env.now, step.writeback_bytes))
+                writeback_done[index] = links.reserve(env.now, step.writeback_bytes)
+                writebacks_done[0] = max(writebacks_done[0], writeback_done[index])
 
     env.process(loader())
     env.process(selector())
     env.process(array())
     env.run()
     array_end = array_done[-1] if steps else 0.0
-    return array_done, charged, array_end, max(array_end, writebacks_done[0])
+    return array_done, writeback_done, charged, array_end, max(array_end, writebacks_done[0])
 
 
 def _steady_span(block_ends: list[float], cycle: int) -> tuple[int, float] | None:
@@ -153,6 +157,19 @@ def _steady_span(block_ends: list[float], cycle: int) -> tuple[int, float] | Non
         if math.isclose(last - middle, middle - first, rel_tol=1e-9, abs_tol=1e-9):
             return period, last - middle
     return None
+
+
+def _block_span(array_done: list[float], settled: list[float], ends: list[int], cycle: int
+                ) -> tuple[int, float] | None:
+    """The steady (period, span) of a run of blocks ending at step indices ``ends``, or None. Both the array and
+    the completion of everything issued so far (``settled``: array and write-backs) must advance by the same span,
+    so that skipping whole periods shifts the rest of the schedule, write-back backlog included, rigidly."""
+    array = _steady_span([array_done[end] for end in ends], cycle)
+    total = _steady_span([settled[end] for end in ends], cycle)
+    if array is None or total is None or array[0] != total[0] or \
+            not math.isclose(array[1], total[1], rel_tol=1e-9, abs_tol=1e-9):
+        return None
+    return array
 
 
 def run_pipeline(
@@ -182,9 +199,11 @@ def run_pipeline(
                 starts.append(len(steps))
                 steps.extend(block.steps)
             runs.append((starts, len(block.steps), count - simulated))
-        array_done, charged, array_end, end = _simulate(steps, channels, buffer_slots, selector_latency)
-        spans = [_steady_span([array_done[start + size - 1] for start in starts], cycle) if skipped else (1, 0.0)
-                 for starts, size, skipped in runs]
+        array_done, writeback_done, charged, array_end, end = _simulate(steps, channels, buffer_slots,
+                                                                        selector_latency)
+        settled = list(itertools.accumulate((max(a, w) for a, w in zip(array_done, writeback_done)), max))
+        spans = [_block_span(array_done, settled, [start + size - 1 for start in starts], cycle) if skipped
+                 else (1, 0.0) for starts, size, skipped in runs]
         if all(spans) or warmup >= longest:
             break
         warmup = min(4 * warmup, longest)  # not periodic yet: simulate more blocks
