@@ -120,7 +120,8 @@ def area_components(designs: list[AcceleratorSpec]) -> pd.DataFrame:
                                               "pct_of_dense": "pct_of_dense_datapath"})
 
 
-def _speedup(perf: pd.DataFrame, design: str, pattern: str, phase: str, batch: int, column: str) -> float:
+def _lookup(perf: pd.DataFrame, design: str, pattern: str, phase: str, batch: int, column: str) -> float:
+    """One whole-model total of ``perf`` (NaN when the design did not run that case)."""
     found = perf[(perf.design == design) & (perf.pattern == pattern) & (perf.phase == phase) & (perf.batch == batch)]
     return float(found[column].iloc[0]) if len(found) else math.nan
 
@@ -176,10 +177,10 @@ def tradeoff(perf: pd.DataFrame, areas: pd.DataFrame, accuracy: pd.DataFrame,
                 "prefill_roofline_speedup": prefill.roofline_speedup_vs_dense_same_design,
             }
             for batch in DECODE_BATCHES:
-                row[f"decode_b{batch}_speedup"] = _speedup(perf, design.design, pattern, "decode", batch,
+                row[f"decode_b{batch}_speedup"] = _lookup(perf, design.design, pattern, "decode", batch,
                                                            "speedup_vs_dense_same_design")
             row["prefill_offchip_bytes_vs_dense"] = prefill.offchip_bytes_vs_dense
-            row["decode_b1_offchip_bytes_vs_dense"] = _speedup(perf, design.design, pattern, "decode", 1,
+            row["decode_b1_offchip_bytes_vs_dense"] = _lookup(perf, design.design, pattern, "decode", 1,
                                                                "offchip_bytes_vs_dense")
             row["prefill_energy_vs_dense"] = prefill.energy_vs_dense
             rows.append(row)
