@@ -20,7 +20,7 @@ from nmsim.llm.data import evaluation_windows, load_split
 from nmsim.llm.models import load_model
 from nmsim.llm.perplexity import window_nll
 from nmsim.patterns import parse_pattern
-from nmsim.sparsify.engine import SparsityConfig, sparsified
+from nmsim.sparsify.linear import SparsityConfig, sparsified
 from nmsim.sparsify.mitigations import parse_mitigation
 
 BENCH_METHODS = (("8:16", "none"), ("8:16", "median-shift"), ("2:4", "none"), ("16:32", "none"))

@@ -15,6 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nmsim import __version__
 from nmsim.errors import NmsimError
+from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL, PROJECTIONS
 
 log = logging.getLogger("nmsim")
 
@@ -42,19 +43,18 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _patterns(text: str) -> list[str]:
-    """Patterns are separated by commas or spaces; validate each now so typos fail before any work."""
+def _patterns(text: str) -> tuple:
+    """Patterns separated by commas (or spaces, outside a prune count), each turned into a Pattern now, so a typo
+    fails before any work and every spelling (8:16, m16n8, prune 8 of 16) gives the same value."""
     from nmsim.patterns import parse_pattern
 
-    names = [p for p in text.replace(",", " ").split() if p]
-    for name in names:
-        parse_pattern(name)
-    return names
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if len(parts) == 1 and " " in parts[0] and not parts[0].lower().startswith("prune"):
+        parts = parts[0].split()
+    return tuple(dict.fromkeys(parse_pattern(p) for p in parts))
 
 
 def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    from nmsim.llm.models import DEFAULT_MODEL
-
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="embedded alias (smollm2-135m, gemma3-270m), a .gguf file, a HF model directory or "
                              "hub id (default: %(default)s)")
@@ -104,79 +104,66 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
 
 
-def _study_grid(args: argparse.Namespace) -> list:
-    from nmsim.accuracy import build_grid, targets_from_args
+def _accuracy_request(args: argparse.Namespace):
+    """The accuracy grid and settings of ``eval`` and ``run`` as one request."""
+    from nmsim.pipeline import AccuracyRequest
 
-    if args.headline_from is not None:
-        from nmsim.study import headline_grid
-
-        return headline_grid(args.headline_from)
-    targets = targets_from_args(
-        [t for t in args.targets.split(";") if t.strip()], args.layers, args.exclude_layers, args.prefill_only
+    return AccuracyRequest(
+        out=Path(args.out), json=args.json, model=args.model, patterns=_patterns(args.patterns),
+        criteria=tuple(_csv(args.criteria)), mitigations=tuple(_csv(args.mitigations)),
+        targets=tuple(t for t in args.targets.split(";") if t.strip()), layers=args.layers,
+        exclude_layers=args.exclude_layers, prefill_only=args.prefill_only,
+        weight_patterns=_patterns(args.weight_patterns) if args.weight_patterns else (),
+        weight_methods=tuple(_csv(args.weight_methods)), headline_from=args.headline_from, seqlen=args.seqlen,
+        max_tokens=args.max_tokens, data_dir=args.data_dir, batch_size=args.batch_size,
+        calibration_windows=args.calibration_windows, learn_windows=args.learn_windows, learn_steps=args.learn_steps,
+        learn_lr=args.learn_lr, recompute=args.recompute, command=args.command_line,
     )
-    return build_grid(_patterns(args.patterns), _csv(args.criteria), _csv(args.mitigations), targets,
-                      _patterns(args.weight_patterns), _csv(args.weight_methods))
 
 
 def _run_study(args: argparse.Namespace) -> int:
-    from nmsim.accuracy import StudySettings, run_study, set_threads
-    from nmsim.sparsify.learnable import LearnRecipe
+    from nmsim.accuracy.study import set_threads
+    from nmsim.pipeline import accuracy_stage
 
     set_threads(args.threads)
-    grid = _study_grid(args)
-    settings = StudySettings(
-        model=args.model,
-        data_dir=args.data_dir,
-        seqlen=args.seqlen,
-        max_tokens=args.max_tokens,
-        batch_size=args.batch_size,
-        calibration_windows=args.calibration_windows,
-        learn_recipe=LearnRecipe(windows=args.learn_windows, seqlen=args.seqlen, steps=args.learn_steps,
-                                 lr=args.learn_lr),
-    )
-    out = Path(args.out)
+    request = _accuracy_request(args)
     try:
-        table = run_study(grid, settings, out, args.json, recompute=args.recompute,
-                          command=args.command_line)
+        accuracy_stage(request)
     except KeyboardInterrupt:
-        log.error("interrupted: finished rows are saved in %s.csv; rerun the same command to resume", out)
+        log.error("interrupted: finished rows are saved in %s; rerun the same command to resume", request.table)
         return 130
-    log.info("wrote %s.csv and %s.md (%d rows)%s", out, out, len(table), f" and {args.json}" if args.json else "")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     """The main job: the accuracy rows (computed only when missing or with --recompute), the traces (captured
     again with --recompute), then the trade-off report."""
-    from nmsim.accuracy import read_rows
-    from nmsim.report.build import STUDY_TABLES, RunRequest, build_report
+    from nmsim.pipeline import STUDY_TABLES, RunRequest, run
 
-    table = Path(args.out).with_suffix(".csv")
-    if args.recompute or len(read_rows(table) if table.is_file() else []) < len(_study_grid(args)):
-        status = _run_study(args)
-        if status:
-            return status
-    patterns = ("dense", *_patterns(args.patterns))
-    if args.recompute:
-        from nmsim.traces.build import method_config, rebuild_trace, write_index
+    if args.threads is not None:
+        from nmsim.accuracy.study import set_threads
 
-        for pattern in patterns:
-            log.info("capturing the trace of %s again (--recompute)", pattern)
-            rebuild_trace(method_config(pattern), args.trace_root, args.model, args.data_dir)
-        write_index(args.trace_root)
+        set_threads(args.threads)
+    study = _accuracy_request(args)
     extra = args.accuracy if args.accuracy is not None else [p for p in STUDY_TABLES if p.is_file()]
-    accuracy = tuple(dict.fromkeys([table, *extra]))
     request = RunRequest(name=args.name or Path(args.model).stem, model=args.model,
                          designs=tuple(_csv(args.designs)) if args.designs else (), baseline=args.baseline,
-                         accuracy=accuracy, patterns=patterns, trace_root=Path(args.trace_root), sweep=args.sweep,
-                         out_root=Path(args.report_root), command=args.command_line, workers=args.workers,
-                         scheduler=args.scheduler, allow_ideal=args.ideal)
-    build_report(request)
+                         accuracy=tuple(extra), patterns=study.patterns,
+                         trace_root=Path(args.trace_root) if args.trace_root else RunRequest.trace_root,
+                         sweep=args.sweep, out_root=Path(args.report_root), command=args.command_line,
+                         workers=args.workers, scheduler=args.scheduler, allow_ideal=args.ideal, study=study,
+                         recapture=args.recompute)
+    try:
+        run(request)
+    except KeyboardInterrupt:
+        log.error("interrupted: finished accuracy rows are saved in %s; the previous report is untouched",
+                  study.table)
+        return 130
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from nmsim.report.build import write_table
+    from nmsim.io import write_table
     from nmsim.sim.param_sweep import load_sweep, run_sweep
 
     table = run_sweep(load_sweep(args.file), workers=args.workers, scheduler=args.scheduler)
@@ -192,11 +179,11 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="report folder under --report-root (default: the model name)")
     parser.add_argument("--designs", help="comma list of presets or YAML files (default: every preset in "
                                           "hw_configs/)")
-    parser.add_argument("--baseline", default="a100-dense", help="dense baseline design (default: %(default)s)")
+    parser.add_argument("--baseline", default=BASELINE_DESIGN, help="dense baseline design (default: %(default)s)")
     parser.add_argument("--accuracy", type=Path, nargs="*",
                         help="more accuracy tables whose rows compete for the best method per pattern, besides "
                              "--out's (default: reports/study_smollm2_16k.csv when it exists)")
-    parser.add_argument("--trace-root", default="traces", help="committed traces (default: %(default)s)")
+    parser.add_argument("--trace-root", help="committed traces (default: the package's, traces/ in a checkout)")
     parser.add_argument("--ideal", action="store_true",
                         help="patterns without a trace use the idealised N/M answer (default: a missing trace "
                              "stops the run)")
@@ -213,7 +200,7 @@ def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from nmsim.accuracy import set_threads
+    from nmsim.accuracy.study import set_threads
     from nmsim.bench import run_calibration_benchmark, run_capture_benchmark, run_pruning_benchmark
 
     set_threads(args.threads)
@@ -245,7 +232,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from nmsim.io import atomic_write_text
-    from nmsim.study import summary_markdown
+    from nmsim.accuracy.summary import summary_markdown
 
     text = summary_markdown(args.tables)
     if args.out:
@@ -257,9 +244,9 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from nmsim.sim.command import SimulateRequest, run_simulate
+    from nmsim.pipeline import SimulateRequest, simulate
 
-    output = run_simulate(SimulateRequest(
+    output = simulate(SimulateRequest(
         hw=args.hw, model=args.model, phase=args.phase, batch=args.batch, seq=args.seq, traces=args.traces,
         pattern=args.pattern, baseline=args.baseline, ideal=args.ideal, ideal_memory=args.ideal_memory,
         measure=args.measure,
@@ -272,11 +259,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _capture(args: argparse.Namespace) -> int:
-    from nmsim.accuracy import set_threads
+    from nmsim.accuracy.study import set_threads
     from nmsim.patterns import parse_pattern
-    from nmsim.sparsify.engine import SparsityConfig
+    from nmsim.sparsify.linear import SparsityConfig
     from nmsim.sparsify.mitigations import parse_mitigation
-    from nmsim.sparsify.targets import PROJECTIONS, make_targets, parse_layer_list
+    from nmsim.sparsify.targets import make_targets, parse_layer_list
     from nmsim.traces.capture import CaptureSettings, run_capture
 
     set_threads(args.threads)
@@ -304,20 +291,22 @@ def _capture(args: argparse.Namespace) -> int:
 
 
 def _traces(args: argparse.Namespace) -> int:
-    from nmsim.accuracy import set_threads
-    from nmsim.traces.build import COMMITTED_METHODS, build_trace, method_config, write_index
+    from nmsim.accuracy.study import set_threads
+    from nmsim.registry import COMMITTED_METHODS, TRACE_ROOT
+    from nmsim.traces.committed import build_trace, method_config, write_index
     from nmsim.traces.format import Trace
     from nmsim.traces.stats import compute_statistics, write_statistics
 
+    root = Path(args.root) if args.root else TRACE_ROOT
     if args.action == "build":
         set_threads(args.threads)
         methods = COMMITTED_METHODS if args.all else [(args.pattern, args.mitigation)]
         for pattern, mitigation in methods:
-            build_trace(method_config(pattern, mitigation, args.criterion), args.root, data_dir=args.data_dir)
-        log.info("index written to %s", write_index(args.root))
+            build_trace(method_config(pattern, mitigation, args.criterion), root, data_dir=args.data_dir)
+        log.info("index written to %s", write_index(root))
         return 0
     if args.action == "index":
-        log.info("index written to %s", write_index(args.root))
+        log.info("index written to %s", write_index(root))
         return 0
     if args.trace is None:
         raise NmsimError(f"nmsim traces {args.action} needs a trace directory")
@@ -347,7 +336,7 @@ def _add_machine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nmsim.accuracy import DEFAULT_STUDY
+    from nmsim.accuracy.study import DEFAULT_STUDY
 
     parser = argparse.ArgumentParser(
         prog="nmsim", description="Which N:M activation-sparsity patterns should an accelerator support?"
@@ -377,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_run_study)
 
     capture = commands.add_parser("capture", help="capture activation traces from a real dense or pruned run")
-    capture.add_argument("--model", default="smollm2-135m", help="model (default: %(default)s)")
+    capture.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")
     _add_method_arguments(capture)
     capture.add_argument("--targets", default="all", help="pruned projections: preset or list (default: all)")
     capture.add_argument("--prefill-only", action="store_true", help="leave decode tokens dense")
@@ -421,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seq", type=_positive_int, default=512,
                           help="prefill tokens per sequence; for decode the context length, which leaves the "
                                "linear GEMMs unchanged (default: 512)")
-    simulate.add_argument("--baseline", default="a100-dense", help="dense baseline design (default: %(default)s)")
+    simulate.add_argument("--baseline", default=BASELINE_DESIGN, help="dense baseline design (default: %(default)s)")
     simulate.add_argument("--ideal", action="store_true",
                           help="with --traces: also show the idealised N/M answer side by side")
     simulate.add_argument("--ideal-memory", action="store_true",
@@ -440,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     traces.add_argument("--out", help="statistics directory (default: TRACE/stats)")
     traces.add_argument("--all", action="store_true", help="build: every committed method")
     _add_method_arguments(traces)
-    traces.add_argument("--root", default="traces", help="build, index: trace root (default: %(default)s)")
+    traces.add_argument("--root", help="build, index: trace root (default: the package's, traces/ in a checkout)")
     _add_machine_arguments(traces)
     traces.set_defaults(handler=_traces)
 
@@ -452,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "calibrate: one learnable scale + shift calibration from scratch; "
                             "simulate: sweep time, cost growth, and SCALE-Sim beside nmsim (smollm2-135m); "
                             "report: nmsim run from committed inputs, and a parameter sweep serial vs parallel")
-    bench.add_argument("--model", default="smollm2-135m", help="prune, capture, calibrate: model to benchmark "
+    bench.add_argument("--model", default=DEFAULT_MODEL, help="prune, capture, calibrate: model to benchmark "
                                                                "(default: %(default)s)")
     bench.add_argument("--learn-windows", type=_positive_int, default=64,
                        help="calibrate: calibration windows of 512 tokens (default: %(default)s; the paper: 256)")

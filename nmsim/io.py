@@ -28,3 +28,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_table(frame, directory: Path, name: str) -> list[str]:
+    """``name``.csv and ``name``.parquet (a pandas DataFrame) under ``directory``, each written atomically;
+    returns the file names."""
+    atomic_write_text(Path(directory) / f"{name}.csv", frame.to_csv(index=False, float_format="%.10g"))
+    buffer = frame.to_parquet(index=False, engine="pyarrow", compression="zstd")
+    atomic_write_bytes(Path(directory) / f"{name}.parquet", buffer)
+    return [f"{name}.csv", f"{name}.parquet"]

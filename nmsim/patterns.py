@@ -1,4 +1,6 @@
-"""What an N:M pattern is: parsing every common spelling, and the keep-masks it implies.
+"""What an N:M pattern is: one value (:class:`Pattern`), parsing every common spelling, canonical names, and the
+metadata bits each storage format needs. Pure Python: the hardware half imports it without torch; the torch masks
+a pattern implies live in :mod:`nmsim.sparsify.masks`.
 
 Glossary (used everywhere in nmsim):
 
@@ -7,7 +9,7 @@ Glossary (used everywhere in nmsim):
 - **unstructured:D** keeps the round(D·K) largest-scoring values of each token's whole K-row (density D).
 - **dense** keeps everything.
 
-Mask rules (all functions here follow them):
+Mask rules (every mask function follows them, :mod:`nmsim.sparsify.masks` and the compiled kernel alike):
 
 - Ties are broken deterministically: among equal scores the lower K index wins.
 - When K is not a multiple of M the row is zero-padded to the next multiple. Padded positions score below
@@ -24,10 +26,6 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
-
-from nmsim import selection_kernel
 from nmsim.errors import NmsimError
 
 PatternKind = Literal["dense", "nm", "unstructured"]
@@ -74,7 +72,17 @@ class Pattern:
             return self.unstructured_density
         return 1.0
 
+    @property
+    def slug(self) -> str:
+        """The spelling used in file and directory names: ``8of16``, ``unstructured0.5``, ``dense``."""
+        if self.kind == "nm":
+            return f"{self.n}of{self.m}"
+        if self.kind == "unstructured":
+            return f"unstructured{self.unstructured_density:g}"
+        return "dense"
+
     def __str__(self) -> str:
+        """The canonical spelling every table uses: ``8:16``, ``unstructured:0.5``, ``dense``."""
         if self.kind == "nm":
             return f"{self.n}:{self.m}"
         if self.kind == "unstructured":
@@ -82,18 +90,22 @@ class Pattern:
         return "dense"
 
 
-_NM = re.compile(r"^(\d+):(\d+)$")
+_NM = re.compile(r"^(\d+)(?::|of)(\d+)$")  # 8:16, or the file-name spelling 8of16
 _APEX = re.compile(r"^m(\d+)n(\d+)(?:_1d)?$")  # apex ASP: M first, then the kept count N
 _PRUNE = re.compile(r"^prune[\s_]*(\d+)[\s_]*(?:of|/)[\s_]*(\d+)$")  # prune P of M -> keep M-P
 _PRUNE_KW = re.compile(r"^prune_n\s*=\s*(\d+)\s*,\s*prune_m\s*=\s*(\d+)$")  # Wanda/SparseGPT flags
 _UNSTRUCTURED = re.compile(r"^unstructured\s*[:@=]?\s*([0-9]*\.?[0-9]+)\s*(%?)$")
 
 
-def parse_pattern(text: str) -> Pattern:
-    """Parse a pattern string in any supported spelling into a canonical :class:`Pattern`.
+def parse_pattern(text: str | Pattern) -> Pattern:
+    """Parse a pattern string in any supported spelling into a canonical :class:`Pattern` (a Pattern is returned
+    as it is).
 
-    ``"8:16"``, ``"m16n8"`` and ``"prune 8 of 16"`` all mean keep 8 of every 16.
+    ``"8:16"``, ``"m16n8"``, ``"prune 8 of 16"`` and ``"8of16"`` (the file-name spelling) all mean keep 8 of
+    every 16.
     """
+    if isinstance(text, Pattern):
+        return text
     s = str(text).strip().lower()
     if s == "dense":
         return Pattern.dense()
@@ -110,71 +122,6 @@ def parse_pattern(text: str) -> Pattern:
         value = float(match[1]) / (100.0 if match[2] else 1.0)
         return Pattern.unstructured(value)
     raise NmsimError(f"unrecognised sparsity pattern {text!r}: {_SPELLINGS}")
-
-
-def _reject_nan(scores: torch.Tensor) -> None:
-    if scores.is_floating_point() and torch.isnan(scores).any():
-        count = int(torch.isnan(scores).sum())
-        raise ValueError(f"{count} NaN score(s): NaN cannot be ranked; fix the input or the criterion")
-
-
-def keep_top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Boolean mask keeping exactly ``n`` largest of the last dimension, lower index winning ties.
-
-    scores: [..., G] real tensor; returns bool [..., G]. n >= G keeps everything.
-    """
-    _reject_nan(scores)
-    size = scores.shape[-1]
-    if n >= size:
-        return torch.ones_like(scores, dtype=torch.bool)
-    if n <= 0:
-        return torch.zeros_like(scores, dtype=torch.bool)
-    # The n-th largest value is the threshold; values above it are kept, and the first few ties fill the rest.
-    threshold = scores.kthvalue(size - n + 1, dim=-1, keepdim=True).values
-    above = scores > threshold
-    tied = scores == threshold
-    free_slots = n - above.sum(dim=-1, keepdim=True)
-    return above | (tied & (tied.cumsum(dim=-1) <= free_slots))
-
-
-def nm_mask(scores: torch.Tensor, n: int, m: int, *, use_kernel: bool = True) -> torch.Tensor:
-    """Keep the top ``n`` of every ``m`` consecutive scores along the last dimension (K).
-
-    scores: [..., K]; returns bool [..., K]. K is padded to a multiple of m (see module rules).
-    float32 scores take the compiled path of :mod:`nmsim.selection_kernel` unless ``use_kernel`` is False;
-    both paths give the same mask.
-    """
-    k = scores.shape[-1]
-    pad = (-k) % m
-    if pad:
-        scores = F.pad(scores, (0, pad), value=float("-inf"))
-    if use_kernel and n < m and selection_kernel.supports(scores, m):
-        _reject_nan(scores)
-        keep = selection_kernel.keep_top_n_of_m(scores, n, m)
-    else:
-        keep = keep_top_n(scores.reshape(*scores.shape[:-1], (k + pad) // m, m), n).reshape(scores.shape)
-    return keep[..., :k]
-
-
-def nm_mask_reference(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """:func:`nm_mask` through the plain torch path only (for tests and cross-checks)."""
-    return nm_mask(scores, n, m, use_kernel=False)
-
-
-def unstructured_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the round(density·K) (at least one) largest scores of each row. scores: [..., K] -> bool [..., K]."""
-    k = scores.shape[-1]
-    return keep_top_n(scores, max(1, int(density * k + 0.5)))
-
-
-def pattern_mask(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
-    """The keep-mask ``pattern`` implies for ``scores`` [..., K]; bool [..., K]."""
-    if pattern.kind == "nm":
-        return nm_mask(scores, pattern.n, pattern.m)
-    if pattern.kind == "unstructured":
-        return unstructured_mask(scores, pattern.unstructured_density)
-    _reject_nan(scores)
-    return torch.ones_like(scores, dtype=torch.bool)
 
 
 METADATA_FORMATS = ("index", "bitmask", "enumerative")

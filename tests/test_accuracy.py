@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-import nmsim.accuracy as accuracy
-from nmsim.accuracy import COLUMNS, StudySettings, build_grid, read_rows, row_labels, run_study, write_tables
+import nmsim.accuracy.study as accuracy
+from nmsim.accuracy.study import COLUMNS, StudySettings, build_grid, read_rows, row_labels, run_study, write_tables
 from nmsim.cli import main
 from nmsim.errors import NmsimError
 from nmsim.sparsify.targets import make_targets

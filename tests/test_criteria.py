@@ -9,7 +9,7 @@ import torch
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern
 from nmsim.sparsify.criteria import CRITERIA, LayerContext, get_criterion, register_criterion
-from nmsim.sparsify.engine import sparsify_input
+from nmsim.sparsify.linear import sparsify_input
 from nmsim.sparsify.mitigations import Mitigation
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nmsim.patterns import parse_pattern
-from nmsim.selection_kernel import lower_median
+from nmsim.sparsify.selection_kernel import lower_median
 from nmsim.sparsify import engine
 from nmsim.sparsify.criteria import LayerContext, get_criterion
 from nmsim.sparsify.mitigations import parse_mitigation

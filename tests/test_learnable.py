@@ -6,7 +6,7 @@ import torch
 from nmsim.errors import NmsimError
 from nmsim.patterns import parse_pattern
 from nmsim.sparsify import learnable
-from nmsim.sparsify.engine import SparsityConfig, sparsified
+from nmsim.sparsify.linear import SparsityConfig, sparsified
 from nmsim.sparsify.learnable import LearnRecipe, load_learned, train_scale_shift
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import find_linear_sites

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from nmsim.errors import NmsimError
-from nmsim.patterns import Pattern, nm_mask, parse_pattern
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.sparsify.masks import nm_mask
 from nmsim.sparsify.criteria import LayerContext, get_criterion
-from nmsim.sparsify.engine import sparsify_input
+from nmsim.sparsify.linear import sparsify_input
 from nmsim.sparsify.mitigations import MITIGATION_NAMES, Mitigation, median_shift, parse_mitigation, variance_scale
 
 MAGNITUDE = get_criterion("magnitude")

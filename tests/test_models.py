@@ -9,6 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from nmsim.errors import NmsimError
 from nmsim.llm import models
 from nmsim.llm.models import load_model
+from nmsim.registry import find_model
 
 
 def test_missing_embedded_model_says_how_to_install_it(monkeypatch):
@@ -32,7 +33,7 @@ def test_missing_paths_and_unknown_hub_ids_are_clear(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_gguf_path_and_hf_directory_load(smollm, tmp_path):
-    gguf = models._embedded_gguf(models.EMBEDDED_MODELS["smollm2-135m"])
+    gguf = models._embedded_gguf(find_model("smollm2-135m"))
     by_path = load_model(str(gguf))  # same file, so the cached conversion is reused
     assert by_path.name == "SmolLM2-135M-Instruct.Q4_1"
     torch.testing.assert_close(by_path.model.lm_head.weight, smollm.model.lm_head.weight)

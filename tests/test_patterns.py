@@ -7,17 +7,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nmsim import selection_kernel
+from nmsim.sparsify import selection_kernel
 from nmsim.errors import NmsimError
-from nmsim.patterns import (
-    Pattern,
-    keep_top_n,
-    nm_mask,
-    nm_mask_reference,
-    parse_pattern,
-    pattern_mask,
-    unstructured_mask,
-)
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.sparsify.masks import keep_top_n, nm_mask, nm_mask_reference, pattern_mask, unstructured_mask
 
 INF = float("inf")
 NAN = float("nan")

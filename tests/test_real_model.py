@@ -7,8 +7,9 @@ import torch.nn.functional as F
 
 from nmsim.llm.data import evaluation_windows
 from nmsim.llm.perplexity import perplexity
-from nmsim.patterns import nm_mask, parse_pattern
-from nmsim.sparsify.engine import PrunedLinear, SparsityConfig, sparsified
+from nmsim.patterns import parse_pattern
+from nmsim.sparsify.masks import nm_mask
+from nmsim.sparsify.linear import PrunedLinear, SparsityConfig, sparsified
 from nmsim.sparsify.mitigations import parse_mitigation
 
 pytestmark = pytest.mark.slow

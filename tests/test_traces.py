@@ -13,7 +13,7 @@ import torch
 from nmsim.cli import main
 from nmsim.llm.models import LoadedModel
 from nmsim.patterns import metadata_bits, parse_pattern
-from nmsim.sparsify.engine import SparsityConfig
+from nmsim.sparsify.linear import SparsityConfig
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import make_targets
 from nmsim.traces import capture as capture_module

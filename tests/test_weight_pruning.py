@@ -62,7 +62,7 @@ def test_bad_weight_configs():
 
 @pytest.mark.slow
 def test_weight_and_activation_rows_share_one_evaluation_path(tmp_path, monkeypatch):
-    from nmsim import accuracy
+    from nmsim.accuracy import study as accuracy
 
     calls = []
     real = accuracy.perplexity

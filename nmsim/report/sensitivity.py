@@ -5,10 +5,12 @@ more metadata) and more fill cycles. The figure of merit is throughput per datap
 design run dense: ``efficiency = speedup / (1 + area overhead)``. The ratio of 16:32's efficiency to 8:16's is
 below 1 when 16:32 buys its accuracy with area and time; where it reaches 1 (the break-even), 16:32 is the better
 choice outright. One parameter at a time is scaled on both native designs, everything else at its preset value.
+:func:`sensitivity_cases` says which simulation cases that takes; :func:`sensitivity` reads their results.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -17,11 +19,11 @@ import pandas as pd
 
 from nmsim.hw.area import design_area
 from nmsim.hw.spec import AcceleratorSpec
-from nmsim.sim.sweep import sweep
-from nmsim.sim.trace_data import TraceData
-from nmsim.sim.workload import ModelShape
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.registry import PREFILL_SEQ_TOKENS
+from nmsim.sim.cases import SimCase, SimulationResults
 
-PAIR = (("8:16", "act-8of16"), ("16:32", "act-16of32"))
+PAIR = ((parse_pattern("8:16"), "act-8of16"), (parse_pattern("16:32"), "act-16of32"))
 FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 PHASES = (("prefill", 1), ("decode", 4))  # (phase, batch): a 512-token prompt; a decode step of 4 sequences
 
@@ -65,36 +67,61 @@ def _settings(parameter: Parameter, spec: AcceleratorSpec) -> list[tuple[float, 
     return steps
 
 
-def sensitivity(shape: ModelShape, baseline: AcceleratorSpec, traces: dict[str, TraceData | None],
-                parameters: tuple[Parameter, ...] = PARAMETERS) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _Step:
+    parameter: Parameter
+    x: float
+    x_relative: float
+    values: tuple[float, ...]  # the value given to each design of PAIR
+    specs: tuple[AcceleratorSpec, ...]  # each design of PAIR with that value
+
+
+@functools.cache
+def _steps(parameters: tuple[Parameter, ...]) -> tuple[_Step, ...]:
+    """Every step of every parameter, with both designs built once."""
+    presets = {pattern: AcceleratorSpec.from_name(name) for pattern, name in PAIR}
+    steps = []
+    for parameter in parameters:
+        settings = {pattern: _settings(parameter, spec) for pattern, spec in presets.items()}
+        preset = _preset_value(presets[PAIR[0][0]], parameter.key_path)
+        for index, (x, _) in enumerate(settings[PAIR[0][0]]):
+            values = tuple(settings[pattern][index][1] for pattern, _ in PAIR)
+            specs = tuple(AcceleratorSpec.from_name(name, {parameter.key_path: value})
+                          for (_, name), value in zip(PAIR, values))
+            steps.append(_Step(parameter, x, x / preset if parameter.values else x, values, specs))
+    return tuple(steps)
+
+
+def _case(spec: AcceleratorSpec, pattern: Pattern, phase: str, batch: int) -> SimCase:
+    return SimCase(spec, pattern, phase, batch, PREFILL_SEQ_TOKENS)
+
+
+def sensitivity_cases(parameters: tuple[Parameter, ...] = PARAMETERS) -> list[SimCase]:
+    """What :func:`sensitivity` reads: both designs of :data:`PAIR` at every step, in each of :data:`PHASES`."""
+    return [_case(spec, pattern, phase, batch) for step in _steps(parameters) for phase, batch in PHASES
+            for (pattern, _), spec in zip(PAIR, step.specs)]
+
+
+def sensitivity(results: SimulationResults, parameters: tuple[Parameter, ...] = PARAMETERS) -> pd.DataFrame:
     """One row per parameter step and phase: ``x`` (the factor, or the absolute value of a parameter given by
     values), ``x_relative`` (x over 8:16's preset value), both designs' speedup, area overhead and efficiency, and
     ``efficiency_ratio`` (16:32 over 8:16)."""
-    presets = {pattern: AcceleratorSpec.from_name(name) for pattern, name in PAIR}
     rows = []
-    for parameter in parameters:
-        steps = {pattern: _settings(parameter, spec) for pattern, spec in presets.items()}
-        preset = _preset_value(presets[PAIR[0][0]], parameter.key_path)
-        for index, (x, _) in enumerate(steps[PAIR[0][0]]):
-            record = {"parameter": parameter.key_path, "label": parameter.label, "x": x,
-                      "x_relative": x / preset if parameter.values else x}
-            specs = {}
-            for pattern, name in PAIR:
-                value = steps[pattern][index][1]
-                specs[pattern] = AcceleratorSpec.from_name(name, {parameter.key_path: value})
-                record[f"value_{name}"] = value
-            for phase, batch in PHASES:
-                row = dict(record, phase=phase, batch=batch)
-                for pattern, name in PAIR:
-                    spec = specs[pattern]
-                    result = sweep([spec], shape, baseline=baseline, patterns=(pattern,), phases=(phase,),
-                                   batches=(batch,), traces=traces).iloc[0]
-                    overhead = design_area(spec).overhead_pct
-                    row[f"speedup_{name}"] = result.speedup_vs_dense_same_design
-                    row[f"area_overhead_{name}_pct"] = overhead
-                    row[f"efficiency_{name}"] = result.speedup_vs_dense_same_design / (1 + overhead / 100)
-                row["efficiency_ratio"] = row[f"efficiency_{PAIR[1][1]}"] / row[f"efficiency_{PAIR[0][1]}"]
-                rows.append(row)
+    for step in _steps(parameters):
+        record = {"parameter": step.parameter.key_path, "label": step.parameter.label, "x": step.x,
+                  "x_relative": step.x_relative}
+        for (_, name), value in zip(PAIR, step.values):
+            record[f"value_{name}"] = value
+        for phase, batch in PHASES:
+            row = dict(record, phase=phase, batch=batch)
+            for (pattern, name), spec in zip(PAIR, step.specs):
+                speedup = results.totals_of(_case(spec, pattern, phase, batch)).speedup_vs_dense_same_design
+                overhead = design_area(spec).overhead_pct
+                row[f"speedup_{name}"] = speedup
+                row[f"area_overhead_{name}_pct"] = overhead
+                row[f"efficiency_{name}"] = speedup / (1 + overhead / 100)
+            row["efficiency_ratio"] = row[f"efficiency_{PAIR[1][1]}"] / row[f"efficiency_{PAIR[0][1]}"]
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -1,39 +1,43 @@
-"""The trade-off report's tidy tables, built from plain inputs (accuracy rows, designs, trace statistics).
+"""The trade-off report's tidy tables, built from plain inputs: accuracy rows, designs, trace statistics and the
+simulation results (:class:`nmsim.sim.cases.SimulationResults`). Nothing here simulates: each table that needs
+simulated numbers has a ``*_cases`` function saying which cases it reads, and the pipeline's simulation stage runs
+them all once.
 
 Every function returns a DataFrame whose column names carry their unit; the report writer saves them as CSV and
 Parquet. Speedups are time ratios over the same design run dense (same clock and units), so a design's sparse
-support is judged against what the same silicon does without it.
+support is judged against what the same silicon does without it. Patterns are :class:`~nmsim.patterns.Pattern`
+values inside and their canonical spelling (``8:16``) in every table.
 
 - :func:`best_accuracy`: per operand and pattern, the method with the lowest perplexity.
 - :func:`performance`: designs × the patterns each supports × prefill/decode × batch sizes.
 - :func:`tradeoff`: one row per design and pattern: accuracy beside speedup, area, bytes and energy, with Pareto
   flags.
 - :func:`area_components`, :func:`io_formats`, :func:`decode_fetch`, :func:`layer_speedups`: the figures' data.
+- :func:`inputs`: every input file with its checksum.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from nmsim.accuracy import KEY_COLUMNS, NOT_APPLICABLE, read_rows
+from nmsim import __version__
+from nmsim.accuracy.table import KEY_COLUMNS, NOT_APPLICABLE, read_rows
 from nmsim.errors import NmsimError
-from nmsim.hw.area import design_area
+from nmsim.hw.area import CALIBRATION_FILE, design_area
 from nmsim.hw.spec import AcceleratorSpec
-from nmsim.patterns import METADATA_FORMATS, parse_pattern
+from nmsim.patterns import METADATA_FORMATS, Pattern
+from nmsim.registry import DECODE_BATCHES, PREFILL_BATCHES, PREFILL_SEQ_TOKENS, ModelShape
 from nmsim.report.pareto import pareto_front
-from nmsim.sim.report import gemm_table
-from nmsim.sim.simulate import simulate_model
-from nmsim.sim.sweep import sweep
-from nmsim.sim.trace_data import TraceData
-from nmsim.sim.workload import ModelShape
+from nmsim.sim.cases import SimCase, SimulationResults, grid_cases
+from nmsim.sim.timing import TIMING_FILE
+from nmsim.traces.reader import TraceData
 
-PREFILL_BATCHES = (1, 8)  # sequences of SEQ_TOKENS
-DECODE_BATCHES = (1, 4, 16, 64)  # sequences decoding one token each
-SEQ_TOKENS = 512
+SEQ_TOKENS = PREFILL_SEQ_TOKENS
 
 
 def load_accuracy(paths: list[Path]) -> pd.DataFrame:
@@ -82,17 +86,19 @@ def best_accuracy(table: pd.DataFrame, model: str) -> pd.DataFrame:
     return out[columns].reset_index(drop=True)
 
 
-def performance(designs: list[AcceleratorSpec], shape: ModelShape, baseline: AcceleratorSpec,
-                traces: dict[str, TraceData | None], patterns: tuple[str, ...]) -> pd.DataFrame:
-    """Whole-model totals: every design × dense and the patterns of ``patterns`` it supports × prefill
-    (:data:`PREFILL_BATCHES`) and decode (:data:`DECODE_BATCHES`)."""
-    common = {"baseline": baseline, "patterns": patterns, "traces": traces, "supported_only": True,
-              "seq": SEQ_TOKENS}
-    prefill = sweep(designs, shape, phases=("prefill",), batches=PREFILL_BATCHES, **common)
-    decode = sweep(designs, shape, phases=("decode",), batches=DECODE_BATCHES, **common)
-    order = {spec.name: index for index, spec in enumerate(designs)}
-    table = pd.concat([prefill, decode], ignore_index=True)
-    table["_order"] = table.design.map(order)
+def performance_cases(designs: list[AcceleratorSpec], patterns: tuple[Pattern, ...]) -> list[SimCase]:
+    """What :func:`performance` reads: every design × dense and the patterns of ``patterns`` it supports × prefill
+    (:data:`PREFILL_BATCHES` of :data:`SEQ_TOKENS`) and decode (:data:`DECODE_BATCHES`)."""
+    common = {"patterns": patterns, "supported_only": True, "seq": SEQ_TOKENS}
+    return (grid_cases(designs, phases=("prefill",), batches=PREFILL_BATCHES, **common)
+            + grid_cases(designs, phases=("decode",), batches=DECODE_BATCHES, **common))
+
+
+def performance(results: SimulationResults, designs: list[AcceleratorSpec], patterns: tuple[Pattern, ...]
+                ) -> pd.DataFrame:
+    """Whole-model totals of :func:`performance_cases`, ordered by design (as given), pattern, phase, batch."""
+    table = results.table_of(performance_cases(designs, patterns))
+    table["_order"] = table.design.map({spec.name: index for index, spec in enumerate(designs)})
     return table.sort_values(["_order", "pattern", "phase", "batch"], kind="stable").drop(columns="_order") \
         .reset_index(drop=True)
 
@@ -197,19 +203,32 @@ def tradeoff(perf: pd.DataFrame, areas: pd.DataFrame, accuracy: pd.DataFrame,
     return table
 
 
-def io_formats(traces: dict[str, TraceData | None], natives: dict[str, AcceleratorSpec], shape: ModelShape,
-               baseline: AcceleratorSpec) -> pd.DataFrame:
+def _with_format(spec: AcceleratorSpec, fmt: str) -> AcceleratorSpec:
+    return dataclasses.replace(spec, sparsity=dataclasses.replace(spec.sparsity, metadata_format=fmt))
+
+
+def io_format_cases(traces: dict[Pattern, TraceData | None], natives: dict[Pattern, AcceleratorSpec]
+                    ) -> list[SimCase]:
+    """What :func:`io_formats` reads: a batch-1 prefill of each traced pattern on its native design, stored in
+    each metadata format."""
+    return [SimCase(_with_format(natives[pattern], fmt), pattern, "prefill", PREFILL_BATCHES[0], SEQ_TOKENS)
+            for pattern, trace in traces.items() if trace is not None and pattern.kind != "dense"
+            and pattern in natives for fmt in METADATA_FORMATS]
+
+
+def io_formats(traces: dict[Pattern, TraceData | None], natives: dict[Pattern, AcceleratorSpec],
+               results: SimulationResults) -> pd.DataFrame:
     """Per pattern and metadata format: the activation bytes per token of the real trace (fp16 values) over
     dense, and the simulated off-chip bytes of a prefill on the pattern's native design stored that way."""
     rows = []
     for pattern, trace in traces.items():
-        if trace is None or pattern == "dense":
+        if trace is None or pattern.kind == "dense":
             continue
-        table = pd.read_csv(trace.path / "stats" / "compression.csv")
+        table = trace.table("compression")
         table = table[(table.phase == "prefill") & (table.value_dtype == "fp16")]
         for fmt in METADATA_FORMATS:
             part = table[table.metadata_format == fmt]
-            row = {"pattern": pattern, "metadata_format": fmt,
+            row = {"pattern": str(pattern), "metadata_format": fmt,
                    "activation_bytes_per_token": float(part.bytes_per_token.sum()),
                    "dense_activation_bytes_per_token": float(part.dense_bytes_per_token.sum())}
             row["activation_bytes_vs_dense"] = row["activation_bytes_per_token"] / row[
@@ -217,18 +236,15 @@ def io_formats(traces: dict[str, TraceData | None], natives: dict[str, Accelerat
             row["activation_saving_pct"] = 100 * (1 - row["activation_bytes_vs_dense"])
             native = natives.get(pattern)
             if native is not None:
-                spec = dataclasses.replace(native, sparsity=dataclasses.replace(native.sparsity, metadata_format=fmt))
-                run = simulate_model(spec, shape, phase="prefill", batch=PREFILL_BATCHES[0], seq=SEQ_TOKENS,
-                                     pattern=parse_pattern(pattern), baseline=baseline, trace=trace)
-                sparse = sum(r.sparse.level_bytes[0].total for r in run.rows)
-                dense = sum(r.dense.level_bytes[0].total for r in run.rows)
-                row.update({"design": native.name, "prefill_offchip_bytes_vs_dense": sparse / dense,
-                            "prefill_offchip_saving_pct": 100 * (1 - sparse / dense)})
+                case = SimCase(_with_format(native, fmt), pattern, "prefill", PREFILL_BATCHES[0], SEQ_TOKENS)
+                ratio = float(results.totals_of(case).offchip_bytes_vs_dense)
+                row.update({"design": native.name, "prefill_offchip_bytes_vs_dense": ratio,
+                            "prefill_offchip_saving_pct": 100 * (1 - ratio)})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def decode_fetch(traces: dict[str, TraceData | None], shape: ModelShape) -> pd.DataFrame:
+def decode_fetch(traces: dict[Pattern, TraceData | None], shape: ModelShape) -> pd.DataFrame:
     """Per pattern and batch size T: the fraction of weight rows the union of T decode tokens' masks touches,
     weighted by each input's weight bytes (K × the output widths that read it), from the real traces; beside it
     the fraction if tokens chose their kept values independently, 1 − (1 − density)^T."""
@@ -236,27 +252,83 @@ def decode_fetch(traces: dict[str, TraceData | None], shape: ModelShape) -> pd.D
     for pattern, trace in traces.items():
         if trace is None:
             continue
-        fetch = pd.read_csv(trace.path / "stats" / "weight_fetch.csv")
+        fetch = trace.table("weight_fetch")
         fetch = fetch[fetch.phase == "decode"]
         widths = fetch.projections.map(lambda names: sum(shape.projection_shape(p)[1] for p in names.split("+")))
         fetch = fetch.assign(weight=fetch.k * widths)
-        density = parse_pattern(pattern).density
         for tokens, group in fetch.groupby("tile_tokens", sort=True):
             fraction = float((group.weight_rows_needed_fraction * group.weight).sum() / group.weight.sum())
-            rows.append({"pattern": pattern, "batch_tokens": int(tokens), "weight_rows_fraction": fraction,
-                         "independent_tokens_fraction": 1 - (1 - density) ** int(tokens)})
+            rows.append({"pattern": str(pattern), "batch_tokens": int(tokens), "weight_rows_fraction": fraction,
+                         "independent_tokens_fraction": 1 - (1 - pattern.density) ** int(tokens)})
     return pd.DataFrame(rows)
 
 
-def layer_speedups(cases: list[tuple[str, AcceleratorSpec]], shape: ModelShape, baseline: AcceleratorSpec,
-                   traces: dict[str, TraceData | None]) -> pd.DataFrame:
-    """Per (pattern, design) case, layer and projection: the prefill speedup over the design run dense and the
-    compute density the layer's real masks cost."""
+def layer_cases(natives: dict[Pattern, AcceleratorSpec], designs: list[AcceleratorSpec]
+                ) -> list[tuple[Pattern, AcceleratorSpec]]:
+    """(pattern, design) pairs of the per-layer heatmap: each native design, and 8:16 on each hierarchical one."""
+    eight = Pattern.nm(8, 16)
+    composed = [(eight, spec) for spec in designs if spec.sparsity.hierarchical and eight in spec.sparsity.patterns]
+    return list(natives.items()) + composed
+
+
+def layer_speedup_cases(pairs: list[tuple[Pattern, AcceleratorSpec]]) -> list[SimCase]:
+    """What :func:`layer_speedups` reads: a batch-1 prefill of each (pattern, design), per GEMM."""
+    return [SimCase(spec, pattern, "prefill", PREFILL_BATCHES[0], SEQ_TOKENS, per_gemm=True) for pattern, spec in pairs]
+
+
+def layer_speedups(pairs: list[tuple[Pattern, AcceleratorSpec]], results: SimulationResults) -> pd.DataFrame:
+    """Per (pattern, design), layer and projection: the prefill speedup over the design run dense and the compute
+    density the layer's real masks cost."""
     frames = []
-    for pattern, spec in cases:
-        run = simulate_model(spec, shape, phase="prefill", batch=PREFILL_BATCHES[0], seq=SEQ_TOKENS,
-                             pattern=parse_pattern(pattern), baseline=baseline, trace=traces.get(pattern))
-        table = gemm_table(run)[["layer", "projection", "compute_density", "speedup_vs_dense_same_design"]]
-        frames.append(table.assign(design=spec.name, pattern=pattern))
+    for case, (pattern, spec) in zip(layer_speedup_cases(pairs), pairs):
+        table = results.gemms_of(case)[["layer", "projection", "compute_density", "speedup_vs_dense_same_design"]]
+        frames.append(table.assign(design=spec.name, pattern=str(pattern)))
     columns = ["design", "pattern", "layer", "projection", "compute_density", "speedup_vs_dense_same_design"]
     return pd.concat(frames, ignore_index=True)[columns]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree_sha256(directory: Path) -> str:
+    """One digest over a trace's statistics and manifest: (relative path, file digest) of each, sorted."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and "sample" not in p.relative_to(directory).parts):
+        digest.update(f"{path.relative_to(directory)}\0{_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def shown_path(path: Path) -> str:
+    """A path as the report prints it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _package_path(path: Path) -> str:
+    """A file of the package, relative to the folder holding the package (``nmsim/hw/calibration/cells.yaml``)."""
+    return str(path.resolve().relative_to(Path(__file__).resolve().parents[2]))
+
+
+def inputs(designs: list[AcceleratorSpec], traces: dict[Pattern, TraceData | None], accuracy: tuple[Path, ...],
+           sweep_file: Path | None) -> pd.DataFrame:
+    """Every input of the report with its sha256: nmsim's version, designs, traces (statistics and manifest),
+    accuracy tables, the calibration and timing files, the sweep file."""
+    rows = [{"kind": "nmsim", "name": "version", "path": "-", "sha256": __version__}]
+    for spec in designs:
+        rows.append({"kind": "design", "name": spec.name, "path": shown_path(Path(spec.source)),
+                     "sha256": _sha256(Path(spec.source))})
+    for pattern, trace in traces.items():
+        if trace is not None:
+            rows.append({"kind": "trace", "name": str(pattern), "path": shown_path(trace.path),
+                         "sha256": _tree_sha256(trace.path)})
+    for path in accuracy:
+        rows.append({"kind": "accuracy", "name": path.name, "path": shown_path(path), "sha256": _sha256(path)})
+    for kind, path in (("calibration", CALIBRATION_FILE), ("timing", TIMING_FILE)):
+        rows.append({"kind": kind, "name": path.name, "path": _package_path(path), "sha256": _sha256(path)})
+    if sweep_file is not None:
+        rows.append({"kind": "sweep", "name": sweep_file.name, "path": shown_path(sweep_file),
+                     "sha256": _sha256(sweep_file)})
+    return pd.DataFrame(rows)

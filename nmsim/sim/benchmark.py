@@ -20,13 +20,16 @@ from pathlib import Path
 
 from nmsim.bench import BenchResult
 from nmsim.errors import NmsimError
-from nmsim.hw.spec import AcceleratorSpec, preset_names
+from nmsim.hw.spec import AcceleratorSpec
+from nmsim.registry import design_names as preset_names
 from nmsim.patterns import parse_pattern
 from nmsim.sim.simulate import cache_counts, clear_cache, simulate_gemm, simulate_model
-from nmsim.sim.sweep import SWEEP_PATTERNS, sweep
+from nmsim.registry import REPORT_PATTERNS as SWEEP_PATTERNS
+from nmsim.sim.cases import sweep
 from nmsim.sim.timing import Timing, load_timing
 from nmsim.sim.usage import DENSE, layer_use
-from nmsim.sim.workload import Gemm, linear_gemms, model_shape, preset_shapes
+from nmsim.sim.workload import Gemm, linear_gemms, model_shape
+from nmsim.registry import models as preset_shapes
 
 log = logging.getLogger(__name__)
 

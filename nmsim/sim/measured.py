@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nmsim.patterns import parse_pattern, pattern_mask
+from nmsim.patterns import parse_pattern
+from nmsim.sparsify.masks import pattern_mask
 from nmsim.sim.workload import Gemm
 
 PAD = 64  # fp16 semi-structured operands: rows and columns in multiples of 64
@@ -79,3 +80,17 @@ def measure_gemm(gemm: Gemm, *, seed: int = 0, warmup: int = 5, repeats: int = 2
     dense_ms = _time_ms(lambda: torch.mm(activation, weight), warmup, repeats)
     sparse_ms = _time_ms(lambda: torch.mm(compressed, weight), warmup, repeats)
     return Measurement(dense_ms, sparse_ms, (m, k, n))
+
+
+def measure_run(run) -> tuple[dict[tuple[int, int, int], float], str]:
+    """The measured 2:4 speedup per distinct (M, K, N) of a model run's GEMMs, and what was measured (or why
+    nothing was)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        return {}, reason
+    results = {}
+    for row in run.rows:
+        key = (row.gemm.m, row.gemm.k, row.gemm.n)
+        if key not in results:
+            results[key] = measure_gemm(row.gemm).speedup
+    return results, "torch semi-structured 2:4 (activation operand) vs dense fp16 on this GPU"

@@ -37,12 +37,13 @@ from tqdm import tqdm
 
 from nmsim.errors import NmsimError
 from nmsim.hw.area import design_area
-from nmsim.hw.spec import AcceleratorSpec, design_path
-from nmsim.hw.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
-from nmsim.patterns import parse_pattern
-from nmsim.sim.sweep import TRACE_ROOT, committed_traces, sweep
-from nmsim.sim.trace_data import TraceData
-from nmsim.sim.workload import ModelShape, model_shape
+from nmsim.hw.spec import AcceleratorSpec
+from nmsim.registry import design_path
+from nmsim.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL, TRACE_ROOT, ModelShape, model_shape
+from nmsim.sim.cases import sweep
+from nmsim.traces.reader import TraceData, committed_traces
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,11 @@ class SweepPlan:
     design: str  # preset name or YAML path
     model: str
     parameters: tuple[tuple[str, tuple], ...]  # (key path, values), in file order
-    patterns: tuple[str, ...] | None  # None: dense and every pattern the design supports
+    patterns: tuple[Pattern, ...] | None  # None: dense and every pattern the design supports
     phases: tuple[str, ...] = ("prefill", "decode")
     batch_sizes: tuple[int, ...] = (1,)
     seq_tokens: int = 512
-    baseline: str = "a100-dense"
+    baseline: str = BASELINE_DESIGN
 
     def points(self) -> list[dict[str, object]]:
         """The grid: one {key path: value} per point, the last parameter varying fastest."""
@@ -100,11 +101,10 @@ def load_sweep(path: str | Path) -> SweepPlan:
             raise ConfigError(path, parameters.lines[key], f"parameters.{key}", "expected a non-empty list of values")
         grid.append((key, tuple(values)))
     patterns = _list(data, path, "patterns", str, None)
-    for pattern in patterns or ():
-        try:
-            parse_pattern(pattern)
-        except NmsimError as exc:
-            raise ConfigError(path, data.lines["patterns"], "patterns", str(exc)) from None
+    try:
+        patterns = tuple(parse_pattern(p) for p in patterns) if patterns is not None else None
+    except NmsimError as exc:
+        raise ConfigError(path, data.lines["patterns"], "patterns", str(exc)) from None
     phases = _list(data, path, "phases", str, ("prefill", "decode"))
     if not set(phases) <= {"prefill", "decode"}:
         raise ConfigError(path, data.lines["phases"], "phases", "allowed: prefill, decode")
@@ -113,8 +113,8 @@ def load_sweep(path: str | Path) -> SweepPlan:
     if min(batches) < 1 or not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise ConfigError(path, data.lines.get("batch_sizes"), "batch_sizes / seq_tokens",
                           "batch sizes and seq_tokens must be positive integers")
-    model = data.get("model", "smollm2-135m")
-    baseline = data.get("baseline", "a100-dense")
+    model = data.get("model", DEFAULT_MODEL)
+    baseline = data.get("baseline", BASELINE_DESIGN)
     for key, value in (("model", model), ("baseline", baseline)):
         if not isinstance(value, str):
             raise ConfigError(path, data.lines.get(key), key, "expected a name or a path")
@@ -130,11 +130,11 @@ class _Task:
     spec: AcceleratorSpec
     baseline: AcceleratorSpec
     shape: ModelShape
-    patterns: tuple[str, ...]
+    patterns: tuple[Pattern, ...]
     phases: tuple[str, ...]
     batch_sizes: tuple[int, ...]
     seq_tokens: int
-    traces: dict[str, TraceData | None]
+    traces: dict[Pattern, TraceData | None]
 
 
 def _evaluate(task: _Task) -> list[dict]:
@@ -165,15 +165,15 @@ def _tasks(plan: SweepPlan, trace_root: Path | None) -> list[_Task]:
     tasks = []
     for index, point in enumerate(plan.points()):
         spec = point_spec(plan, point)
-        patterns = plan.patterns or ("dense", *(str(p) for p in spec.sparsity.patterns))
+        patterns = plan.patterns or (Pattern.dense(), *spec.sparsity.patterns)
         for pattern in patterns:
             try:
-                spec.check_supports(parse_pattern(pattern))
+                spec.check_supports(pattern)
             except NmsimError as exc:
                 raise NmsimError(f"{plan.source}: point {point}: {exc}") from None
         tasks.append(_Task(index, point, spec, baseline, shape, tuple(patterns), plan.phases, plan.batch_sizes,
                            plan.seq_tokens, {}))
-    traces = committed_traces(tuple(sorted({p for t in tasks for p in t.patterns})), shape.name, trace_root)
+    traces = committed_traces(dict.fromkeys(p for t in tasks for p in t.patterns), shape.name, trace_root)
     return [dataclasses.replace(t, traces={p: traces[p] for p in t.patterns}) for t in tasks]
 
 

@@ -22,7 +22,7 @@ from nmsim.sim.engine import run_pipeline
 from nmsim.sim.mapping import GemmMapping, OperandBytes, map_gemm
 from nmsim.sim.roofline import roofline
 from nmsim.sim.timing import Timing, load_timing
-from nmsim.sim.trace_data import TraceData
+from nmsim.traces.reader import TraceData
 from nmsim.sim.usage import DENSE, LayerUse, layer_use
 from nmsim.sim.workload import Gemm, ModelShape, Phase, linear_gemms
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmsim.hw.complexity import selection_network
-from nmsim.hw.yaml_io import ConfigError, check_keys, load_yaml
+from nmsim.yaml_io import ConfigError, check_keys, load_yaml
 from nmsim.patterns import Pattern
 
 TIMING_FILE = Path(__file__).with_name("timing.yaml")

@@ -1,7 +1,7 @@
 """What a layer *uses* on a design: its pattern, where the design exploits it, and what the real masks cost.
 
 A design *supports* patterns (its YAML, drives area); a layer *uses* one (drives cycles and bytes). From the pattern
-and, when given, the trace statistics of that layer's input (:class:`nmsim.sim.trace_data.InputStats`):
+and, when given, the trace statistics of that layer's input (:class:`nmsim.traces.reader.InputStats`):
 
 - ``compute_density``: MAC slots per K position. N/M on a datapath built for the pattern. A hierarchical design
   (HighLight-style) is built for its smallest pattern n:m; it runs a larger one group of m at a time, and a group
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from nmsim.hw.spec import AcceleratorSpec
 from nmsim.patterns import Pattern, parse_pattern
-from nmsim.sim.trace_data import InputStats
+from nmsim.traces.reader import InputStats
 
 DENSE = parse_pattern("dense")
 DENSE_IN_TRACE = 0.999  # a traced input this dense was left unpruned (its layer or projection was not a target)

@@ -26,7 +26,7 @@ class LayerContext:
     """What a criterion or mitigation may know about one linear layer; weight-derived values are cached.
 
     weight: [O, K]. ``input_stats`` holds calibration statistics of this layer's input (see
-    :mod:`nmsim.sparsify.calibration`) when a criterion or mitigation asked for them.
+    :mod:`nmsim.sparsify.input_stats`) when a criterion or mitigation asked for them.
     """
 
     def __init__(self, name: str, weight: torch.Tensor, input_stats: dict[str, torch.Tensor] | None = None):

@@ -32,7 +32,7 @@ from nmsim.errors import NmsimError
 from nmsim.io import atomic_write_bytes
 from nmsim.llm.data import calibration_windows, load_split
 from nmsim.llm.models import LoadedModel, cache_root
-from nmsim.sparsify.engine import LearnedParams, SparsityConfig, sparsified
+from nmsim.sparsify.linear import LearnedParams, SparsityConfig, sparsified
 from nmsim.sparsify.targets import find_linear_sites
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,12 @@ With P the N:M pruner, x a token's input [K] and W [O, K]:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from nmsim.errors import NmsimError
+
+if TYPE_CHECKING:  # the mitigation names parse without torch (the report reads them)
+    import torch
 
 ShiftKind = Literal["none", "median", "static"]
 
@@ -80,4 +81,6 @@ def variance_scale(x: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
     dense_var = x.var(dim=-1, correction=0, keepdim=True)
     pruned_var = pruned.var(dim=-1, correction=0, keepdim=True)
     safe = pruned_var > 0
+    import torch
+
     return torch.where(safe, (dense_var / torch.where(safe, pruned_var, 1.0)).sqrt(), 1.0)

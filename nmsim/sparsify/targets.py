@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from nmsim.errors import NmsimError
+from nmsim.registry import PROJECTIONS
 
-PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
+if TYPE_CHECKING:  # target specs parse without torch (the report reads them)
+    import torch
 
 TARGET_PRESETS: dict[str, tuple[str, ...]] = {
     "all": PROJECTIONS,
@@ -41,6 +41,8 @@ class LinearSite:
 
 def find_linear_sites(model: torch.nn.Module) -> list[LinearSite]:
     """All q/k/v/o/gate/up/down linear layers of the decoder, in module order."""
+    import torch
+
     sites = []
     for name, module in model.named_modules():
         match = _LINEAR_NAME.search(name)

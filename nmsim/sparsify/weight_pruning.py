@@ -6,7 +6,7 @@ dimension, as NVIDIA's 2:4 weight sparsity and the seed code do.
 - ``magnitude``: score |W_ok|. Unstructured: the fraction D of the whole matrix with the largest |W| (per layer,
   as the seed code's kthvalue threshold).
 - ``wanda`` (Sun et al., ICLR 2024): score |W_ok|·‖X_k‖₂, ‖X_k‖₂ the input column norm on the calibration
-  windows (the ``column_rms`` statistic of :mod:`nmsim.sparsify.calibration`, the same ranking). Unstructured:
+  windows (the ``column_rms`` statistic of :mod:`nmsim.sparsify.input_stats`, the same ranking). Unstructured:
   per output row, as Wanda compares weights.
 
 :func:`weight_pruned` masks the weights of the targeted layers in place for the duration of a ``with`` block and
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from nmsim.errors import NmsimError
-from nmsim.patterns import Pattern, pattern_mask, unstructured_mask
+from nmsim.patterns import Pattern
+from nmsim.sparsify.masks import pattern_mask, unstructured_mask
 from nmsim.sparsify.targets import TargetSpec, selected_sites
 
 log = logging.getLogger(__name__)

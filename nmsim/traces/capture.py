@@ -23,7 +23,7 @@ from nmsim import __version__
 from nmsim.errors import NmsimError
 from nmsim.llm.models import LoadedModel
 from nmsim.sparsify.criteria import LayerContext
-from nmsim.sparsify.engine import PrunedInput, PruningSession, SparsityConfig, cached_tokens, sparsified
+from nmsim.sparsify.linear import PrunedInput, PruningSession, SparsityConfig, cached_tokens, sparsified
 from nmsim.sparsify.targets import PROJECTIONS, LinearSite
 from nmsim.traces.format import FORMAT, FORMAT_VERSION, pack_mask, read_manifest, write_manifest, write_shard
 
@@ -251,7 +251,7 @@ def run_capture(
 ) -> Path:
     """Load the model and WikiText-2, then capture: the first ``prefill_windows`` test windows, and decode
     from prompts cut from the windows after them (``prompt_tokens`` each)."""
-    from nmsim.sparsify.calibration import load_or_calibrate
+    from nmsim.sparsify.input_stats import load_or_calibrate
     from nmsim.llm.data import evaluation_windows, load_split
     from nmsim.llm.models import load_model
 

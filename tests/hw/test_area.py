@@ -15,12 +15,13 @@ from nmsim.hw.area import (
     preset_area_markdown,
     slot_fan_in,
 )
-from nmsim.hw.spec import PRESET_DIR, AcceleratorSpec, SparsitySpec
-from nmsim.hw.yaml_io import ConfigError
+from nmsim.hw.spec import AcceleratorSpec, SparsitySpec
+from nmsim.registry import DESIGNS_DIR
+from nmsim.yaml_io import ConfigError
 from nmsim.patterns import parse_pattern
 
 CAL = load_calibration()
-PRESETS = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+PRESETS = sorted(p.stem for p in DESIGNS_DIR.glob("*.yaml"))
 DOC = Path(__file__).resolve().parents[2] / "docs" / "area_model.md"
 
 

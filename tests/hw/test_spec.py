@@ -3,8 +3,9 @@
 import pytest
 
 from nmsim.errors import NmsimError
-from nmsim.hw.spec import PRESET_DIR, AcceleratorSpec, load_accelerator
-from nmsim.hw.yaml_io import ConfigError
+from nmsim.hw.spec import AcceleratorSpec, load_accelerator
+from nmsim.registry import DESIGNS_DIR
+from nmsim.yaml_io import ConfigError
 from nmsim.patterns import parse_pattern
 
 SYSTOLIC = """name: tiny
@@ -33,7 +34,7 @@ def _load(tmp_path, text):
 
 
 def test_every_preset_loads_and_supports_what_it_says():
-    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    names = sorted(p.stem for p in DESIGNS_DIR.glob("*.yaml"))
     assert names == ["a100-dense", "act-16of32", "act-2of4", "act-4of8", "act-8of16", "act-flexible",
                      "act-hierarchical", "nvidia-2of4", "systolic-32x32-os"]
     specs = {name: AcceleratorSpec.from_name(name) for name in names}

@@ -12,7 +12,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from nmsim.accuracy import COLUMNS
+from nmsim.accuracy.study import COLUMNS
 from nmsim.cli import main
 from nmsim.errors import NmsimError
 from nmsim.report.build import RunRequest, build_report

@@ -10,7 +10,7 @@ import pytest
 from nmsim.cli import main
 from nmsim.errors import NmsimError
 from nmsim.hw.spec import AcceleratorSpec
-from nmsim.hw.yaml_io import ConfigError
+from nmsim.yaml_io import ConfigError
 from nmsim.sim.param_sweep import load_sweep, run_sweep
 
 SWEEP = """\

@@ -12,9 +12,9 @@ from nmsim.cli import main
 from nmsim.errors import NmsimError
 from nmsim.hw.spec import AcceleratorSpec, SparsitySpec
 from nmsim.patterns import parse_pattern
-from nmsim.sim.report import totals
+from nmsim.sim.results import totals
 from nmsim.sim.simulate import simulate_gemm, simulate_model
-from nmsim.sim.trace_data import TraceData
+from nmsim.traces.reader import TraceData
 from nmsim.sim.usage import DENSE, LayerUse, layer_use
 from nmsim.sim.workload import Gemm, model_shape
 

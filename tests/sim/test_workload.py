@@ -5,12 +5,13 @@ import json
 import pytest
 
 from nmsim.errors import NmsimError
-from nmsim.llm.models import EMBEDDED_MODELS, _embedded_gguf
-from nmsim.sim.workload import linear_gemms, model_shape, preset_shapes
+from nmsim.llm.models import _embedded_gguf
+from nmsim.registry import find_model, models
+from nmsim.sim.workload import linear_gemms, model_shape
 
 
 def test_presets_give_the_published_projection_shapes():
-    assert set(preset_shapes()) == {"smollm2-135m", "llama-2-7b", "llama-3.1-8b", "qwen2.5-7b", "gemma-3-4b"}
+    assert set(models()) == {"smollm2-135m", "gemma3-270m", "llama-2-7b", "llama-3.1-8b", "qwen2.5-7b", "gemma-3-4b"}
     qwen = model_shape("qwen2.5-7b")
     assert qwen.projection_shape("k") == (3584, 512) and qwen.projection_shape("down") == (18944, 3584)
     gemma = model_shape("Gemma-3-4B")
@@ -48,12 +49,12 @@ def test_hf_config_including_a_multimodal_wrapper(tmp_path):
 
 
 def test_gguf_metadata_matches_the_preset():
-    from_gguf = model_shape(str(_embedded_gguf(EMBEDDED_MODELS["smollm2-135m"])))
+    from_gguf = model_shape(str(_embedded_gguf(find_model("smollm2-135m"))))
     preset = model_shape("smollm2-135m")
     fields = ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "vocab_size")
     assert [getattr(from_gguf, f) for f in fields] == [getattr(preset, f) for f in fields]
 
 
 def test_unknown_models_list_the_presets():
-    with pytest.raises(NmsimError, match="not a shape preset .*llama-2-7b"):
+    with pytest.raises(NmsimError, match="not a registered model .*llama-2-7b"):
         model_shape("gpt-5")

@@ -17,9 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from nmsim.io import atomic_write_text
-from nmsim.llm.models import DEFAULT_MODEL, cache_root
-from nmsim.patterns import parse_pattern
-from nmsim.sparsify.engine import SparsityConfig
+from nmsim.llm.models import cache_root
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.registry import DEFAULT_MODEL, TRACE_ROOT, trace_name
+from nmsim.sparsify.linear import SparsityConfig
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.traces.capture import CaptureSettings, run_capture
 from nmsim.traces.format import Trace, read_manifest
@@ -31,30 +32,21 @@ FULL = CaptureSettings(prefill_windows=32, seqlen=512, decode_prompts=8, decode_
                        decode_steps=32, values_tokens=0)
 SAMPLE = CaptureSettings(prefill_windows=1, seqlen=128, decode_prompts=2, decode_batch=2, prompt_tokens=64,
                          decode_steps=24, values_tokens=1)
-COMMITTED_METHODS = [("dense", "none")] + [
-    (pattern, mitigation)
-    for pattern in ("2:4", "4:8", "8:16", "16:32", "unstructured:0.5")
-    for mitigation in ("none", "median-shift")
-]
 
 
-def trace_name(config: SparsityConfig, model: str = DEFAULT_MODEL) -> str:
-    """A file-system friendly name, e.g. smollm2-135m_8of16_magnitude_median-shift."""
-    pattern = config.pattern
-    if pattern.kind == "dense":
-        return f"{model}_dense"
-    label = f"{pattern.n}of{pattern.m}" if pattern.kind == "nm" else f"unstructured{pattern.density:g}"
-    return f"{model}_{label}_{config.criterion}_{config.mitigation}"
+def config_trace_name(config: SparsityConfig, model: str = DEFAULT_MODEL) -> str:
+    """:func:`nmsim.registry.trace_name` of a pruning method."""
+    return trace_name(model, config.pattern, config.criterion, str(config.mitigation))
 
 
-def method_config(pattern: str, mitigation: str = "none", criterion: str = "magnitude") -> SparsityConfig:
+def method_config(pattern: Pattern | str, mitigation: str = "none", criterion: str = "magnitude") -> SparsityConfig:
     return SparsityConfig(parse_pattern(pattern), criterion, parse_mitigation(mitigation))
 
 
-def build_trace(config: SparsityConfig, root: str | Path = "traces", model: str = DEFAULT_MODEL,
+def build_trace(config: SparsityConfig, root: str | Path = TRACE_ROOT, model: str = DEFAULT_MODEL,
                 data_dir: str | None = None) -> Path:
     """Statistics of a full capture and a raw sample for one method, under ``root/<name>``."""
-    name = trace_name(config, model)
+    name = config_trace_name(config, model)
     target = Path(root) / name
     full = cache_root() / "captures" / name
     if not (target / "stats" / "inputs.csv").exists():
@@ -70,11 +62,11 @@ def build_trace(config: SparsityConfig, root: str | Path = "traces", model: str 
     return target
 
 
-def rebuild_trace(config: SparsityConfig, root: str | Path = "traces", model: str = DEFAULT_MODEL,
+def rebuild_trace(config: SparsityConfig, root: str | Path = TRACE_ROOT, model: str = DEFAULT_MODEL,
                   data_dir: str | None = None) -> Path:
     """Capture one committed trace again from scratch; it replaces ``root/<name>`` only once complete."""
     root = Path(root)
-    name = trace_name(config, model)
+    name = config_trace_name(config, model)
     staging = root / ".rebuild"
     shutil.rmtree(staging / name, ignore_errors=True)
     built = build_trace(config, staging, model, data_dir)
@@ -113,7 +105,7 @@ def _headline(stats_dir: Path) -> dict:
     }
 
 
-def write_index(root: str | Path = "traces") -> Path:
+def write_index(root: str | Path = TRACE_ROOT) -> Path:
     """Write ``root/README.md``: every committed trace with its manifest summary and headline statistics."""
     root = Path(root)
     rows = []

@@ -3,7 +3,7 @@
 Each group of M scores runs through a sorting network (Batcher's odd-even merge sort, with the comparators
 that cannot reach output N-1 removed) held entirely in registers; the N-th largest score becomes the group's
 threshold, and ties at the threshold are resolved by lower index. The result is identical to the reference
-rule in :mod:`nmsim.patterns`; property tests check it. Kernels are generated and compiled with numba once
+rule in :mod:`nmsim.sparsify.masks`; property tests check it. Kernels are generated and compiled with numba once
 per (N, M) per process (under 3 s for M <= 32).
 
 Two kernels: :func:`keep_top_n_of_m` turns any scores into a mask; :func:`prune_rows_by_magnitude` fuses the
@@ -21,38 +21,9 @@ import numba
 import numpy as np
 import torch
 
+from nmsim.sorting_network import batcher_comparators, selection_comparators  # noqa: F401 (re-exported)
+
 MAX_GROUP_SIZE = 64  # larger groups use the torch reference path
-
-
-def batcher_comparators(size: int) -> list[tuple[int, int]]:
-    """Comparators (a, b), a < b, of Batcher's odd-even merge sort over ``size`` wires (any size >= 1)."""
-    padded = 1
-    while padded < size:
-        padded *= 2
-    pairs = []
-    p = 1
-    while p < padded:
-        k = p
-        while k >= 1:
-            for j in range(k % p, padded - k, 2 * k):
-                for i in range(min(k, padded - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    # Wires >= size hold -inf padding; a comparator touching one never moves a real value.
-    return [(a, b) for a, b in pairs if b < size]
-
-
-def selection_comparators(n: int, m: int) -> list[tuple[int, int]]:
-    """The comparators of the m-wire sorting network that influence output wire n-1 (the n-th largest)."""
-    needed = {n - 1}
-    kept = []
-    for a, b in reversed(batcher_comparators(m)):
-        if a in needed or b in needed:
-            needed |= {a, b}
-            kept.append((a, b))
-    return kept[::-1]
 
 
 def _selection_source(n: int, m: int, score: str, store: str) -> list[str]:

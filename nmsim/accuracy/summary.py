@@ -1,4 +1,4 @@
-"""The accuracy study built on :mod:`nmsim.accuracy`: headline methods chosen from a finished grid, and the summary.
+"""The accuracy study built on :mod:`nmsim.accuracy.study`: headline methods chosen from a finished grid, and the summary.
 
 - :func:`headline_grid`: dense, the activation method with the lowest perplexity for each pattern, and every
   weight-pruning baseline of a finished table, to evaluate again on more tokens or another model.
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from nmsim.accuracy import NOT_APPLICABLE, Method, read_rows
+from nmsim.accuracy.study import Method
+from nmsim.accuracy.table import NOT_APPLICABLE, read_rows
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, parse_pattern
-from nmsim.sparsify.engine import SparsityConfig
+from nmsim.sparsify.linear import SparsityConfig
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import make_targets
 from nmsim.sparsify.weight_pruning import WeightPruningConfig

@@ -24,9 +24,10 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from nmsim import selection_kernel
+from nmsim.sparsify import selection_kernel
 from nmsim.errors import NmsimError
-from nmsim.patterns import Pattern, pattern_mask
+from nmsim.patterns import Pattern
+from nmsim.sparsify.masks import pattern_mask
 from nmsim.sparsify.criteria import Criterion, LayerContext, get_criterion, magnitude
 from nmsim.sparsify.mitigations import Mitigation, median_shift, variance_scale
 from nmsim.sparsify.targets import LinearSite, TargetSpec, selected_sites
@@ -251,7 +252,7 @@ def sparsified(
 ) -> Iterator[PruningSession]:
     """Prune the targeted linear inputs of ``model`` inside the block; restore the original layers after.
 
-    input_stats: per-module calibration statistics (from :func:`nmsim.sparsify.calibration.calibrate`),
+    input_stats: per-module calibration statistics (from :func:`nmsim.sparsify.input_stats.calibrate`),
     required when the criterion or mitigation needs calibration. observer: see :data:`InputObserver`; with
     one, even a dense config wraps the targeted layers (keeping every value) so their inputs can be observed.
     learned: trained scale and shift per module (required by a learnable mitigation; layers without an entry

@@ -2,11 +2,11 @@
 
 import pytest
 
-from nmsim.accuracy import write_tables
+from nmsim.accuracy.study import write_tables
 from nmsim.errors import NmsimError
-from nmsim.sparsify.engine import SparsityConfig
+from nmsim.sparsify.linear import SparsityConfig
 from nmsim.sparsify.weight_pruning import WeightPruningConfig
-from nmsim.study import headline_grid, matched_sparsity, ratio_table, summary_markdown
+from nmsim.accuracy.summary import headline_grid, matched_sparsity, ratio_table, summary_markdown
 
 
 def _row(pattern, ppl, operand="activation", criterion="magnitude", mitigation="none"):

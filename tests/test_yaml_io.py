@@ -2,7 +2,7 @@
 
 import pytest
 
-from nmsim.hw.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
+from nmsim.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
 
 
 def _write(tmp_path, text):

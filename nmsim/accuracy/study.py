@@ -1,4 +1,5 @@
-"""The accuracy study: perplexity of a real model for a grid of pruning methods, as one tidy table.
+"""The accuracy study: perplexity of a real model for a grid of pruning methods, as one tidy table
+(:mod:`nmsim.accuracy.table`).
 
 Rows are written to disk (CSV, Markdown and optional JSON, atomically) as each finishes; a rerun of the same
 grid skips rows already in the CSV, so an interrupted study resumes where it stopped.
@@ -7,9 +8,7 @@ grid skips rows already in the CSV, so an interrupted study resumes where it sto
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,17 @@ from tqdm.auto import tqdm
 
 from nmsim import __version__
 from nmsim.errors import NmsimError
-from nmsim.io import atomic_write_text
+from nmsim.accuracy.table import (COLUMNS, KEY_COLUMNS, NOT_APPLICABLE, method_labels, read_rows,  # noqa: F401
+                                  row_key, write_tables)
 from nmsim.llm.data import evaluation_windows, load_split
-from nmsim.llm.models import DEFAULT_MODEL, load_model
+from nmsim.llm.models import load_model
 from nmsim.llm.perplexity import perplexity
 from nmsim.patterns import Pattern, parse_pattern
-from nmsim.sparsify.calibration import load_or_calibrate
+from nmsim.registry import (DEFAULT_MODEL, STUDY_CRITERIA, STUDY_MAX_TOKENS, STUDY_MITIGATIONS, STUDY_PATTERNS,
+                            STUDY_TARGETS)
+from nmsim.sparsify.input_stats import load_or_calibrate
 from nmsim.sparsify.criteria import get_criterion
-from nmsim.sparsify.engine import SparsityConfig, sparsified
+from nmsim.sparsify.linear import SparsityConfig, sparsified
 from nmsim.sparsify.learnable import LearnRecipe, load_or_train
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import TargetSpec, make_targets
@@ -36,32 +38,13 @@ from nmsim.sparsify.weight_pruning import WeightPruningConfig, weight_pruned
 
 log = logging.getLogger(__name__)
 
-COLUMNS = [
-    "model",
-    "pattern",
-    "density",
-    "operand",
-    "criterion",
-    "mitigation",
-    "targets",
-    "seqlen_tokens",
-    "tokens_evaluated",
-    "perplexity",
-    "delta_ppl_vs_dense",
-    "delta_pct_vs_dense",
-    "data",
-]
-KEY_COLUMNS = ["model", "pattern", "operand", "criterion", "mitigation", "targets", "seqlen_tokens", "tokens_evaluated",
-               "data"]
-NOT_APPLICABLE = "-"  # operand, criterion, mitigation and targets of the dense row
-
 # The main job's grid (`nmsim run`): every headline pattern, the simplest criterion, each training-free fix.
 DEFAULT_STUDY = {
-    "patterns": ["2:4", "4:8", "8:16", "16:32", "unstructured:0.5"],
-    "criteria": ["magnitude"],
-    "mitigations": ["none", "median-shift", "variance"],
-    "targets": ["all"],
-    "max_tokens": 16384,
+    "patterns": [str(p) for p in STUDY_PATTERNS],
+    "criteria": list(STUDY_CRITERIA),
+    "mitigations": list(STUDY_MITIGATIONS),
+    "targets": list(STUDY_TARGETS),
+    "max_tokens": STUDY_MAX_TOKENS,
 }
 
 
@@ -109,67 +92,9 @@ def build_grid(
 
 def row_labels(config: Method) -> dict[str, object]:
     """The method columns of a table row."""
-    dense = config.pattern.kind == "dense"
-    weight = isinstance(config, WeightPruningConfig)
-    return {
-        "pattern": str(config.pattern),
-        "density": round(config.pattern.density, 6),
-        "operand": NOT_APPLICABLE if dense else ("weight" if weight else "activation"),
-        "criterion": NOT_APPLICABLE if dense else (config.method if weight else config.criterion),
-        "mitigation": NOT_APPLICABLE if dense else ("none" if weight else str(config.mitigation)),
-        "targets": NOT_APPLICABLE if dense else str(config.targets),
-    }
-
-
-def _with_deltas(rows: list[dict]) -> pd.DataFrame:
-    """Attach Δ vs the dense row of the same model, seqlen, token count and data."""
-    table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("delta_ppl_vs_dense", "delta_pct_vs_dense")])
-    same = ["model", "seqlen_tokens", "tokens_evaluated", "data"]
-    dense = table[table["pattern"] == "dense"].set_index(same)["perplexity"]
-    base = table.set_index(same).index.map(lambda key: dense.get(key, math.nan))
-    table["delta_ppl_vs_dense"] = (table["perplexity"] - base.to_numpy()).round(4)
-    table["delta_pct_vs_dense"] = (100 * (table["perplexity"] / base.to_numpy() - 1)).round(2)
-    return table[COLUMNS]
-
-
-def _markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "| " + " | ".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + " |"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
-
-
-def write_tables(rows: list[dict], out_prefix: Path, json_path: Path | None, meta: dict) -> pd.DataFrame:
-    """Write ``<prefix>.csv`` and ``<prefix>.md`` (and JSON if asked) atomically; return the table."""
-    table = _with_deltas(rows)
-    atomic_write_text(out_prefix.with_suffix(".csv"), table.to_csv(index=False, lineterminator="\n"))
-    title = "# Accuracy: WikiText-2 perplexity under N:M activation (and weight) pruning\n\n"
-    details = "".join(f"- {k}: {v}\n" for k, v in meta.items())
-    atomic_write_text(out_prefix.with_suffix(".md"), title + details + "\n" + _markdown(table))
-    if json_path is not None:
-        payload = {"meta": meta, "rows": json.loads(table.to_json(orient="records"))}
-        atomic_write_text(json_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    return table
-
-
-def read_rows(csv_path: Path) -> list[dict]:
-    """Rows already finished (from a previous, possibly interrupted run)."""
-    if not csv_path.exists():
-        return []
-    try:
-        table = pd.read_csv(csv_path, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise NmsimError(f"{csv_path}: cannot read the existing results table ({exc}); move it away to start over")
-    if "operand" not in table.columns and "pattern" in table.columns:  # written before weight baselines existed
-        table.insert(3, "operand", [NOT_APPLICABLE if p == "dense" else "activation" for p in table["pattern"]])
-    missing = [c for c in COLUMNS if c not in table.columns]
-    if missing:
-        raise NmsimError(f"{csv_path}: not an nmsim accuracy table (missing columns {', '.join(missing)})")
-    return table[[c for c in COLUMNS if not c.startswith("delta_")]].to_dict("records")
-
-
-def _row_key(row: dict) -> tuple:
-    return tuple(str(row[c]) for c in KEY_COLUMNS)
+    if isinstance(config, WeightPruningConfig):
+        return method_labels(config.pattern, "weight", config.method, "none", str(config.targets))
+    return method_labels(config.pattern, "activation", config.criterion, str(config.mitigation), str(config.targets))
 
 
 @contextmanager
@@ -226,13 +151,13 @@ def run_study(
     if command:
         meta["command"] = command
     common = {"model": lm.name, "seqlen_tokens": settings.seqlen, "tokens_evaluated": tokens, "data": split.name}
-    done = {_row_key(r) for r in rows}
+    done = {row_key(r) for r in rows}
     stats = None
     for index, config in enumerate(tqdm(grid, desc="accuracy grid", unit="row")):
         row = {**common, **row_labels(config)}
         label = (f"[{index + 1}/{len(grid)}] {row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']} "
                  f"{row['targets']}")
-        if _row_key(row) in done:
+        if row_key(row) in done:
             log.info("%s: already done, skipped", label)
             continue
         if _needs_input_stats(config) and stats is None:
@@ -244,7 +169,7 @@ def run_study(
             result = perplexity(lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update)
         row["perplexity"] = round(result.perplexity, 4)
         rows.append(row)
-        done.add(_row_key(row))
+        done.add(row_key(row))
         write_tables(rows, out_prefix, json_path, meta)
         log.info("%s: perplexity %.4f", label, row["perplexity"])
     return write_tables(rows, out_prefix, json_path, meta)

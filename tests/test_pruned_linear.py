@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
 from nmsim.errors import NmsimError
-from nmsim.patterns import Pattern, nm_mask, parse_pattern
-from nmsim.sparsify.calibration import calibrate, load_stats, save_stats
-from nmsim.sparsify.engine import PrunedLinear, SparsityConfig, sparsified
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.sparsify.masks import nm_mask
+from nmsim.sparsify.input_stats import calibrate, load_stats, save_stats
+from nmsim.sparsify.linear import PrunedLinear, SparsityConfig, sparsified
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import PROJECTIONS, find_linear_sites, make_targets, parse_layer_list
 
@@ -161,7 +162,7 @@ def test_prefill_only_leaves_decode_tokens_dense():
 def test_shared_inputs_are_pruned_once():
     model = tiny_llama()
     computed = []
-    import nmsim.sparsify.engine as engine
+    import nmsim.sparsify.linear as engine
 
     original = engine.sparsify_input
 

@@ -1,8 +1,9 @@
-"""Trace statistics as the hardware model reads them: one :class:`InputStats` per phase and captured input.
+"""The one reader of trace statistics, for the simulator and the report alike (torch-free).
 
 A trace directory (committed under ``traces/`` or written by ``nmsim capture``) holds ``stats/`` (tables of
 :mod:`nmsim.traces.stats`) and a manifest (``full_manifest.json`` or ``manifest.json``) naming the model and the
-pattern. GEMMs find their input by layer and projection; q, k and v share one input, so do gate and up.
+pattern. :class:`TraceData` holds the tables as read (``tables``) and one :class:`InputStats` per phase and captured
+input; GEMMs find their input by layer and projection (q, k and v share one input, so do gate and up).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import pandas as pd
 
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, parse_pattern
-from nmsim.sim.workload import Gemm, ModelShape
+from nmsim.registry import TRACE_ROOT, ModelShape, committed_trace_dir
 
-_TABLES = ("inputs", "group_nnz", "weight_fetch")
+_TABLES = ("inputs", "group_nnz", "weight_fetch")  # required: the simulator reads them
+_OPTIONAL_TABLES = ("compression", "agreement")  # read when present: the report's byte and overlap figures
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ class TraceData:
     pattern: Pattern
     method: dict
     inputs: dict[tuple[str, int, str], InputStats]  # (phase, layer, projection) → statistics
+    tables: dict[str, pd.DataFrame]  # stats/<name>.csv as read: inputs, group_nnz, weight_fetch (+ compression, ...)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """One statistics table; an error names the file when the trace lacks it."""
+        if name not in self.tables:
+            raise NmsimError(f"trace {self.path}: missing stats/{name}.csv; compute the statistics again with "
+                             f"`nmsim traces stats {self.path}`")
+        return self.tables[name]
 
     @classmethod
     def open(cls, path: str | Path) -> TraceData:
@@ -70,6 +80,8 @@ class TraceData:
     def _read(cls, path: Path, stats_dir: Path, manifest_file: Path) -> TraceData:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         tables = {name: pd.read_csv(stats_dir / f"{name}.csv") for name in _TABLES}
+        tables.update({name: pd.read_csv(stats_dir / f"{name}.csv") for name in _OPTIONAL_TABLES
+                       if (stats_dir / f"{name}.csv").is_file()})
         for name, column in (("inputs", "density"), ("weight_fetch", "weight_rows_needed_fraction"),
                              ("group_nnz", "fraction_of_groups")):
             values = pd.to_numeric(tables[name][column], errors="raise")
@@ -92,7 +104,7 @@ class TraceData:
                 inputs[(row.phase, int(row.layer), projection)] = stats
         method = manifest.get("method", {})
         return cls(path, manifest.get("model", {}).get("name", "?"), parse_pattern(method.get("pattern", "dense")),
-                   method, inputs)
+                   method, inputs, tables)
 
     def check_model(self, shape: ModelShape) -> None:
         """Raise unless this trace covers every layer and projection of ``shape`` with matching K."""
@@ -108,10 +120,21 @@ class TraceData:
                         f"{projection} needs K={k}, the trace has {found}; capture a trace of this model with "
                         "`nmsim capture`")
 
-    def for_gemm(self, gemm: Gemm) -> InputStats:
-        """The statistics of ``gemm``'s input in its phase (prefill statistics stand in if a phase is missing)."""
+    def for_gemm(self, gemm) -> InputStats:
+        """The statistics of a GEMM's input (anything with ``phase``, ``layer`` and ``projection``) in its phase;
+        prefill statistics stand in if a phase is missing."""
         for phase in (gemm.phase, "prefill", "decode"):
             found = self.inputs.get((phase, gemm.layer, gemm.projection))
             if found is not None:
                 return found
         raise NmsimError(f"trace {self.path}: no statistics for layer {gemm.layer} {gemm.projection}")
+
+
+def committed_traces(patterns, model: str, root: Path | None = TRACE_ROOT) -> dict[Pattern, TraceData | None]:
+    """The committed trace of ``model`` for each pattern (magnitude, no mitigation), or None where there is none
+    (everywhere when ``root`` is None: the idealised answer)."""
+    traces = {}
+    for pattern in map(parse_pattern, patterns):
+        directory = committed_trace_dir(model, pattern, root) if root is not None else None
+        traces[pattern] = TraceData.open(directory) if directory is not None else None
+    return traces

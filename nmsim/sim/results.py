@@ -3,14 +3,20 @@
 Per GEMM: the pattern it used, simulated cycles and time at the design's clock, speedups over the same design run
 dense and over the dense baseline design (time ratios, so different clocks compare), utilisation, the cycle
 breakdown, bytes at every memory level, and the other estimators (roofline cycles; the measured GPU 2:4 ratio
-when one was taken). Totals add the GEMMs, which run one after another.
+when one was taken). Totals add the GEMMs, which run one after another. :class:`SimulateOutput` is what
+``nmsim simulate`` prints and writes as JSON.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
 
 from nmsim.hw.spec import AcceleratorSpec
+from nmsim.io import atomic_write_text
 from nmsim.patterns import metadata_share
 from nmsim.sim.engine import BREAKDOWN
 from nmsim.sim.simulate import GemmRow, GemmSimulation, ModelRun
@@ -122,3 +128,54 @@ def describe(run: ModelRun) -> dict:
         "trace": run.trace or None,
         "ideal": run.ideal,
     }
+
+
+_SHOWN = {  # terminal columns: table column → header
+    "layer": "layer", "projection": "proj", "shape": "MxKxN", "pattern_used": "pattern", "cycles": "cycles",
+    "time_us": "time_us", "speedup_vs_dense_same_design": "x_dense", "speedup_vs_baseline": "x_baseline",
+    "utilization": "util", "stall_memory_cycles": "stall_mem", "offchip_MB": "offchip_MB",
+    "roofline_cycles": "roofline", "energy_uJ": "energy_uJ",
+}
+
+
+@dataclass(frozen=True)
+class SimulateOutput:
+    runs: dict[str, ModelRun]  # "trace" and/or "ideal"
+    tables: dict[str, pd.DataFrame]
+    payload: dict  # everything, for JSON
+
+    def text(self) -> str:
+        """The per-GEMM table(s), the totals and the area, for the terminal."""
+        meta = self.payload["run"]
+        lines = [f"design {meta['design']} vs baseline {meta['baseline']} | model {meta['model']} | {meta['phase']} "
+                 f"batch {meta['batch']}" + (f" seq {meta['seq']}" if meta["seq"] else "")
+                 + f" | pattern {meta['pattern']}"]
+        first, *others = self.tables
+        table = self.tables[first]
+        shown = table.assign(shape=table.m_tokens.astype(str) + "x" + table.k.astype(str) + "x"
+                             + table.n.astype(str), offchip_MB=table.offchip_bytes / 1e6)
+        shown = shown[list(_SHOWN)].rename(columns=_SHOWN)
+        for other in others:  # the idealised answer beside the trace-driven one
+            ideal = self.tables[other]
+            shown[f"{other}_cycles"] = ideal.cycles
+            shown[f"{other}_x_dense"] = ideal.speedup_vs_dense_same_design
+            shown[f"{other}_offchip_MB"] = ideal.offchip_bytes / 1e6
+        sources = "; ".join(f"{name}: {self.payload['sources'][name]}" for name in self.tables)
+        lines += ["", f"per GEMM ({sources}):", shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
+                  "", "totals:", pd.DataFrame(self.payload["totals"]).to_string(float_format=lambda v: f"{v:.4g}")]
+        area = self.payload["area"]
+        lines += ["", (f"area ({area['technology_nm']} nm, datapath only): {area['total_mm2']:.3f} mm2 "
+                       f"[{area['total_low_mm2']:.3f}-{area['total_high_mm2']:.3f}], "
+                       f"{area['overhead_pct']:.1f}% over dense [{area['overhead_low_pct']:.1f}-"
+                       f"{area['overhead_high_pct']:.1f}%]")]
+        if self.payload["measured_note"]:
+            lines.append(f"measured column: {self.payload['measured_note']}")
+        return "\n".join(lines)
+
+    def write_json(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.payload, indent=1, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value):
+    """numpy scalars from the tables as plain JSON numbers."""
+    return value.item()

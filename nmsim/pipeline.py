@@ -1,0 +1,448 @@
+"""``nmsim run`` and ``nmsim simulate`` as lists of stages (in the spirit of ZigZag's stage list).
+
+``nmsim run`` (:func:`run`), data flowing one way::
+
+    accuracy rows ─► traces ─► trace statistics ─► simulation results ─► tables ─► figures ─► rendered report
+    (accuracy_stage) (trace_stage) (statistics_stage) (simulation_stage) (tables_stage) (report_stage)
+
+Each stage is a function of plain typed inputs that returns plain typed outputs, so any one can be called alone from
+Python. Files are read at the edges: designs, traces and accuracy tables by the first stages, the report written
+by the last. The accuracy stage decides what to compute by row *key* (model, pattern, operand, criterion,
+mitigation, targets, sequence length, tokens, data). The simulation stage runs every case the tables, the
+sensitivity analysis and a parameter sweep need, each once; nothing after it simulates.
+
+``nmsim simulate`` (:func:`simulate`): design + model + trace → every linear GEMM simulated → per-GEMM tables,
+totals, area.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from nmsim import __version__
+from nmsim.accuracy.table import expected_tokens, method_labels, read_rows, row_key
+from nmsim.errors import NmsimError
+from nmsim.hw.area import design_area
+from nmsim.hw.spec import AcceleratorSpec
+from nmsim.io import atomic_write_text, write_table
+from nmsim.patterns import Pattern, parse_pattern
+from nmsim.registry import (BASELINE_DESIGN, DEFAULT_MODEL, REPORT_PATTERNS, STUDY_CRITERIA, STUDY_MAX_TOKENS,
+                            STUDY_MITIGATIONS, STUDY_PATTERNS, STUDY_TARGETS, TRACE_ROOT, ModelShape, design_names,
+                            find_model, model_shape, trace_name)
+from nmsim.report import sensitivity as sens
+from nmsim.report import tables
+from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
+from nmsim.sim.param_sweep import SweepPlan, load_sweep, run_sweep
+from nmsim.sim.results import SimulateOutput, describe, gemm_table, totals
+from nmsim.sim.simulate import simulate_model
+from nmsim.traces.reader import TraceData, committed_traces
+
+log = logging.getLogger(__name__)
+
+REPORTS = Path("reports")
+STUDY_TABLES = (REPORTS / "study_smollm2_16k.csv",)  # committed study rows that join the main job's own table
+
+
+# --- requests --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AccuracyRequest:
+    """The accuracy grid as the command line spells it, and how to evaluate it (``nmsim eval``, ``nmsim run``)."""
+
+    out: Path = REPORTS / "accuracy"  # writes out.csv and out.md
+    json: Path | None = None
+    model: str = DEFAULT_MODEL
+    patterns: tuple[Pattern, ...] = STUDY_PATTERNS
+    criteria: tuple[str, ...] = STUDY_CRITERIA
+    mitigations: tuple[str, ...] = STUDY_MITIGATIONS
+    targets: tuple[str, ...] = STUDY_TARGETS
+    layers: str | None = None
+    exclude_layers: str | None = None
+    prefill_only: bool = False
+    weight_patterns: tuple[Pattern, ...] = ()
+    weight_methods: tuple[str, ...] = ("magnitude", "wanda")
+    headline_from: Path | None = None  # instead of the grid: the headline methods of this finished table
+    seqlen: int = 512
+    max_tokens: int | None = STUDY_MAX_TOKENS  # None: the whole test split
+    data_dir: str | None = None
+    batch_size: int = 1
+    calibration_windows: int = 16
+    learn_windows: int = 64
+    learn_steps: int | None = None
+    learn_lr: float = 1e-4
+    recompute: bool = False  # evaluate every row again
+    command: str = ""
+
+    @property
+    def table(self) -> Path:
+        return self.out.with_suffix(".csv")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """``nmsim run``: the accuracy rows, the traces, every design → ``out_root/name/``."""
+
+    name: str = "smollm2-135m"  # the report folder under out_root
+    model: str = DEFAULT_MODEL
+    designs: tuple[str, ...] = ()  # preset names or YAML paths; () = every design preset
+    baseline: str = BASELINE_DESIGN
+    accuracy: tuple[Path, ...] = (REPORTS / "accuracy.csv", *STUDY_TABLES)  # tables whose rows compete
+    patterns: tuple[Pattern, ...] = REPORT_PATTERNS
+    trace_root: Path = TRACE_ROOT
+    sweep: Path | None = None  # a sweep file whose points join the trade-off table and plots
+    out_root: Path = REPORTS
+    command: str = "nmsim run"
+    workers: int | None = None  # sweep only
+    scheduler: str | None = None  # sweep only
+    allow_ideal: bool = False  # patterns without a trace use the idealised N/M answer instead of stopping
+    study: AccuracyRequest | None = None  # the accuracy stage; None: use the tables in ``accuracy`` as they are
+    recapture: bool = False  # capture the traces of ``patterns`` again
+
+    def __post_init__(self) -> None:  # patterns become values at the boundary, dense first, no repeats
+        patterns = tuple(dict.fromkeys(parse_pattern(p) for p in (Pattern.dense(), *self.patterns)))
+        object.__setattr__(self, "patterns", patterns)
+
+
+@dataclass(frozen=True)
+class Designs:
+    """The designs of a run (the dense baseline joins when none is dense) and its baseline."""
+
+    designs: list[AcceleratorSpec]
+    baseline: AcceleratorSpec
+    natives: dict[Pattern, AcceleratorSpec] = field(default_factory=dict)  # pattern → its native design
+
+
+# --- stage 1: accuracy rows -----------------------------------------------------------------------------------------
+def _model_row_name(model: str) -> str | None:
+    """The ``model`` column a table row of ``model`` gets (None when only loading it tells)."""
+    entry = find_model(model)
+    if entry is not None:
+        return entry.name
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        return path.stem
+    return path.resolve().name if path.is_dir() else None
+
+
+def planned_row_keys(request: AccuracyRequest) -> set[tuple] | None:
+    """The keys of every row the grid asks for, torch-free; None when they cannot be known without loading the
+    model (a headline grid, the whole split, a hub model)."""
+    from nmsim.llm.data import load_split
+    from nmsim.sparsify.mitigations import parse_mitigation
+    from nmsim.sparsify.targets import make_targets
+
+    name = _model_row_name(request.model)
+    if request.headline_from is not None or request.max_tokens is None or name is None:
+        return None
+    phase = "prefill" if request.prefill_only else "all"
+    targets = [str(make_targets(t, layers=request.layers, exclude_layers=request.exclude_layers, phase=phase))
+               for t in request.targets]
+    labels = [method_labels(Pattern.dense(), "", "", "", "")]
+    labels += [method_labels(p, "activation", c, str(parse_mitigation(m)), t) for p in request.patterns
+               if p.kind != "dense" for c in request.criteria for m in request.mitigations for t in targets]
+    labels += [method_labels(p, "weight", w, "none", t) for p in request.weight_patterns
+               for w in request.weight_methods for t in targets]
+    common = {"model": name, "seqlen_tokens": request.seqlen,
+              "tokens_evaluated": expected_tokens(request.seqlen, request.max_tokens),
+              "data": load_split("test", request.data_dir).name}
+    return {row_key({**common, **label}) for label in labels}
+
+
+def accuracy_stage(request: AccuracyRequest) -> Path:
+    """Evaluate the rows of the grid that ``request.table`` lacks (every row with ``recompute``); returns the
+    table. Rows are matched by key, so other token counts, criteria or models never stand in for the asked ones."""
+    if not request.recompute and request.table.is_file():
+        planned = planned_row_keys(request)
+        if planned is not None and planned <= {row_key(r) for r in read_rows(request.table)}:
+            log.info("accuracy: all %d rows of the grid are in %s", len(planned), request.table)
+            return request.table
+    from nmsim.accuracy.study import StudySettings, build_grid, run_study, targets_from_args
+    from nmsim.sparsify.learnable import LearnRecipe
+
+    if request.headline_from is not None:
+        from nmsim.accuracy.summary import headline_grid
+
+        grid = headline_grid(request.headline_from)
+    else:
+        targets = targets_from_args(list(request.targets), request.layers, request.exclude_layers,
+                                    request.prefill_only)
+        grid = build_grid([str(p) for p in request.patterns], list(request.criteria), list(request.mitigations),
+                          targets, [str(p) for p in request.weight_patterns], list(request.weight_methods))
+    settings = StudySettings(
+        model=request.model, data_dir=request.data_dir, seqlen=request.seqlen, max_tokens=request.max_tokens,
+        batch_size=request.batch_size, calibration_windows=request.calibration_windows,
+        learn_recipe=LearnRecipe(windows=request.learn_windows, seqlen=request.seqlen, steps=request.learn_steps,
+                                 lr=request.learn_lr),
+    )
+    table = run_study(grid, settings, request.out, request.json, recompute=request.recompute,
+                      command=request.command)
+    log.info("wrote %s and %s (%d rows)%s", request.table, request.out.with_suffix(".md"), len(table),
+             f" and {request.json}" if request.json else "")
+    return request.table
+
+
+# --- stage 2: traces ------------------------------------------------------------------------------------------------
+def trace_stage(model: str, patterns: tuple[Pattern, ...], root: Path, data_dir: str | None = None) -> None:
+    """Capture the committed trace of each pattern again (magnitude, no mitigation) and rewrite the index."""
+    from nmsim.traces.committed import method_config, rebuild_trace, write_index
+
+    for pattern in patterns:
+        log.info("capturing the trace of %s again", pattern)
+        rebuild_trace(method_config(pattern), root, model, data_dir)
+    write_index(root)
+
+
+# --- stage 3: trace statistics --------------------------------------------------------------------------------------
+def statistics_stage(shape: ModelShape, patterns: tuple[Pattern, ...], root: Path | None,
+                     allow_ideal: bool = False) -> dict[Pattern, TraceData | None]:
+    """Each pattern's committed trace statistics, checked against the model. A sparse pattern without a trace
+    stops the run, unless ``allow_ideal`` lets it use the idealised N/M answer (dense needs no trace)."""
+    traces = committed_traces(patterns, shape.name, root)
+    for pattern, trace in traces.items():
+        if trace is not None:
+            trace.check_model(shape)
+        elif pattern.kind != "dense" and root is not None:
+            name = trace_name(shape.name, pattern)
+            if not allow_ideal:
+                raise NmsimError(f"trace {Path(root) / name}: missing; capture it with `nmsim traces build --pattern "
+                                 f"{pattern}` (model {shape.name}), restore it from git, or pass --ideal to use the "
+                                 "idealised N/M answer for patterns without a trace")
+            log.warning("no trace %s: the hardware rows of %s use the idealised N/M answer", name, pattern)
+    return traces
+
+
+# --- designs (read with the inputs) ---------------------------------------------------------------------------------
+def load_designs(names: tuple[str, ...], baseline_name: str, patterns: tuple[Pattern, ...]) -> Designs:
+    """The designs (every preset when ``names`` is empty), the baseline joining when no design is dense, and each
+    pattern's native design; every requested sparse N:M pattern must be one some design supports."""
+    designs = [AcceleratorSpec.from_name(name) for name in names or design_names()]
+    baseline = AcceleratorSpec.from_name(baseline_name)
+    if not any(spec.sparsity.operand == "none" for spec in designs):
+        log.info("no dense design among the designs; the dense baseline %s joins them", baseline.name)
+        designs.append(baseline)
+    for pattern in patterns:
+        if pattern.kind == "nm" and not any(pattern in spec.sparsity.patterns for spec in designs):
+            raise NmsimError(f"pattern {pattern}: none of the designs ({', '.join(s.name for s in designs)}) "
+                             "supports it; add a design that does or drop the pattern")
+    natives = {}
+    for spec in designs:  # the design supporting exactly one pattern, on activations, not composed
+        supported = spec.sparsity.patterns
+        if spec.sparsity.operand == "activation" and not spec.sparsity.hierarchical and len(supported) == 1:
+            natives.setdefault(supported[0], spec)
+    return Designs(designs, baseline, natives)
+
+
+# --- stage 4: simulation --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Simulated:
+    """Everything the report's tables read from the simulator."""
+
+    results: SimulationResults
+    sweep: pd.DataFrame | None  # a parameter sweep's points, when the run has one
+
+
+def report_cases(designs: Designs, patterns: tuple[Pattern, ...], traces: dict[Pattern, TraceData | None]
+                 ) -> list[SimCase]:
+    """Every case the report's tables and the sensitivity analysis read."""
+    natives = {p: s for p, s in designs.natives.items() if p in patterns}
+    return (tables.performance_cases(designs.designs, patterns)
+            + tables.io_format_cases(traces, natives)
+            + tables.layer_speedup_cases(tables.layer_cases(natives, designs.designs))
+            + sens.sensitivity_cases())
+
+
+def simulation_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, ...],
+                     traces: dict[Pattern, TraceData | None], sweep: SweepPlan | None = None, *,
+                     trace_root: Path | None = TRACE_ROOT, workers: int | None = None,
+                     scheduler: str | None = None) -> Simulated:
+    """Run every case the report needs, each once (and the sweep's points, on local cores or a Dask cluster)."""
+    results = simulate_cases(report_cases(designs, patterns, traces), shape, baseline=designs.baseline,
+                             traces=traces)
+    log.info("simulated %d whole-model cases", len(results.totals))
+    points = run_sweep(sweep, workers=workers, scheduler=scheduler, trace_root=trace_root) if sweep else None
+    return Simulated(results, points)
+
+
+# --- stage 5: tables ------------------------------------------------------------------------------------------------
+def tables_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, ...],
+                 traces: dict[Pattern, TraceData | None], simulated: Simulated, accuracy_rows: pd.DataFrame,
+                 inputs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every table of the report, in the order the report lists them."""
+    results = simulated.results
+    natives = {p: s for p, s in designs.natives.items() if p in patterns}
+    perf = tables.performance(results, designs.designs, patterns)
+    areas = tables.area_summary(designs.designs)
+    out = {
+        "accuracy": tables.best_accuracy(accuracy_rows, shape.name),
+        "performance": perf,
+        "area_summary": areas,
+        "area_components": tables.area_components(designs.designs),
+        "io_formats": tables.io_formats(traces, natives, results),
+        "decode_fetch": tables.decode_fetch(traces, shape),
+        "layers": tables.layer_speedups(tables.layer_cases(natives, designs.designs), results),
+        "sensitivity": sens.sensitivity(results),
+    }
+    out["break_even"] = sens.break_even(out["sensitivity"])
+    if simulated.sweep is not None:
+        out["sweep"] = simulated.sweep
+    out["tradeoff"] = tables.tradeoff(perf, areas, out["accuracy"], simulated.sweep)
+    out["inputs"] = inputs
+    return out
+
+
+# --- stage 6: figures and the rendered report -----------------------------------------------------------------------
+def report_stage(result: dict[str, pd.DataFrame], shape: ModelShape, baseline: AcceleratorSpec, command: str,
+                 target: Path) -> Path:
+    """Figures, tables (CSV + Parquet), report.md and report.html, written into a staging folder beside ``target``
+    and swapped in at the end, so a failure leaves the previous report as it was."""
+    from nmsim.report import figures
+    from nmsim.report.render import ReportContext, report_html, report_markdown
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        figures.draw_all(result, [level.name for level in baseline.memory], staging / "figures")
+        written = []
+        for name, frame in result.items():
+            written += write_table(frame, staging, name)
+        markdown = report_markdown(result, ReportContext(shape.name, baseline.name, command, __version__), written)
+        atomic_write_text(staging / "report.md", markdown + "\n")
+        atomic_write_text(staging / "report.html", report_html(markdown, staging, f"nmsim trade-off report: "
+                                                                                   f"{shape.name}"))
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging`` with two renames; the old report is removed only after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+# --- nmsim run ------------------------------------------------------------------------------------------------------
+def run(request: RunRequest) -> Path:
+    """The main job, stage by stage; returns the report folder."""
+    stages = ["accuracy", "traces", "statistics", "simulation", "tables", "report"]
+    bar = tqdm(total=len(stages), desc="nmsim run", unit="stage")
+
+    def stage(name: str) -> None:
+        bar.set_postfix_str(name)
+        log.info("stage: %s", name)
+
+    try:
+        stage("accuracy")  # rows missing from the table, by key
+        accuracy = request.accuracy
+        if request.study is not None:
+            accuracy = tuple(dict.fromkeys([accuracy_stage(request.study), *accuracy]))
+        bar.update()
+
+        stage("traces")  # captured again only when asked
+        if request.recapture:
+            trace_stage(request.model, request.patterns, request.trace_root,
+                        request.study.data_dir if request.study else None)
+        bar.update()
+
+        stage("statistics")  # inputs: designs, model shape, trace statistics, accuracy rows, the sweep plan
+        designs = load_designs(request.designs, request.baseline, request.patterns)
+        shape = model_shape(request.model)
+        traces = statistics_stage(shape, request.patterns, request.trace_root, request.allow_ideal)
+        accuracy_rows = tables.load_accuracy(list(accuracy))
+        plan = load_sweep(request.sweep) if request.sweep is not None else None
+        bar.update()
+
+        stage("simulation")  # every case once
+        simulated = simulation_stage(shape, designs, request.patterns, traces, plan, trace_root=request.trace_root,
+                                     workers=request.workers, scheduler=request.scheduler)
+        bar.update()
+
+        stage("tables")  # from the results; nothing simulates after this
+        inputs = tables.inputs(designs.designs, traces, accuracy, request.sweep)
+        result = tables_stage(shape, designs, request.patterns, traces, simulated, accuracy_rows, inputs)
+        bar.update()
+
+        stage("report")  # figures, CSV + Parquet, Markdown and HTML, swapped in whole
+        target = report_stage(result, shape, designs.baseline, request.command, request.out_root / request.name)
+        bar.update()
+    finally:
+        bar.close()
+    log.info("wrote %s: %d tables, %d figures, report.md and report.html", target, len(result),
+             len(list((target / "figures").glob("*.png"))))
+    return target
+
+
+# --- nmsim simulate -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SimulateRequest:
+    hw: str  # preset name or YAML path
+    model: str  # registered model, config.json, model directory or .gguf
+    phase: str = "prefill"
+    batch: int = 1
+    seq: int = 512
+    traces: str | None = None
+    pattern: Pattern | str | None = None  # default: the trace's pattern, else the design's largest supported one
+    baseline: str = BASELINE_DESIGN
+    ideal: bool = False
+    ideal_memory: bool = False
+    measure: bool = False
+
+
+def simulate(request: SimulateRequest) -> SimulateOutput:
+    """``nmsim simulate``: design, model and trace → every linear GEMM (and the idealised answer when asked)."""
+    spec = AcceleratorSpec.from_name(request.hw)  # inputs
+    baseline = AcceleratorSpec.from_name(request.baseline)
+    shape = model_shape(request.model)
+    trace = TraceData.open(request.traces) if request.traces else None
+    if request.pattern is not None:
+        pattern = parse_pattern(request.pattern)
+        if trace is not None and pattern != trace.pattern:
+            raise NmsimError(f"--pattern {pattern} disagrees with the trace {request.traces}, which is "
+                             f"{trace.pattern}; leave --pattern out to use the trace's")
+    elif trace is not None:
+        pattern = trace.pattern
+    else:
+        pattern = max(spec.sparsity.patterns, key=lambda p: p.m, default=Pattern.dense())
+    common = {"phase": request.phase, "batch": request.batch, "seq": request.seq, "pattern": pattern,
+              "baseline": baseline, "ideal_memory": request.ideal_memory}
+    runs = {}  # simulation
+    if trace is not None:
+        runs["trace"] = simulate_model(spec, shape, trace=trace, **common)
+    if trace is None or request.ideal:
+        runs["ideal"] = simulate_model(spec, shape, ideal=True, **common)
+    measured_speedups, note = ({}, "")
+    if request.measure:
+        from nmsim.sim.measured import measure_run
+
+        measured_speedups, note = measure_run(next(iter(runs.values())))
+        log.info("measured column: %s", note)
+    gemms = {name: gemm_table(run, measured_speedups) for name, run in runs.items()}  # tables
+    area = design_area(spec)
+    payload = {
+        "run": describe(next(iter(runs.values()))),
+        "sources": {name: (f"trace {run.trace}" if name == "trace" else "idealised N/M, no trace")
+                    for name, run in runs.items()},
+        "totals": {name: totals(run) for name, run in runs.items()},
+        "gemms": {name: table.to_dict(orient="records") for name, table in gemms.items()},
+        "area": {"technology_nm": area.technology_nm, "total_mm2": area.total_mm2,
+                 "total_low_mm2": area.total_low_mm2, "total_high_mm2": area.total_high_mm2,
+                 "dense_mm2": area.dense_mm2, "overhead_pct": area.overhead_pct,
+                 "overhead_low_pct": area.overhead_low_pct, "overhead_high_pct": area.overhead_high_pct,
+                 "components": area.rows()},
+        "measured_note": note,
+        "ideal_memory": request.ideal_memory,
+    }
+    return SimulateOutput(runs, gemms, payload)
