@@ -98,7 +98,7 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
                         help="calibration windows for clact-causal and static-shift (default: %(default)s)")
     parser.add_argument("--out", default="reports/accuracy",
                         help="output prefix: writes PREFIX.csv and PREFIX.md (default: %(default)s)")
-    parser.add_argument("--json", type=Path, help="also write the table as JSON to this path")
+    parser.add_argument("--json", type=Path, help="also write the table as JSON to this path (nmsim run: PREFIX.json by default)")
     parser.add_argument("--recompute", action="store_true",
                         help="evaluate every row again instead of reusing rows already in PREFIX.csv")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
@@ -108,8 +108,11 @@ def _accuracy_request(args: argparse.Namespace):
     """The accuracy grid and settings of ``eval`` and ``run`` as one request."""
     from nmsim.pipeline import AccuracyRequest
 
+    json = args.json
+    if json is None and args.command == "run":  # the main job keeps its accuracy table as JSON too
+        json = Path(args.out).with_suffix(".json")
     return AccuracyRequest(
-        out=Path(args.out), json=args.json, model=args.model, patterns=_patterns(args.patterns),
+        out=Path(args.out), json=json, model=args.model, patterns=_patterns(args.patterns),
         criteria=tuple(_csv(args.criteria)), mitigations=tuple(_csv(args.mitigations)),
         targets=tuple(t for t in args.targets.split(";") if t.strip()), layers=args.layers,
         exclude_layers=args.exclude_layers, prefill_only=args.prefill_only,
@@ -201,23 +204,29 @@ def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     from nmsim.accuracy.study import set_threads
-    from nmsim.bench import run_calibration_benchmark, run_capture_benchmark, run_pruning_benchmark
 
     set_threads(args.threads)
-    if args.what == "calibrate":
-        results = run_calibration_benchmark(model=args.model, windows=args.learn_windows)
-    elif args.what == "simulate":
-        from nmsim.sim.benchmark import run_simulator_benchmark
+    if args.what == "simulate":
+        from nmsim.bench.simulator import run_simulator_benchmark
 
-        results = run_simulator_benchmark(scalesim_python=args.scalesim_python, repeats=args.repeats)
+        results = run_simulator_benchmark(scalesim_python=args.scalesim_python, repeats=args.repeats,
+                                          designs=args.designs, models=args.models)
     elif args.what == "report":
-        from nmsim.report.benchmark import run_report_benchmark
+        from nmsim.bench.pipeline_speed import run_report_benchmark
 
-        results = run_report_benchmark(repeats=min(args.repeats, 2))
-    elif args.what == "capture":
-        results = run_capture_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
+        results = run_report_benchmark(repeats=min(args.repeats, 2), designs=tuple(args.designs or ()),
+                                       patterns=args.patterns, sweep_values=args.sweep_values)
     else:
-        results = run_pruning_benchmark(model=args.model, windows=args.windows, repeats=args.repeats)
+        from nmsim.bench.forward import run_calibration_benchmark, run_capture_benchmark, run_pruning_benchmark
+
+        if args.what == "calibrate":
+            results = run_calibration_benchmark(model=args.model, windows=args.learn_windows, seqlen=args.seqlen)
+        elif args.what == "capture":
+            results = run_capture_benchmark(model=args.model, windows=args.windows, repeats=args.repeats,
+                                            seqlen=args.seqlen)
+        else:
+            results = run_pruning_benchmark(model=args.model, windows=args.windows, repeats=args.repeats,
+                                            seqlen=args.seqlen)
     width = max(len(r.name) for r in results)
     print(f"{'benchmark':<{width}}  {'value':>10}  unit  {'ratio':>7}")
     for r in results:
@@ -336,7 +345,7 @@ def _add_machine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nmsim.accuracy.study import DEFAULT_STUDY
+    from nmsim.registry import STUDY_GRID as DEFAULT_STUDY
 
     parser = argparse.ArgumentParser(
         prog="nmsim", description="Which N:M activation-sparsity patterns should an accelerator support?"
@@ -349,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "→ reports/<name>/ (tables, figures, report.md and report.html)")
     _add_study_arguments(run, DEFAULT_STUDY)
     _add_report_arguments(run)
-    run.set_defaults(handler=_run, json=Path("reports/accuracy.json"))
+    run.set_defaults(handler=_run)
 
     sweep = commands.add_parser("sweep", help="evaluate a design over a grid of parameter values (YAML), in "
                                               "parallel on local cores or a Dask cluster")
@@ -443,11 +452,27 @@ def build_parser() -> argparse.ArgumentParser:
                             "report: nmsim run from committed inputs, and a parameter sweep serial vs parallel")
     bench.add_argument("--model", default=DEFAULT_MODEL, help="prune, capture, calibrate: model to benchmark "
                                                                "(default: %(default)s)")
+    bench.add_argument("--seqlen", type=_int_at_least(2), default=512,
+                       help="prune, capture, calibrate: tokens per window (default: %(default)s)")
     bench.add_argument("--learn-windows", type=_positive_int, default=64,
-                       help="calibrate: calibration windows of 512 tokens (default: %(default)s; the paper: 256)")
-    bench.add_argument("--windows", type=_positive_int, default=2, help="512-token windows per timing (default: 2)")
+                       help="calibrate: calibration windows of --seqlen tokens (default: %(default)s; the paper: "
+                            "256)")
+    bench.add_argument("--windows", type=_positive_int, default=2,
+                       help="prune, capture: windows of --seqlen tokens per timing (default: %(default)s)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
     bench.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    bench.add_argument("--designs", type=_csv, metavar="NAMES",
+                       help="simulate: designs of the whole-model sweep; report: designs of the report (comma "
+                            "separated preset names; default: every preset)")
+    bench.add_argument("--models", type=_csv, metavar="NAMES",
+                       help="simulate: models of the model-size growth (comma separated; default: every model "
+                            "shape preset)")
+    bench.add_argument("--patterns", type=_patterns,
+                       help="report: patterns of the report, dense always included (default: the report's: dense, "
+                            "2:4, 4:8, 8:16, 16:32, unstructured:0.5)")
+    bench.add_argument("--sweep-values", type=_positive_int, default=4, metavar="K",
+                       help="report: the first K values of each of the 3 swept parameters, K^3 points (default: "
+                            "%(default)s, 64 points)")
     bench.add_argument("--scalesim-python", metavar="PATH",
                        help="simulate: a Python with scalesim==3.0.0 installed, to time SCALE-Sim on the same GEMMs "
                             "(a few minutes)")

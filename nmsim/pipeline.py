@@ -5,6 +5,9 @@
     accuracy rows ─► traces ─► trace statistics ─► simulation results ─► tables ─► figures ─► rendered report
     (accuracy_stage) (trace_stage) (statistics_stage) (simulation_stage) (tables_stage) (report_stage)
 
+The designs, the model's shape and a sweep plan are read and checked first (:func:`load_designs`), so bad input
+stops the run before any work.
+
 Each stage is a function of plain typed inputs that returns plain typed outputs, so any one can be called alone from
 Python. Files are read at the edges: designs, traces and accuracy tables by the first stages, the report written
 by the last. The accuracy stage decides what to compute by row *key* (model, pattern, operand, criterion,
@@ -337,7 +340,7 @@ def _swap_in(staging: Path, target: Path) -> None:
 # --- nmsim run ------------------------------------------------------------------------------------------------------
 def run(request: RunRequest) -> Path:
     """The main job, stage by stage; returns the report folder."""
-    stages = ["accuracy", "traces", "statistics", "simulation", "tables", "report"]
+    stages = ["inputs", "accuracy", "traces", "statistics", "simulation", "tables", "report"]
     bar = tqdm(total=len(stages), desc="nmsim run", unit="stage")
 
     def stage(name: str) -> None:
@@ -345,10 +348,17 @@ def run(request: RunRequest) -> Path:
         log.info("stage: %s", name)
 
     try:
+        stage("inputs")  # designs, model shape and sweep plan first: bad input stops before any work
+        designs = load_designs(request.designs, request.baseline, request.patterns)
+        shape = model_shape(request.model)
+        plan = load_sweep(request.sweep) if request.sweep is not None else None
+        bar.update()
+
         stage("accuracy")  # rows missing from the table, by key
         accuracy = request.accuracy
         if request.study is not None:
             accuracy = tuple(dict.fromkeys([accuracy_stage(request.study), *accuracy]))
+        accuracy_rows = tables.load_accuracy(list(accuracy))
         bar.update()
 
         stage("traces")  # captured again only when asked
@@ -357,12 +367,8 @@ def run(request: RunRequest) -> Path:
                         request.study.data_dir if request.study else None)
         bar.update()
 
-        stage("statistics")  # inputs: designs, model shape, trace statistics, accuracy rows, the sweep plan
-        designs = load_designs(request.designs, request.baseline, request.patterns)
-        shape = model_shape(request.model)
+        stage("statistics")  # each pattern's trace statistics, checked against the model
         traces = statistics_stage(shape, request.patterns, request.trace_root, request.allow_ideal)
-        accuracy_rows = tables.load_accuracy(list(accuracy))
-        plan = load_sweep(request.sweep) if request.sweep is not None else None
         bar.update()
 
         stage("simulation")  # every case once

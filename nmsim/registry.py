@@ -41,6 +41,13 @@ STUDY_CRITERIA = ("magnitude",)
 STUDY_MITIGATIONS = ("none", "median-shift", "variance")
 STUDY_TARGETS = ("all",)
 STUDY_MAX_TOKENS = 16384  # evaluation tokens of the main job's accuracy rows
+STUDY_GRID = {  # the main job's accuracy grid, as the command line spells it
+    "patterns": [str(p) for p in STUDY_PATTERNS],
+    "criteria": list(STUDY_CRITERIA),
+    "mitigations": list(STUDY_MITIGATIONS),
+    "targets": list(STUDY_TARGETS),
+    "max_tokens": STUDY_MAX_TOKENS,
+}
 PREFILL_BATCHES = (1, 8)  # sequences of PREFILL_SEQ_TOKENS
 DECODE_BATCHES = (1, 4, 16, 64)  # sequences decoding one token each
 PREFILL_SEQ_TOKENS = 512

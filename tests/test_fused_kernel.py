@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from nmsim.patterns import parse_pattern
 from nmsim.sparsify.selection_kernel import lower_median
-from nmsim.sparsify import engine
+from nmsim.sparsify import linear as engine
 from nmsim.sparsify.criteria import LayerContext, get_criterion
 from nmsim.sparsify.mitigations import parse_mitigation
 

@@ -10,7 +10,7 @@ from nmsim.sparsify.linear import SparsityConfig, sparsified
 from nmsim.sparsify.learnable import LearnRecipe, load_learned, train_scale_shift
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.sparsify.targets import find_linear_sites
-from tests.test_engine import IDS, tiny_llama
+from tests.test_pruned_linear import IDS, tiny_llama
 
 
 def _config(pattern="8:16", criterion="magnitude", mitigation="learnable"):
@@ -149,7 +149,7 @@ def test_learnable_lowers_block_mse_on_the_real_model(smollm, tmp_path):
 
 
 def test_gemma_blocks_train_too(tmp_path):
-    from tests.test_engine import tiny_gemma
+    from tests.test_pruned_linear import tiny_gemma
 
     recipe = LearnRecipe(windows=2, seqlen=16, steps=4, lr=3e-3, heldout_windows=1)
     learned, reports = train_scale_shift(tiny_gemma(), _config("2:4"), recipe, _tiny_windows(3), tmp_path / "g")

@@ -31,7 +31,7 @@ from nmsim.traces.format import (
 from nmsim.traces.stats import compute_statistics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_engine import tiny_llama  # noqa: E402
+from test_pruned_linear import tiny_llama  # noqa: E402
 
 
 class _Tokenizer:

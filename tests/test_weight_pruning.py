@@ -6,7 +6,7 @@ import torch
 from nmsim.errors import NmsimError
 from nmsim.patterns import parse_pattern
 from nmsim.sparsify.weight_pruning import WeightPruningConfig, weight_mask, weight_pruned
-from tests.test_engine import IDS, tiny_llama
+from tests.test_pruned_linear import IDS, tiny_llama
 
 
 def test_wanda_matches_a_hand_computed_example():

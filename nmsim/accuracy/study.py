@@ -26,8 +26,7 @@ from nmsim.llm.data import evaluation_windows, load_split
 from nmsim.llm.models import load_model
 from nmsim.llm.perplexity import perplexity
 from nmsim.patterns import Pattern, parse_pattern
-from nmsim.registry import (DEFAULT_MODEL, STUDY_CRITERIA, STUDY_MAX_TOKENS, STUDY_MITIGATIONS, STUDY_PATTERNS,
-                            STUDY_TARGETS)
+from nmsim.registry import DEFAULT_MODEL
 from nmsim.sparsify.input_stats import load_or_calibrate
 from nmsim.sparsify.criteria import get_criterion
 from nmsim.sparsify.linear import SparsityConfig, sparsified
@@ -37,16 +36,6 @@ from nmsim.sparsify.targets import TargetSpec, make_targets
 from nmsim.sparsify.weight_pruning import WeightPruningConfig, weight_pruned
 
 log = logging.getLogger(__name__)
-
-# The main job's grid (`nmsim run`): every headline pattern, the simplest criterion, each training-free fix.
-DEFAULT_STUDY = {
-    "patterns": [str(p) for p in STUDY_PATTERNS],
-    "criteria": list(STUDY_CRITERIA),
-    "mitigations": list(STUDY_MITIGATIONS),
-    "targets": list(STUDY_TARGETS),
-    "max_tokens": STUDY_MAX_TOKENS,
-}
-
 
 @dataclass(frozen=True)
 class StudySettings:

@@ -17,6 +17,8 @@ the N slots needs an (M−N+1):1 mux, i.e. N·(M−N) 2:1 muxes per group and pe
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 from nmsim.sorting_network import batcher_comparators
@@ -44,6 +46,7 @@ def _network_depth(pairs: list[tuple[int, int]]) -> int:
     return max(ready.values(), default=0)
 
 
+@functools.cache
 def selection_network(group_size: int, kind: str = "half_split") -> SelectionNetwork:
     """Size and depth of a top-(M/2)-of-M selector (``half_split``) or of a full M-sorter."""
     m = group_size

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from nmsim.io import atomic_write_bytes
+from nmsim.parallel import fork_map
 
 STYLE = {"svg.hashsalt": "nmsim", "figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
          "axes.spines.top": False, "axes.spines.right": False}
@@ -243,11 +244,14 @@ FIGURES: dict[str, tuple[str, Callable[..., plt.Figure]]] = {
 
 
 def draw_all(tables: dict[str, pd.DataFrame], levels: list[str], directory: Path) -> list[Path]:
-    """Every figure of the report under ``directory``; returns the files written."""
+    """Every figure of the report under ``directory`` (drawn on the available cores); returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    with plt.rc_context(STYLE):
-        for name, (table, draw) in FIGURES.items():
-            paths += save_figure(draw(tables[table]), directory, name)
-        paths += save_figure(bytes_per_level(tables["performance"], levels), directory, "bytes_per_level")
-    return paths
+    jobs = [(name, lambda table=table, draw=draw: draw(tables[table])) for name, (table, draw) in FIGURES.items()]
+    jobs.append(("bytes_per_level", lambda: bytes_per_level(tables["performance"], levels)))
+
+    def draw_one(job) -> list[Path]:
+        name, draw = job
+        with plt.rc_context(STYLE):
+            return save_figure(draw(), directory, name)
+
+    return [path for paths in fork_map(draw_one, jobs) for path in paths]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from nmsim.hw.spec import AcceleratorSpec
+from nmsim.parallel import available_cores, fork_map
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import ModelShape
 from nmsim.sim.results import gemm_table, totals
@@ -85,11 +86,24 @@ def case_row(case: SimCase, run: ModelRun) -> dict:
             **totals(run), "note": "; ".join(notes)}
 
 
+def _buckets(cases: list[SimCase], workers: int | None) -> list[list[int]]:
+    """Case numbers split into one bucket per worker, the cases of one design kept together (they share its dense
+    GEMMs in the cache); the largest groups go first to the emptiest bucket."""
+    groups: dict[AcceleratorSpec, list[int]] = {}
+    for number, case in enumerate(cases):
+        groups.setdefault(case.design, []).append(number)
+    buckets: list[list[int]] = [[] for _ in range(max(1, min(workers or available_cores(), len(groups))))]
+    for numbers in sorted(groups.values(), key=len, reverse=True):
+        min(buckets, key=len).extend(numbers)
+    return [bucket for bucket in buckets if bucket]
+
+
 def simulate_cases(cases, shape: ModelShape, *, baseline: AcceleratorSpec,
                    traces: dict[Pattern, TraceData | None], ideal: bool = False,
-                   timing: Timing | None = None) -> SimulationResults:
-    """Run each distinct case of ``cases`` once, in first-seen order; ``traces`` maps each pattern to its trace
-    (None: the idealised answer). ``ideal`` runs every case idealised even where a trace exists."""
+                   timing: Timing | None = None, workers: int | None = None) -> SimulationResults:
+    """Run each distinct case of ``cases`` once; ``traces`` maps each pattern to its trace (None: the idealised
+    answer). ``ideal`` runs every case idealised even where a trace exists. The cases run on ``workers`` forked
+    processes (default: every available core; :mod:`nmsim.parallel`); the rows come back in first-seen order."""
     timing = timing or load_timing()
     cases = list(cases)
     distinct: dict[tuple, SimCase] = {}
@@ -99,14 +113,21 @@ def simulate_cases(cases, shape: ModelShape, *, baseline: AcceleratorSpec,
             distinct[case.key] = case
         elif case.per_gemm and not seen.per_gemm:
             distinct[case.key] = dataclasses.replace(seen, per_gemm=True)
-    rows, gemm_frames = [], []
-    for number, case in enumerate(distinct.values()):
-        run = simulate_model(case.design, shape, phase=case.phase, batch=case.batch, seq=case.seq,
-                             pattern=case.pattern, baseline=baseline, trace=traces.get(case.pattern), ideal=ideal,
-                             fallback_dense=True, timing=timing)
-        rows.append(case_row(case, run))
-        if case.per_gemm:
-            gemm_frames.append(gemm_table(run).assign(case=number))
+    ordered = list(distinct.values())
+
+    def run_bucket(numbers: list[int]) -> list[tuple[int, dict, pd.DataFrame | None]]:
+        out = []
+        for number in numbers:
+            case = ordered[number]
+            run = simulate_model(case.design, shape, phase=case.phase, batch=case.batch, seq=case.seq,
+                                 pattern=case.pattern, baseline=baseline, trace=traces.get(case.pattern),
+                                 ideal=ideal, fallback_dense=True, timing=timing)
+            out.append((number, case_row(case, run), gemm_table(run).assign(case=number) if case.per_gemm else None))
+        return out
+
+    done = sorted(result for bucket in fork_map(run_bucket, _buckets(ordered, workers)) for result in bucket)
+    rows = [row for _, row, _ in done]
+    gemm_frames = [frame for _, _, frame in done if frame is not None]
     log.debug("simulated %d distinct cases of %d asked for", len(distinct), len(cases))
     gemms = pd.concat(gemm_frames, ignore_index=True) if gemm_frames else pd.DataFrame(columns=["case"])
     table = pd.DataFrame(rows)

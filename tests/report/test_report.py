@@ -15,9 +15,10 @@ import pytest
 from nmsim.accuracy.study import COLUMNS
 from nmsim.cli import main
 from nmsim.errors import NmsimError
-from nmsim.report.build import RunRequest, build_report
+from nmsim.pipeline import RunRequest
+from nmsim.pipeline import run as build_report
 from nmsim.report.pareto import pareto_front
-from nmsim.sim.sweep import TRACE_ROOT
+from nmsim.registry import TRACE_ROOT
 
 DESIGNS = ("a100-dense", "act-2of4", "act-8of16", "act-16of32", "act-hierarchical", "nvidia-2of4")
 PATTERNS = ("dense", "2:4", "8:16", "16:32")

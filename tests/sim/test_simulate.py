@@ -207,7 +207,7 @@ def test_cli_simulate_writes_deterministic_json(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--hw", "no-such-design", "--model", "smollm2-135m"], "no such file or preset"),
     (["--hw", "act-2of4", "--model", "smollm2-135m", "--pattern", "8:16"], "does not support 8:16"),
-    (["--hw", "act-8of16", "--model", "nonexistent"], "not a shape preset"),
+    (["--hw", "act-8of16", "--model", "nonexistent"], "not a registered model"),
     (["--hw", "act-8of16", "--model", "llama-2-7b", "--traces", str(TRACE_816)], "does not fit model"),
     (["--hw", "act-8of16", "--model", "smollm2-135m", "--traces", str(TRACE_816), "--pattern", "2:4"],
      "disagrees with the trace"),
@@ -238,11 +238,13 @@ def test_trace_compression_table_equals_the_simulators_activation_bytes(fmt):
 
 
 def test_sweep_runs_unsupported_patterns_dense_and_reads_committed_traces():
-    from nmsim.sim.sweep import sweep
+    from nmsim.sim.cases import sweep
+    from nmsim.traces.reader import committed_traces
 
     designs = [AcceleratorSpec.from_name(name) for name in ("act-8of16", "act-hierarchical")]
+    patterns = ("dense", "2:4", "8:16")
     table = sweep(designs, model_shape("smollm2-135m"), baseline=AcceleratorSpec.from_name("a100-dense"),
-                  patterns=("dense", "2:4", "8:16"), phases=("prefill",), seq=128)
+                  patterns=patterns, phases=("prefill",), seq=128, traces=committed_traces(patterns, "smollm2-135m"))
     assert len(table) == 6
     row = table.set_index(["design", "pattern"])
     assert not row.loc[("act-8of16", "2:4"), "runs_sparse"] and "does not support 2:4" in row.loc[
