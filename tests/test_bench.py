@@ -89,10 +89,12 @@ def test_bench_simulate_tiny(capsys):
     _assert_positive(rows)
     sweep = rows[0]
     assert sweep.name.startswith("sweep smollm2-135m: 2 designs x 6 patterns x prefill S=512 + decode, ")
-    assert sweep.name.endswith(" model runs (goal < 2 s)") and sweep.unit == "s"
+    assert " model runs, " in sweep.name and sweep.name.endswith(" cores (goal < 2 s)") and sweep.unit == "s"
     assert sweep.ratio == pytest.approx(sweep.value / 2, abs=2e-3)
-    assert rows[1].name.startswith("  GEMM results per second") and rows[1].unit == "1/s"
-    assert rows[2].name.startswith("  GEMM simulations per second") and rows[2].unit == "1/s"
+    assert rows[1].name.startswith("  same sweep in one process") and rows[1].unit == "s"
+    assert rows[1].ratio == pytest.approx(rows[1].value / sweep.value, rel=1e-2)
+    assert rows[2].name.startswith("  GEMM results per second") and rows[2].unit == "1/s"
+    assert rows[3].name.startswith("  GEMM simulations per second") and rows[3].unit == "1/s"
     for design, pattern in (("act-8of16", "8:16"), ("systolic-32x32-os", "dense")):
         for seq in (128, 512, 2048, 8192):
             prefill = f"prefill smollm2-135m S={seq} on {design}, {pattern} (210 GEMMs, no trace)"
