@@ -91,7 +91,7 @@ class AccuracyRequest:
 class RunRequest:
     """``nmsim run``: the accuracy rows, the traces, every design → ``out_root/name/``."""
 
-    name: str = "smollm2-135m"  # the report folder under out_root
+    name: str = DEFAULT_MODEL  # the report folder under out_root
     model: str = DEFAULT_MODEL
     designs: tuple[str, ...] = ()  # preset names or YAML paths; () = every design preset
     baseline: str = BASELINE_DESIGN

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from nmsim.registry import DEFAULT_MODEL
 from nmsim.bench import BenchResult, best_of
 from nmsim.llm.data import evaluation_windows, load_split
 from nmsim.llm.models import load_model
@@ -26,7 +27,7 @@ BENCH_METHODS = (("8:16", "none"), ("8:16", "median-shift"), ("2:4", "none"), ("
 SEQLEN = 512  # tokens per window
 
 
-def run_calibration_benchmark(model: str = "smollm2-135m", windows: int = 64, pattern: str = "8:16",
+def run_calibration_benchmark(model: str = DEFAULT_MODEL, windows: int = 64, pattern: str = "8:16",
                               steps: int | None = None, seqlen: int = SEQLEN) -> list[BenchResult]:
     """Time one learnable scale + shift calibration from scratch (every block, ``windows`` windows x ``seqlen``)."""
     from nmsim.llm.data import calibration_windows
@@ -72,7 +73,7 @@ def _test_windows(lm, windows: int, seqlen: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def run_pruning_benchmark(model: str = "smollm2-135m", windows: int = 2, repeats: int = 3,
+def run_pruning_benchmark(model: str = DEFAULT_MODEL, windows: int = 2, repeats: int = 3,
                           seqlen: int = SEQLEN) -> list[BenchResult]:
     """Forward-time ratios for :data:`BENCH_METHODS` and model load times (cold = GGUF conversion)."""
     with tempfile.TemporaryDirectory(prefix="nmsim-bench-cache-") as scratch:
@@ -106,7 +107,7 @@ def run_pruning_benchmark(model: str = "smollm2-135m", windows: int = 2, repeats
 
 
 @torch.inference_mode()
-def run_capture_benchmark(model: str = "smollm2-135m", windows: int = 4, repeats: int = 2,
+def run_capture_benchmark(model: str = DEFAULT_MODEL, windows: int = 4, repeats: int = 2,
                           seqlen: int = SEQLEN) -> list[BenchResult]:
     """Capture time relative to the same pruned run without capture (goal <= 1.3), and stored mask bits
     per activation element (bit-packed masks take 1 bit; the limit is ⌈log2 C(M, N)⌉ / M)."""

@@ -11,13 +11,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from nmsim.registry import DEFAULT_MODEL
 from nmsim.bench import BenchResult, best_of
 from nmsim.pipeline import RunRequest, run as build_report
 from nmsim.sim.param_sweep import SweepPlan, run_sweep
 from nmsim.sim.simulate import clear_cache
 
 GOAL_SECONDS = 10  # the goal for `nmsim run` from committed traces on 2 cores
-SWEEP = SweepPlan(source="benchmark", design="act-8of16", model="smollm2-135m",
+SWEEP = SweepPlan(source="benchmark", design="act-8of16", model=DEFAULT_MODEL,
                   parameters=(("memory[0].bandwidth_GBps", (800.0, 1555.0, 3110.0, 6220.0)),
                               ("sparsity.selector_groups_per_cycle", (4, 8, 16, 32)),
                               ("frequency_GHz", (0.7, 1.41, 2.0, 2.8))),

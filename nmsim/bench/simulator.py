@@ -17,6 +17,7 @@ import math
 import subprocess
 from pathlib import Path
 
+from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL
 from nmsim.bench import BenchResult, best_of
 from nmsim.errors import NmsimError
 from nmsim.hw.spec import AcceleratorSpec
@@ -35,8 +36,8 @@ from nmsim.traces.reader import committed_traces
 log = logging.getLogger(__name__)
 
 SCALESIM_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scalesim_golden.py"
-MODEL = "smollm2-135m"  # the sweep, the sequence-length growth and the SCALE-Sim GEMMs
-BASELINE = "a100-dense"  # the dense baseline design of every model run (the CLI's default)
+MODEL = DEFAULT_MODEL  # the sweep, the sequence-length growth and the SCALE-Sim GEMMs
+BASELINE = BASELINE_DESIGN  # the dense baseline design of every model run (the CLI's default)
 GROWTH_DESIGNS = (("act-8of16", "8:16"), ("systolic-32x32-os", "dense"))  # design, pattern it runs
 GROWTH_SEQS = (128, 512, 2048, 8192)  # prefill tokens (batch 1)
 SEQ = 512  # prefill tokens of the sweep and of the model-size growth

@@ -17,12 +17,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from nmsim.registry import REPORT_PATTERNS
 from nmsim.io import atomic_write_bytes
 from nmsim.parallel import fork_map
 
 STYLE = {"svg.hashsalt": "nmsim", "figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
          "axes.spines.top": False, "axes.spines.right": False}
-PATTERN_ORDER = ("dense", "2:4", "4:8", "8:16", "16:32", "unstructured:0.5")
+PATTERN_ORDER = tuple(str(p) for p in REPORT_PATTERNS)
 PATTERN_COLORS = {"dense": "#555555", "2:4": "#1f77b4", "4:8": "#2ca02c", "8:16": "#d62728", "16:32": "#9467bd",
                   "unstructured:0.5": "#8c564b"}
 PNG_DPI = 150

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from nmsim.errors import NmsimError
 from nmsim.hw.spec import AcceleratorSpec, MemoryLevel
 from nmsim.patterns import compressed_row_bytes
+from nmsim.sim.systolic import fill_cycles
 from nmsim.sim.engine import Block, Channel, Step
 from nmsim.sim.timing import Timing
 from nmsim.sim.usage import LayerUse
@@ -140,7 +141,7 @@ class _Mapper:
                 for cc, nc in _split(g.n, cols):
                     classes.append((_Tile(r * k * self.act_bpp, cc * k * self.weight_bpp * self.rows(r),
                                           r * cc * out_bytes, r * k, self.k_eff), nr * nc))
-            per_fold_fill = rows + cols - 2 + fill
+            per_fold_fill = fill_cycles(rows, cols, c.dataflow) + fill
         else:
             stream = g.m if c.dataflow == "ws" else g.n
             for kr, nk in _split(self.k_eff, rows):
@@ -149,7 +150,7 @@ class _Mapper:
                     tokens, columns = (g.m, cc) if c.dataflow == "ws" else (cc, g.n)
                     classes.append((_Tile(tokens * k * share * self.act_bpp, columns * k * share * self.weight_bpp,
                                           tokens * columns * out_bytes, tokens * k * share, stream), nk * nc))
-            per_fold_fill = 2 * rows + cols - 2 + fill
+            per_fold_fill = fill_cycles(rows, cols, c.dataflow) + fill
         steps = []
         for composition, repeat in _waves(classes, c.units):
             steps.append(([(composition, per_fold_fill, True)], repeat))

@@ -35,17 +35,26 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def fill_cycles(rows: int, cols: int, dataflow: Dataflow) -> int:
+    """The cycles of one fold not spent streaming: R + C − 2 (OS), 2R + C − 2 (WS, IS). The one home of the fold
+    formula: :func:`dense_systolic_cycles` and the mapping (:mod:`nmsim.sim.mapping`) both use it."""
+    if dataflow == "os":
+        return rows + cols - 2
+    if dataflow in ("ws", "is"):
+        return 2 * rows + cols - 2
+    raise NmsimError(f"dataflow {dataflow!r}: choose os (output), ws (weight) or is (input) stationary")
+
+
 def dense_systolic_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: Dataflow) -> SystolicCycles:
     """Stall-free cycles of an M×K×N GEMM on a ``rows``×``cols`` array with ``dataflow`` (os, ws or is)."""
     if min(m, k, n, rows, cols) < 1:
         raise NmsimError(f"GEMM {m}x{k}x{n} on a {rows}x{cols} array: every dimension must be at least 1")
+    fill = fill_cycles(rows, cols, dataflow)
     if dataflow == "os":
-        folds, per_fold = _ceil_div(m, rows) * _ceil_div(n, cols), rows + cols + k - 2
+        folds, per_fold = _ceil_div(m, rows) * _ceil_div(n, cols), fill + k
     elif dataflow == "ws":
-        folds, per_fold = _ceil_div(k, rows) * _ceil_div(n, cols), 2 * rows + cols + m - 2
-    elif dataflow == "is":
-        folds, per_fold = _ceil_div(k, rows) * _ceil_div(m, cols), 2 * rows + cols + n - 2
+        folds, per_fold = _ceil_div(k, rows) * _ceil_div(n, cols), fill + m
     else:
-        raise NmsimError(f"dataflow {dataflow!r}: choose os (output), ws (weight) or is (input) stationary")
+        folds, per_fold = _ceil_div(k, rows) * _ceil_div(m, cols), fill + n
     total = folds * per_fold - 1
     return SystolicCycles(folds, per_fold, total, m * k * n / (total * rows * cols))

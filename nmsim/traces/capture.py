@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from nmsim.registry import DEFAULT_MODEL
 from nmsim import __version__
 from nmsim.errors import NmsimError
 from nmsim.llm.models import LoadedModel
@@ -244,7 +245,7 @@ def run_capture(
     out_dir: str | Path,
     settings: CaptureSettings,
     *,
-    model: str = "smollm2-135m",
+    model: str = DEFAULT_MODEL,
     data_dir: str | None = None,
     calibration_windows: int = 16,
     calibration_seed: int = 42,

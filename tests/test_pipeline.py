@@ -18,7 +18,7 @@ from nmsim.patterns import parse_pattern
 from nmsim.pipeline import AccuracyRequest, RunRequest, planned_row_keys
 from nmsim.registry import TRACE_ROOT, model_shape
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "reports" / "smollm2-135m"
 SMALL = ("a100-dense", "act-2of4", "act-8of16", "act-16of32")
 
@@ -145,7 +145,7 @@ def test_nmsim_run_with_other_tokens_evaluates_instead_of_reusing(tmp_path, monk
     def stop(*args, **kwargs):
         raise pipeline.NmsimError("stopped after the accuracy stage")
 
-    monkeypatch.setattr(pipeline, "load_designs", stop)
+    monkeypatch.setattr(pipeline, "statistics_stage", stop)
     args = ["run", "--out", str(prefix), "--report-root", str(tmp_path / "r")]
     assert main(args) == 2 and spy_study == []
     assert main([*args, "--max-tokens", "65536"]) == 2
