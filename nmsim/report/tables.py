@@ -213,7 +213,7 @@ def io_format_cases(traces: dict[Pattern, TraceData | None], natives: dict[Patte
     each metadata format."""
     return [SimCase(_with_format(natives[pattern], fmt), pattern, "prefill", PREFILL_BATCHES[0], SEQ_TOKENS)
             for pattern, trace in traces.items() if trace is not None and pattern.kind != "dense"
-            and pattern in natives for fmt in METADATA_FORMATS]
+            and "compression" in trace.tables and pattern in natives for fmt in METADATA_FORMATS]
 
 
 def io_formats(traces: dict[Pattern, TraceData | None], natives: dict[Pattern, AcceleratorSpec],
@@ -222,7 +222,7 @@ def io_formats(traces: dict[Pattern, TraceData | None], natives: dict[Pattern, A
     dense, and the simulated off-chip bytes of a prefill on the pattern's native design stored that way."""
     rows = []
     for pattern, trace in traces.items():
-        if trace is None or pattern.kind == "dense":
+        if trace is None or pattern.kind == "dense" or "compression" not in trace.tables:  # measured traces only
             continue
         table = trace.table("compression")
         table = table[(table.phase == "prefill") & (table.value_dtype == "fp16")]
@@ -250,7 +250,7 @@ def decode_fetch(traces: dict[Pattern, TraceData | None], shape: ModelShape) -> 
     the fraction if tokens chose their kept values independently, 1 − (1 − density)^T."""
     rows = []
     for pattern, trace in traces.items():
-        if trace is None:
+        if trace is None or "weight_fetch" not in trace.tables:  # measured traces only
             continue
         fetch = trace.table("weight_fetch")
         fetch = fetch[fetch.phase == "decode"]
@@ -323,7 +323,7 @@ def inputs(designs: list[AcceleratorSpec], traces: dict[Pattern, TraceData | Non
     for pattern, trace in traces.items():
         if trace is not None:
             rows.append({"kind": "trace", "name": str(pattern), "path": shown_path(trace.path),
-                         "sha256": _tree_sha256(trace.path)})
+                         "sha256": _tree_sha256(trace.path), "statistics": trace.provenance})
     for path in accuracy:
         rows.append({"kind": "accuracy", "name": path.name, "path": shown_path(path), "sha256": _sha256(path)})
     for kind, path in (("calibration", CALIBRATION_FILE), ("timing", TIMING_FILE)):
@@ -331,4 +331,4 @@ def inputs(designs: list[AcceleratorSpec], traces: dict[Pattern, TraceData | Non
     if sweep_file is not None:
         rows.append({"kind": "sweep", "name": sweep_file.name, "path": shown_path(sweep_file),
                      "sha256": _sha256(sweep_file)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna({"statistics": "-"})

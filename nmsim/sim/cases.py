@@ -82,7 +82,7 @@ def case_row(case: SimCase, run: ModelRun) -> dict:
     return {"design": case.design.name, "pattern": str(case.pattern), "phase": case.phase, "batch": case.batch,
             "seq_tokens": case.seq if case.phase == "prefill" else None,
             "runs_sparse": any(row.use.sparse for row in run.rows),
-            "trace": Path(run.trace).name if run.trace else "ideal",
+            "trace": Path(run.trace).name if run.trace else "ideal", "statistics": run.statistics,
             **totals(run), "note": "; ".join(notes)}
 
 

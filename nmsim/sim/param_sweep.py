@@ -43,7 +43,8 @@ from nmsim.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL, TRACE_ROOT, ModelShape, model_shape
 from nmsim.sim.cases import sweep
-from nmsim.traces.reader import TraceData, committed_traces
+from nmsim.traces.reader import TraceData
+from nmsim.traces.sources import statistics_for
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,12 @@ def _tasks(plan: SweepPlan, trace_root: Path | None) -> list[_Task]:
                 raise NmsimError(f"{plan.source}: point {point}: {exc}") from None
         tasks.append(_Task(index, point, spec, baseline, shape, tuple(patterns), plan.phases, plan.batch_sizes,
                            plan.seq_tokens, {}))
-    traces = committed_traces(dict.fromkeys(p for t in tasks for p in t.patterns), shape.name, trace_root)
+    traces = {}
+    for pattern in dict.fromkeys(p for t in tasks for p in t.patterns):  # measured, else transplanted
+        traces[pattern] = statistics_for(shape, pattern, root=trace_root)
+        if traces[pattern] is None and pattern.kind != "dense" and trace_root is not None:
+            log.warning("%s: no mask statistics for %s %s: its rows use the idealised N/M answer", plan.source,
+                        shape.name, pattern)
     return [dataclasses.replace(t, traces={p: traces[p] for p in t.patterns}) for t in tasks]
 
 

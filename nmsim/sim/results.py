@@ -57,6 +57,7 @@ def gemm_table(run: ModelRun, measured: dict[tuple[int, int, int], float] | None
             "energy_vs_dense": sim.energy.total_pJ / row.dense.energy.total_pJ,
             "roofline_cycles": sim.roofline_cycles,
             "measured_2of4_speedup": (measured or {}).get((gemm.m, gemm.k, gemm.n)),
+            "statistics": run.statistics,
         }
         rows.append(record)
     return pd.DataFrame(rows)
@@ -127,6 +128,7 @@ def describe(run: ModelRun) -> dict:
         "pattern": str(run.pattern),
         "trace": run.trace or None,
         "ideal": run.ideal,
+        "statistics": run.statistics,
     }
 
 
@@ -149,7 +151,10 @@ class SimulateOutput:
         meta = self.payload["run"]
         lines = [f"design {meta['design']} vs baseline {meta['baseline']} | model {meta['model']} | {meta['phase']} "
                  f"batch {meta['batch']}" + (f" seq {meta['seq']}" if meta["seq"] else "")
-                 + f" | pattern {meta['pattern']}"]
+                 + f" | pattern {meta['pattern']}",
+                 "mask statistics: " + "; ".join(
+                     f"{self.payload['sources'][name]}" if name == "trace" else f"{name}: {self.payload['sources'][name]}"
+                     for name in self.tables)]
         first, *others = self.tables
         table = self.tables[first]
         shown = table.assign(shape=table.m_tokens.astype(str) + "x" + table.k.astype(str) + "x"
@@ -168,6 +173,13 @@ class SimulateOutput:
                        f"[{area['total_low_mm2']:.3f}-{area['total_high_mm2']:.3f}], "
                        f"{area['overhead_pct']:.1f}% over dense [{area['overhead_low_pct']:.1f}-"
                        f"{area['overhead_high_pct']:.1f}%]")]
+        band = self.payload.get("sensitivity_band")
+        if band:
+            main = self.payload["totals"][first]
+            lines.append(f"sensitivity band ({band['statistics']} instead): speedup over dense "
+                         f"{band['totals']['speedup_vs_dense_same_design']:.3f}x (vs "
+                         f"{main['speedup_vs_dense_same_design']:.3f}x), off-chip bytes over dense "
+                         f"{band['totals']['offchip_bytes_vs_dense']:.3f} (vs {main['offchip_bytes_vs_dense']:.3f})")
         if self.payload["measured_note"]:
             lines.append(f"measured column: {self.payload['measured_note']}")
         return "\n".join(lines)

@@ -123,6 +123,7 @@ class ModelRun:
     ideal: bool
     trace: str  # trace directory, or "" for the idealised N/M answer
     rows: tuple[GemmRow, ...]
+    statistics: str = "ideal"  # where the masks' statistics came from: measured (trace), transplanted from …, ideal
 
 
 def simulate_model(
@@ -157,5 +158,7 @@ def simulate_model(
             baseline=simulate_gemm(gemm, baseline, dense_use, timing=timing, ideal_memory=ideal_memory),
         ))
     log.debug("simulated %d GEMMs of %s on %s", len(rows), shape.name, spec.name)
-    return ModelRun(spec, baseline, shape, phase, batch, seq, pattern, ideal or trace is None,
-                    str(trace.path) if trace is not None else "", tuple(rows))
+    idealised = ideal or trace is None
+    return ModelRun(spec, baseline, shape, phase, batch, seq, pattern, idealised,
+                    str(trace.path) if trace is not None else "", tuple(rows),
+                    "ideal" if idealised else trace.provenance)

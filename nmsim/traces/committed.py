@@ -24,6 +24,8 @@ from nmsim.sparsify.linear import SparsityConfig
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.traces.capture import CaptureSettings, run_capture
 from nmsim.traces.format import Trace, read_manifest
+from nmsim.traces.profile import PROFILE_FILE, profile_from_trace, write_profile
+from nmsim.traces.reader import TraceData
 from nmsim.traces.stats import compute_statistics, write_statistics
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,14 @@ FULL = CaptureSettings(prefill_windows=32, seqlen=512, decode_prompts=8, decode_
                        decode_steps=32, values_tokens=0)
 SAMPLE = CaptureSettings(prefill_windows=1, seqlen=128, decode_prompts=2, decode_batch=2, prompt_tokens=64,
                          decode_steps=24, values_tokens=1)
+# The other models' samples are smaller, to keep the committed set within its size budget (see traces/README.md).
+COMPACT_SAMPLE = CaptureSettings(prefill_windows=1, seqlen=64, decode_prompts=2, decode_batch=2, prompt_tokens=32,
+                                 decode_steps=8, values_tokens=1)
+
+
+def sample_settings(model: str) -> CaptureSettings:
+    """The raw sample's capture settings: :data:`SAMPLE` for the default model, :data:`COMPACT_SAMPLE` else."""
+    return SAMPLE if model == DEFAULT_MODEL else COMPACT_SAMPLE
 
 
 def config_trace_name(config: SparsityConfig, model: str = DEFAULT_MODEL) -> str:
@@ -57,8 +67,10 @@ def build_trace(config: SparsityConfig, root: str | Path = TRACE_ROOT, model: st
         atomic_write_text(target / "full_manifest.json", json.dumps(read_manifest(full), indent=1, sort_keys=True)
                           + "\n")
         shutil.rmtree(full)
+    if not (target / PROFILE_FILE).exists():
+        write_profile(profile_from_trace(TraceData.open(target)), target / PROFILE_FILE)
     log.info("%s: raw sample", name)
-    run_capture(config, target / "sample", SAMPLE, model=model, data_dir=data_dir)
+    run_capture(config, target / "sample", sample_settings(model), model=model, data_dir=data_dir)
     return target
 
 

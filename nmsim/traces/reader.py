@@ -49,6 +49,7 @@ class TraceData:
     method: dict
     inputs: dict[tuple[str, int, str], InputStats]  # (phase, layer, projection) → statistics
     tables: dict[str, pd.DataFrame]  # stats/<name>.csv as read: inputs, group_nnz, weight_fetch (+ compression, ...)
+    provenance: str = "measured"  # where the statistics come from: measured (trace), transplanted from a model, ...
 
     def table(self, name: str) -> pd.DataFrame:
         """One statistics table; an error names the file when the trace lacks it."""
@@ -104,7 +105,7 @@ class TraceData:
                 inputs[(row.phase, int(row.layer), projection)] = stats
         method = manifest.get("method", {})
         return cls(path, manifest.get("model", {}).get("name", "?"), parse_pattern(method.get("pattern", "dense")),
-                   method, inputs, tables)
+                   method, inputs, tables, provenance=f"measured ({path.name})")
 
     def check_model(self, shape: ModelShape) -> None:
         """Raise unless this trace covers every layer and projection of ``shape`` with matching K."""
