@@ -336,6 +336,20 @@ def _traces(args: argparse.Namespace) -> int:
                                 for phase, errors in profile.fit_summary().items())
             print(f"{out}: {len(profile.inputs)} inputs, union-curve mean abs. error per candidate: {summary}")
         return 0
+    if args.action == "transfer":
+        from nmsim.io import write_table
+        from nmsim.registry import REPORT_PATTERNS, TRACED_MODELS
+        from nmsim.traces.transplant import transfer_study
+
+        patterns = _patterns(args.patterns) if args.patterns else REPORT_PATTERNS[1:]
+        summary, errors = transfer_study(TRACED_MODELS, patterns, root)
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if args.out:
+            out = Path(args.out)
+            write_table(errors, out.parent, out.name)
+            write_table(summary, out.parent, f"{out.name}_summary")
+            log.info("per-layer errors in %s.csv, the summary in %s_summary.csv", out, out)
+        return 0
     if args.trace is None:
         raise NmsimError(f"nmsim traces {args.action} needs a trace directory")
     trace = Trace.open(args.trace)
@@ -453,19 +467,23 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", type=Path, help="write every number to this JSON file")
     simulate.set_defaults(handler=_simulate)
 
-    traces = commands.add_parser("traces", help="verify a trace, compute its statistics, build the committed set")
-    traces.add_argument("action", choices=["verify", "stats", "profile", "build", "index"],
+    traces = commands.add_parser("traces", help="verify a trace, compute its statistics and profile, validate profile "
+                                                "transfer, build the committed set")
+    traces.add_argument("action", choices=["verify", "stats", "profile", "transfer", "build", "index"],
                         help="verify: check every checksum; stats: write statistics tables; profile: fit the mask "
-                             "model and write TRACE/profile.json; build: capture the committed traces (--all, or one "
-                             "--pattern/--mitigation; --model); index: rewrite ROOT/README.md")
+                             "model and write TRACE/profile.json; transfer: how well each traced model's profiles "
+                             "predict the other's measured statistics (and held-out layers); build: capture the "
+                             "committed traces (--all, or one --pattern/--mitigation; --model); index: rewrite "
+                             "ROOT/README.md")
     traces.add_argument("trace", nargs="?", help="trace directory (verify, stats, profile)")
     traces.add_argument("--out", help="stats: statistics directory (default: TRACE/stats); profile: the file "
-                                      "(default: TRACE/profile.json)")
+                                      "(default: TRACE/profile.json); transfer: a table prefix for the errors")
     traces.add_argument("--all", action="store_true", help="build: every committed method; profile: every trace under "
                                                            "--root")
     _add_method_arguments(traces)
     traces.add_argument("--root", help="build, index: trace root (default: the package's, traces/ in a checkout)")
     traces.add_argument("--model", default=DEFAULT_MODEL, help="build: the model to capture (default: %(default)s)")
+    traces.add_argument("--patterns", help="transfer: patterns to validate (default: every study pattern)")
     _add_machine_arguments(traces)
     traces.set_defaults(handler=_traces)
 

@@ -103,11 +103,14 @@ def profile_from_trace(trace: TraceData) -> Profile:
         fits = mask_model.fit(density, stats.rows_needed) if stats.rows_needed else {
             name: (MaskModel(density), 0.0) for name in mask_model.CANDIDATES}
         errors = {name: error for name, (_, error) in fits.items()}
-        entries.append(InputProfile(
+        entries.append(InputProfile(  # numbers as the file keeps them, so a profile read back equals this one
             phase=row.phase, layer=int(row.layer), key=row.input, projections=row.projections, k=int(row.k),
-            tokens=int(row.tokens), density=density, natural_zero_fraction=float(stats.natural_zero_fraction),
-            union=stats.rows_needed, group_nnz=stats.group_nnz,
-            fits={name: {"kappa": model.kappa, "rho": model.rho, "mae": error} for name, (model, error) in fits.items()},
+            tokens=int(row.tokens), density=_rounded(density),
+            natural_zero_fraction=_rounded(float(stats.natural_zero_fraction)),
+            union=tuple((int(t), _rounded(float(u))) for t, u in stats.rows_needed),
+            group_nnz=tuple((int(g), int(j), _rounded(float(f))) for g, j, f in stats.group_nnz),
+            fits=_rounded({name: {"kappa": model.kappa, "rho": model.rho, "mae": error}
+                           for name, (model, error) in fits.items()}),
             chosen=mask_model.choose(errors) if _sparse_trace(trace) else "independent"))
     capture = manifest.get("capture", {})
     source = {

@@ -115,3 +115,63 @@ def validate_transfer(predicted: TraceData, measured: TraceData) -> pd.DataFrame
     table["abs_error"] = (table.predicted - table.measured).abs()
     return table
 
+
+
+def transfer_errors(source: Profile, target: TraceData, shape: ModelShape,
+                    source_layers: list[int] | None = None) -> pd.DataFrame:
+    """:func:`validate_transfer` of ``source`` transplanted onto ``shape`` against ``target``'s measured
+    statistics."""
+    return validate_transfer(transplant(source, shape, source_layers), target)
+
+
+def held_out_errors(profile: Profile, measured: TraceData, shape: ModelShape) -> pd.DataFrame:
+    """Each half of a model's layers (even, odd) predicted from the other half; errors on the held-out layers."""
+    layers = list(range(profile.num_layers))
+    frames = []
+    for kept, held in ((layers[0::2], set(layers[1::2])), (layers[1::2], set(layers[0::2]))):
+        table = transfer_errors(profile, measured, shape, source_layers=kept)
+        frames.append(table[table.layer.isin(held)])
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize(errors: pd.DataFrame) -> pd.DataFrame:
+    """Mean and largest absolute error per quantity (union fractions together, MAC slots separately)."""
+    kind = errors.quantity.where(errors.quantity == "mac_slots_per_position", "union_fraction")
+    return errors.assign(kind=kind).groupby("kind").abs_error.agg(["mean", "max", "count"]).reset_index()
+
+
+def transfer_study(models: tuple[str, ...], patterns, root: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every ordered pair of ``models`` (one's profile predicting the other's measured statistics) and each model's
+    held-out halves, for each pattern with committed traces of both: (summary, per-layer errors). Summary columns:
+    direction, pattern, kind (union_fraction, mac_slots_per_position), mean, max, count."""
+    from nmsim.registry import TRACE_ROOT, committed_trace_dir, model_shape
+    from nmsim.traces.profile import read_profile
+
+    root = Path(root or TRACE_ROOT)
+    frames = []
+    for pattern in patterns:
+        found = {m: committed_trace_dir(m, pattern, root) for m in models}
+        if any(d is None for d in found.values()):
+            continue
+        measured = {m: TraceData.open(d) for m, d in found.items()}
+        profiles = {m: read_profile(d) for m, d in found.items()}
+        for source in models:
+            for target in models:
+                shape = model_shape(target)
+                if source == target:
+                    errors, direction = held_out_errors(profiles[source], measured[target], shape), \
+                        f"{source} held-out halves"
+                else:
+                    errors, direction = transfer_errors(profiles[source], measured[target], shape), \
+                        f"{source} -> {target}"
+                frames.append(errors.assign(direction=direction, pattern=str(pattern)))
+    if not frames:
+        from nmsim.errors import NmsimError
+
+        raise NmsimError(f"no pattern of {', '.join(str(p) for p in patterns)} has committed traces of every model "
+                         f"({', '.join(models)}) under {root}; build them with `nmsim traces build --all --model M`")
+    errors = pd.concat(frames, ignore_index=True)
+    kind = errors.quantity.where(errors.quantity == "mac_slots_per_position", "union_fraction")
+    summary = errors.assign(kind=kind).groupby(["direction", "pattern", "kind"], sort=False).abs_error.agg(
+        ["mean", "max", "count"]).reset_index()
+    return summary, errors
