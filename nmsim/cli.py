@@ -203,10 +203,15 @@ def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from nmsim.accuracy.study import set_threads
+    if args.threads is not None:
+        from nmsim.accuracy.study import set_threads
 
-    set_threads(args.threads)
-    if args.what == "simulate":
+        set_threads(args.threads)
+    if args.what == "profile":
+        from nmsim.bench.simulator import profile_benchmark
+
+        results = profile_benchmark(repeats=args.repeats)
+    elif args.what == "simulate":
         from nmsim.bench.simulator import run_simulator_benchmark
 
         results = run_simulator_benchmark(scalesim_python=args.scalesim_python, repeats=args.repeats,
@@ -489,11 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="speed: pruned vs dense forward, model load, trace capture, "
                                               "learnable calibration, cycle simulator")
-    bench.add_argument("what", nargs="?", choices=["prune", "capture", "calibrate", "simulate", "report"],
+    bench.add_argument("what", nargs="?", choices=["prune", "capture", "calibrate", "simulate", "profile", "report"],
                        default="prune",
                        help="prune: forward and load times (default); capture: trace capture cost and size; "
                             "calibrate: one learnable scale + shift calibration from scratch; "
                             "simulate: sweep time, cost growth, and SCALE-Sim beside nmsim (smollm2-135m); "
+                            "profile: fitting a mask profile, and simulating with one vs with a trace; "
                             "report: nmsim run from committed inputs, and a parameter sweep serial vs parallel")
     bench.add_argument("--model", default=DEFAULT_MODEL, help="prune, capture, calibrate: model to benchmark "
                                                                "(default: %(default)s)")

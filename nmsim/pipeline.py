@@ -208,9 +208,8 @@ def statistics_stage(shape: ModelShape, patterns: tuple[Pattern, ...], root: Pat
     """Each pattern's mask statistics: measured from the model's committed trace, else transplanted from the traced
     model that stands in for it (:mod:`nmsim.traces.sources`), checked against the model. A sparse pattern with
     neither stops the run, unless ``allow_ideal`` lets it use the idealised N/M answer (dense needs none)."""
-    traces = {}
-    for pattern in patterns:
-        trace = statistics_for(shape, pattern, root=root)
+    traces = {pattern: statistics_for(shape, pattern, root=root) for pattern in patterns}  # a damaged one stops here
+    for pattern, trace in traces.items():
         if trace is not None:
             trace.check_model(shape)
         elif pattern.kind != "dense" and root is not None:
@@ -218,7 +217,6 @@ def statistics_stage(shape: ModelShape, patterns: tuple[Pattern, ...], root: Pat
                 raise NmsimError(missing_message(shape, pattern, root))
             log.warning("no mask statistics for %s %s: its hardware rows use the idealised N/M answer", shape.name,
                         pattern)
-        traces[pattern] = trace
     return traces
 
 

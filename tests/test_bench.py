@@ -157,3 +157,13 @@ def test_bench_calibrate_tiny(capsys):
     assert total.value > 0 and per_block.value == pytest.approx(total.value / 30, abs=2e-3)
     assert 0 <= _row(rows, "  blocks whose held-out MSE fell").value <= 30
     assert _row(rows, "  mean held-out MSE reduction").unit == "%"
+
+
+def test_bench_profile_tiny(capsys):
+    rows, _ = _run(capsys, "profile", "--repeats", "1")
+    _assert_positive(rows)
+    fit, with_trace, with_profile = rows
+    assert fit.name.startswith("fit the mask model to smollm2-135m_8of16_magnitude_none (240 inputs; goal < 30 s)")
+    assert fit.ratio == pytest.approx(fit.value / 30, abs=2e-3)
+    assert "measured trace" in with_trace.name and with_profile.name.startswith("  same with a transplanted profile")
+    assert with_profile.ratio == pytest.approx(with_profile.value / with_trace.value, rel=0.02)

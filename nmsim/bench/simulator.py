@@ -195,3 +195,38 @@ def run_simulator_benchmark(scalesim_python: str | None = None, repeats: int = 3
     if scalesim_python:
         results += scalesim_benchmark(scalesim_python)
     return results
+
+
+PROFILE_FIT_GOAL_SECONDS = 30  # fitting a profile from a full committed trace
+
+
+def profile_benchmark(repeats: int = 3) -> list[BenchResult]:
+    """Fitting the mask model to a full committed trace (8:16, every layer and input), and a whole-model run with
+    a transplanted profile against the same run with the measured trace (prefill and decode at batch 16)."""
+    from nmsim.registry import TRACE_ROOT
+    from nmsim.traces.profile import profile_from_trace
+    from nmsim.traces.reader import TraceData
+    from nmsim.traces.transplant import transplant
+
+    trace = TraceData.open(TRACE_ROOT / "smollm2-135m_8of16_magnitude_none")
+    fitted = {}
+    fit_seconds = best_of(lambda: fitted.update(profile=profile_from_trace(trace)), repeats)
+    profile = fitted["profile"]
+    shape = model_shape(MODEL)
+    spec, baseline = AcceleratorSpec.from_name("act-8of16"), AcceleratorSpec.from_name(BASELINE)
+    pattern = parse_pattern("8:16")
+
+    def run(statistics):
+        for phase, batch in (("prefill", 1), ("decode", 16)):
+            simulate_model(spec, shape, phase=phase, batch=batch, seq=SEQ, pattern=pattern, baseline=baseline,
+                           trace=statistics)
+
+    with_trace = best_of(lambda: run(trace), repeats, before=clear_cache)
+    with_profile = best_of(lambda: run(transplant(profile, shape)), repeats, before=clear_cache)
+    return [
+        BenchResult(f"fit the mask model to {trace.path.name} ({len(profile.inputs)} inputs; goal < "
+                    f"{PROFILE_FIT_GOAL_SECONDS} s)", fit_seconds, "s", fit_seconds / PROFILE_FIT_GOAL_SECONDS),
+        BenchResult(f"{MODEL} 8:16 prefill + decode b16 on act-8of16 with the measured trace", with_trace, "s"),
+        BenchResult("  same with a transplanted profile (ratio: profile / trace)", with_profile, "s",
+                    with_profile / with_trace),
+    ]

@@ -44,7 +44,7 @@ from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL, TRACE_ROOT, ModelShape, model_shape
 from nmsim.sim.cases import sweep
 from nmsim.traces.reader import TraceData
-from nmsim.traces.sources import statistics_for
+from nmsim.traces.sources import missing_message, statistics_for
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,7 @@ def _tasks(plan: SweepPlan, trace_root: Path | None) -> list[_Task]:
     for pattern in dict.fromkeys(p for t in tasks for p in t.patterns):  # measured, else transplanted
         traces[pattern] = statistics_for(shape, pattern, root=trace_root)
         if traces[pattern] is None and pattern.kind != "dense" and trace_root is not None:
-            log.warning("%s: no mask statistics for %s %s: its rows use the idealised N/M answer", plan.source,
-                        shape.name, pattern)
+            raise NmsimError(f"{plan.source}: {missing_message(shape, pattern, trace_root)}")
     return [dataclasses.replace(t, traces={p: traces[p] for p in t.patterns}) for t in tasks]
 
 

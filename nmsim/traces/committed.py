@@ -35,6 +35,7 @@ FULL = CaptureSettings(prefill_windows=32, seqlen=512, decode_prompts=8, decode_
 SAMPLE = CaptureSettings(prefill_windows=1, seqlen=128, decode_prompts=2, decode_batch=2, prompt_tokens=64,
                          decode_steps=24, values_tokens=1)
 # The other models' samples are smaller, to keep the committed set within its size budget (see traces/README.md).
+BUDGET_MB, CEILING_MB = 40, 60
 COMPACT_SAMPLE = CaptureSettings(prefill_windows=1, seqlen=64, decode_prompts=2, decode_batch=2, prompt_tokens=32,
                                  decode_steps=8, values_tokens=1)
 
@@ -118,15 +119,23 @@ def _headline(stats_dir: Path) -> dict:
 
 
 def write_index(root: str | Path = TRACE_ROOT) -> Path:
-    """Write ``root/README.md``: every committed trace with its manifest summary and headline statistics."""
+    """Write ``root/README.md``: every committed trace, model by model, with its manifest summary and headline
+    statistics."""
     root = Path(root)
-    rows = []
+    if not root.is_dir():
+        from nmsim.errors import NmsimError
+
+        raise NmsimError(f"trace root {root}: not a directory")
+    by_model: dict[str, list[dict]] = {}
+    sources: dict[str, dict] = {}
     for directory in sorted(p for p in root.iterdir() if (p / "full_manifest.json").exists()):
         full = json.loads((directory / "full_manifest.json").read_text())
         sample = read_manifest(directory / "sample") if (directory / "sample" / "manifest.json").exists() else None
         method = full["method"]
+        model = full.get("model", {}).get("name", DEFAULT_MODEL)
+        sources.setdefault(model, full)
         size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
-        rows.append({
+        by_model.setdefault(model, []).append({
             "trace": directory.name,
             "pattern": method["pattern"],
             "criterion": "-" if method["kept_all"] else method["criterion"],
@@ -136,49 +145,67 @@ def write_index(root: str | Path = TRACE_ROOT) -> Path:
             **_headline(directory / "stats"),
             "MB on disk": f"{size / 1e6:.1f}",
         })
-    table = pd.DataFrame(rows)
-    header = "| " + " | ".join(table.columns) + " |\n| " + " | ".join("---" for _ in table.columns) + " |\n"
-    body = "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
-    first = json.loads((root / rows[0]["trace"] / "full_manifest.json").read_text()) if rows else {}
-    text = INDEX_TEMPLATE.format(
-        model=first.get("model", {}).get("name", DEFAULT_MODEL),
-        source=first.get("model", {}).get("source", ""),
-        data=first.get("data", {}).get("name", ""),
-        data_sha=first.get("data", {}).get("sha256", ""),
-        full=json.dumps(FULL.describe()),
-        sample=json.dumps(SAMPLE.describe()),
-        table=header + body,
-        total=sum(float(r["MB on disk"]) for r in rows),
-    )
+    sections = []
+    for model in sorted(by_model, key=lambda name: (name != DEFAULT_MODEL, name)):  # the default model first
+        rows, full = by_model[model], sources[model]
+        table = pd.DataFrame(rows)
+        header = "| " + " | ".join(table.columns) + " |\n| " + " | ".join("---" for _ in table.columns) + " |\n"
+        body = "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in table.itertuples(index=False))
+        sections.append(SECTION_TEMPLATE.format(
+            model=model, source=full.get("model", {}).get("source", ""), data=full.get("data", {}).get("name", ""),
+            data_sha=full.get("data", {}).get("sha256", ""), sample=json.dumps(sample_settings(model).describe()),
+            table=header + body, total=sum(float(r["MB on disk"]) for r in rows)))
+    total = sum(float(r["MB on disk"]) for rows in by_model.values() for r in rows)
+    if total <= BUDGET_MB:
+        budget = f"within the {BUDGET_MB} MB traces budget."
+    else:
+        budget = (f"above the {BUDGET_MB} MB traces budget and {'within' if total <= CEILING_MB else 'ABOVE'} its "
+                  f"{CEILING_MB} MB ceiling: {DEFAULT_MODEL}'s raw samples (every layer of {SAMPLE.prefill_windows} x "
+                  f"{SAMPLE.seqlen} prefill + {SAMPLE.decode_prompts} x {SAMPLE.decode_steps} decode tokens) take most "
+                  "of it; the other models' samples are smaller (`COMPACT_SAMPLE`), and the statistics and profiles "
+                  "that the simulator reads take about 0.5 MB per trace.")
+    text = INDEX_TEMPLATE.format(full=json.dumps(FULL.describe()), sections="\n".join(sections), total=total,
+                                 budget=budget)
     atomic_write_text(root / "README.md", text)
     return root / "README.md"
 
 
 INDEX_TEMPLATE = """# Committed activation traces
 
-Real traces of {model} ({source}) on {data} (sha256 of the joined text `{data_sha}`), with every decoder layer's
-seven projections pruned (targets `all`). Each directory holds:
+Real traces of the embedded models on WikiText-2, with every decoder layer's seven projections pruned (targets
+`all`). Each directory holds:
 
 - `stats/`: the statistics of a **full capture**: `inputs.csv` (density, natural zeros), `group_nnz.csv`,
   `weight_fetch.csv` (union-of-masks weight rows per tile of T tokens), `compression.csv` (bytes per metadata
   format and value type), `agreement.csv` (mask overlap between tokens and layers). Column meanings:
   `nmsim/traces/stats.py`.
+- `profile.json`: the mask profile: those statistics per layer and input with the fitted statistical mask model
+  (`docs/mask_profiles.md`); models without a trace borrow it (`nmsim simulate --model llama-3.1-8b`).
 - `full_manifest.json`: the manifest of that full capture (settings, token counts, shard checksums). Its shards
-  are not committed; they take about 13 KB per token.
+  are not committed; they take about 10-13 KB per token.
 - `sample/`: a small raw trace (format: `docs/trace_format.md`), with the masks of every layer and the values of one
   prefill and one decode token.
 
 Full capture settings: `{full}`
-Sample settings: `{sample}`
 
-Regenerate one trace (for example 8:16 with median shift), or all of them and this page:
+Regenerate one trace (for example 8:16 with median shift), or all of a model's and this page:
 
 ```bash
 nmsim traces build --pattern 8:16 --mitigation median-shift
-nmsim traces build --all
+nmsim traces build --all --model gemma3-270m
 ```
 
+"rows needed" is the fraction of weight rows (K indices) that the union of T consecutive tokens' masks touches:
+what a GEMV engine must fetch. A dense trace needs all of them.
+
+{sections}
+Total: {total:.1f} MB, {budget}
+"""
+
+SECTION_TEMPLATE = """## {model}
+
+{model} ({source}) on {data} (sha256 of the joined text `{data_sha}`). Sample settings: `{sample}`
+
 {table}
-Total: {total:.1f} MB. "rows needed" is the fraction of weight rows (K indices) that the union of T consecutive
-tokens' masks touches: what a GEMV engine must fetch. A dense trace needs all of them.
+{model}: {total:.1f} MB.
 """

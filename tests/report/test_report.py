@@ -164,13 +164,15 @@ def test_a_missing_trace_stops_the_run_unless_the_ideal_answer_is_asked_for(tmp_
     shutil.copytree(TRACE_ROOT / "smollm2-135m_2of4_magnitude_none", root / "smollm2-135m_2of4_magnitude_none")
     request = _request(tmp_path, designs=("act-2of4", "act-8of16"), patterns=("dense", "2:4", "8:16"),
                        trace_root=root)
-    with pytest.raises(NmsimError, match=r"smollm2-135m_8of16_magnitude_none: missing; capture it with `nmsim "
-                                         r"traces build --pattern 8:16`"):
+    with pytest.raises(NmsimError, match=r"no mask statistics for smollm2-135m at 8:16: no committed trace .*"
+                                         r"smollm2-135m_8of16_magnitude_none.*nmsim traces build --model MODEL "
+                                         r"--pattern 8:16"):
         build_report(request)
     assert not (tmp_path / "reports" / "fixture").exists()
     report = build_report(dataclasses.replace(request, allow_ideal=True))
     performance = pd.read_csv(report / "performance.csv")
     assert set(performance[performance.pattern == "8:16"].trace) == {"ideal"}
+    assert set(performance[performance.pattern == "8:16"].statistics) == {"ideal"}
     assert set(performance[performance.pattern == "2:4"].trace) == {"smollm2-135m_2of4_magnitude_none"}
     trade = pd.read_csv(report / "tradeoff.csv")  # no dense design was given: the dense baseline joins as reference
     assert trade[trade.pattern == "dense"].design.tolist() == ["a100-dense"]
