@@ -115,7 +115,9 @@ def sensitivity(results: SimulationResults, parameters: tuple[Parameter, ...] = 
         for phase, batch in PHASES:
             row = dict(record, phase=phase, batch=batch)
             for (pattern, name), spec in zip(PAIR, step.specs):
-                speedup = results.totals_of(_case(spec, pattern, phase, batch)).speedup_vs_dense_same_design
+                found = results.totals_of(_case(spec, pattern, phase, batch))
+                speedup = found.speedup_vs_dense_same_design
+                row[f"statistics_{name}"] = found.statistics
                 overhead = design_area(spec).overhead_pct
                 row[f"speedup_{name}"] = speedup
                 row[f"area_overhead_{name}_pct"] = overhead

@@ -152,7 +152,8 @@ def _sweep_points(sweep_rows: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFr
                          "prefill_speedup": row.speedup_vs_dense_same_design,
                          "prefill_roofline_speedup": row.roofline_speedup_vs_dense_same_design,
                          "prefill_offchip_bytes_vs_dense": row.offchip_bytes_vs_dense,
-                         "prefill_energy_vs_dense": row.energy_vs_dense, "source": "sweep"})
+                         "prefill_energy_vs_dense": row.energy_vs_dense, "statistics": row.statistics,
+                         "source": "sweep"})
     return pd.DataFrame(rows)
 
 
@@ -189,6 +190,7 @@ def tradeoff(perf: pd.DataFrame, areas: pd.DataFrame, accuracy: pd.DataFrame,
             row["decode_b1_offchip_bytes_vs_dense"] = _lookup(perf, design.design, pattern, "decode", 1,
                                                                "offchip_bytes_vs_dense")
             row["prefill_energy_vs_dense"] = prefill.energy_vs_dense
+            row["statistics"] = prefill.statistics
             rows.append(row)
     table = pd.DataFrame(rows).assign(source="preset")
     if sweep_rows is not None:
@@ -281,9 +283,11 @@ def layer_speedups(pairs: list[tuple[Pattern, AcceleratorSpec]], results: Simula
     density the layer's real masks cost."""
     frames = []
     for case, (pattern, spec) in zip(layer_speedup_cases(pairs), pairs):
-        table = results.gemms_of(case)[["layer", "projection", "compute_density", "speedup_vs_dense_same_design"]]
+        table = results.gemms_of(case)[["layer", "projection", "compute_density", "speedup_vs_dense_same_design",
+                                        "statistics"]]
         frames.append(table.assign(design=spec.name, pattern=str(pattern)))
-    columns = ["design", "pattern", "layer", "projection", "compute_density", "speedup_vs_dense_same_design"]
+    columns = ["design", "pattern", "layer", "projection", "compute_density", "speedup_vs_dense_same_design",
+               "statistics"]
     return pd.concat(frames, ignore_index=True)[columns]
 
 
