@@ -47,7 +47,7 @@ def _expected_presets() -> dict[str, Path]:
     for path in sorted((ROOT / "hw_configs").glob("*.yaml")):
         expected[f"nmsim/presets/designs/{path.name}"] = path
     for trace in sorted(p for p in (ROOT / "traces").iterdir() if (p / "stats").is_dir()):
-        for path in [trace / "full_manifest.json", *sorted((trace / "stats").glob("*.csv"))]:
+        for path in [trace / "full_manifest.json", trace / "profile.json", *sorted((trace / "stats").glob("*.csv"))]:
             expected[f"nmsim/presets/traces/{path.relative_to(ROOT / 'traces').as_posix()}"] = path
     return expected
 
@@ -123,6 +123,7 @@ def test_installed_simulate_shape_preset(venv, empty_dir):
     assert "totals:" in done.stdout and "speedup_vs_baseline" in done.stdout, done.stdout[-2000:]
     result = json.loads((empty_dir / "out.json").read_text(encoding="utf-8"))
     assert result["run"]["design"] == "act-8of16"
+    assert result["run"]["statistics"] == "transplanted from smollm2-135m"  # the installed profiles serve
     (totals,) = result["totals"].values()
     assert totals["gemms"] == 32 * 7
     assert 1.0 < totals["speedup_vs_dense_same_design"] <= 2.0

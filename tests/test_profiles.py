@@ -226,3 +226,31 @@ def test_a_design_that_needs_no_activation_statistics_still_runs(tmp_path):
     assert spec.sparsity.operand == "weight"
     out = simulate(SimulateRequest(hw="nvidia-2of4", model="llama-3.1-8b", pattern="2:4", trace_root=tmp_path))
     assert out.payload["totals"]["ideal"]["speedup_vs_dense_same_design"] > 1.0
+
+
+def test_profiles_transfer_between_the_two_real_models():
+    """Fit on one real model, predict the other's measured statistics (and each model's held-out half of its
+    layers): mean absolute error ≤ 0.03 on union fractions at T = 4, 16, 64, 128 and on MAC slots per position."""
+    from nmsim.traces.transplant import transfer_study
+
+    summary, errors = transfer_study(("smollm2-135m", "gemma3-270m"), ("2:4", "8:16", "16:32", "unstructured:0.5"))
+    assert set(summary.pattern) == {"2:4", "8:16", "16:32", "unstructured:0.5"}
+    assert {"smollm2-135m -> gemma3-270m", "gemma3-270m -> smollm2-135m", "smollm2-135m held-out halves",
+            "gemma3-270m held-out halves"} == set(summary.direction)
+    assert (summary["mean"] <= 0.03).all(), summary
+    slots = summary[summary.kind == "mac_slots_per_position"]
+    assert len(slots) == 8 and (slots["mean"] <= 0.005).all()
+    assert set(errors.quantity) == {"union_T4", "union_T16", "union_T64", "union_T128", "mac_slots_per_position"}
+    assert {"layer", "input", "phase", "predicted", "measured", "abs_error"} <= set(errors.columns)
+
+
+def test_a_transplanted_run_carries_the_other_models_band(capsys):
+    out = simulate(SimulateRequest(hw="act-8of16", model="llama-3.1-8b", pattern="8:16", phase="decode", batch=4))
+    band = out.payload["sensitivity_band"]
+    assert band["statistics"] == "transplanted from gemma3-270m"
+    main_speedup = out.payload["totals"]["trace"]["speedup_vs_dense_same_design"]
+    assert abs(band["totals"]["speedup_vs_dense_same_design"] - main_speedup) < 0.2
+    assert "sensitivity band (transplanted from gemma3-270m instead)" in out.text()
+    gemma = simulate(SimulateRequest(hw="act-8of16", model="gemma-3-4b", pattern="8:16"))
+    assert gemma.payload["run"]["statistics"] == "transplanted from gemma3-270m"
+    assert gemma.payload["sensitivity_band"]["statistics"] == "transplanted from smollm2-135m"

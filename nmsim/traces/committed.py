@@ -36,8 +36,8 @@ SAMPLE = CaptureSettings(prefill_windows=1, seqlen=128, decode_prompts=2, decode
                          decode_steps=24, values_tokens=1)
 # The other models' samples are smaller, to keep the committed set within its size budget (see traces/README.md).
 BUDGET_MB, CEILING_MB = 40, 60
-COMPACT_SAMPLE = CaptureSettings(prefill_windows=1, seqlen=64, decode_prompts=2, decode_batch=2, prompt_tokens=32,
-                                 decode_steps=8, values_tokens=1)
+COMPACT_SAMPLE = CaptureSettings(prefill_windows=1, seqlen=32, decode_prompts=2, decode_batch=2, prompt_tokens=16,
+                                 decode_steps=4, values_tokens=1)
 
 
 def sample_settings(model: str) -> CaptureSettings:
