@@ -99,3 +99,17 @@ def test_cli_rejects_bad_input_with_one_clear_line(capsys, tmp_path):
     assert main(["eval", "--data-dir", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "--data-dir" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_read_rows_spells_patterns_canonically(tmp_path):
+    table = tmp_path / "t.csv"
+    row = {c: "" for c in COLUMNS} | {"model": "m", "pattern": "m16n8", "operand": "activation", "criterion": "magnitude",
+                                      "mitigation": "none", "targets": "all", "seqlen_tokens": 512,
+                                      "tokens_evaluated": 511, "perplexity": 10.0, "data": "d", "density": 0.5}
+    import pandas as pd
+
+    pd.DataFrame([row, {**row, "pattern": "prune 2 of 4"}], columns=COLUMNS).to_csv(table, index=False)
+    assert [r["pattern"] for r in read_rows(table)] == ["8:16", "2:4"]
+    pd.DataFrame([{**row, "pattern": "8-16"}], columns=COLUMNS).to_csv(table, index=False)
+    with pytest.raises(NmsimError, match=r"t.csv: column pattern: unrecognised sparsity pattern '8-16'"):
+        read_rows(table)

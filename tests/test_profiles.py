@@ -105,15 +105,16 @@ def test_group_histograms_are_hypergeometric_within_the_selection_group():
     assert sum(j * f for j, f in unstructured.items()) == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("model", ("smollm2-135m", "gemma3-270m"))
 @pytest.mark.parametrize("slug", SPARSE)
-def test_the_chosen_model_reproduces_the_measured_union_curves(slug):
-    """Every committed sparse trace: the fitted union curve within 0.005 of the measured one on average, where the
-    independent-tokens answer misses by 0.01 to 0.03."""
-    profile = read_profile(TRACE_ROOT / f"smollm2-135m_{slug}_magnitude_none")
+def test_the_chosen_model_reproduces_the_measured_union_curves(model, slug):
+    """Every committed sparse trace: the fitted union curve within 0.005 of the measured one on average, at least
+    three times closer than the independent-tokens answer (which misses by 0.01 to 0.03)."""
+    profile = read_profile(TRACE_ROOT / f"{model}_{slug}_magnitude_none")
     for phase, errors in profile.fit_summary().items():
         chosen = [e.fits[e.chosen]["mae"] for e in profile.phase_inputs(phase)]
         assert sum(chosen) / len(chosen) < 0.005, (slug, phase)
-        assert errors["independent"] > 0.01, (slug, phase)
+        assert 3 * sum(chosen) / len(chosen) < errors["independent"], (slug, phase)
         for entry in profile.phase_inputs(phase):
             measured = dict(entry.union)
             assert entry.model.union(1) == pytest.approx(measured[1], abs=2e-3)

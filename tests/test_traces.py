@@ -1,5 +1,6 @@
 """Traces: capture round trip, every corruption case, resume, and statistics against hand-computed cases."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -261,3 +262,31 @@ def test_captures_that_would_record_nothing_are_refused(tmp_path):
     with pytest.raises(Exception, match="prefill-only"):
         capture_trace(lm, config, tmp_path / "p", prefill_windows=torch.ones(1, 8, dtype=torch.long),
                       decode_prompts=torch.ones(2, 4, dtype=torch.long), settings=SETTINGS, data={})
+
+
+@pytest.mark.slow
+def test_traces_build_and_index_commands_on_a_tiny_capture(tmp_path, monkeypatch, capsys):
+    """`nmsim traces build` end to end on the real model (tiny capture settings): statistics, manifest, profile and
+    raw sample under ROOT/<name>, then `nmsim traces index` lists it."""
+    from nmsim.cli import main
+    from nmsim.traces import committed
+    from nmsim.traces.capture import CaptureSettings
+    from nmsim.traces.profile import read_profile
+
+    tiny = CaptureSettings(prefill_windows=1, seqlen=32, decode_prompts=1, decode_batch=1, prompt_tokens=16,
+                           decode_steps=2, values_tokens=0)
+    monkeypatch.setattr(committed, "FULL", tiny)
+    monkeypatch.setattr(committed, "SAMPLE", dataclasses.replace(tiny, values_tokens=1))
+    root = tmp_path / "traces"
+    root.mkdir()
+    assert main(["traces", "build", "--pattern", "m16n8", "--root", str(root), "--threads", "2"]) == 0
+    trace = root / "smollm2-135m_8of16_magnitude_none"
+    for name in ("inputs", "group_nnz", "weight_fetch", "compression", "agreement"):
+        assert (trace / "stats" / f"{name}.csv").is_file()
+    assert (trace / "full_manifest.json").is_file() and (trace / "sample" / "manifest.json").is_file()
+    profile = read_profile(trace)
+    assert str(profile.pattern) == "8:16" and len(profile.inputs) == 2 * 30 * 4
+    assert main(["traces", "verify", str(trace / "sample")]) == 0
+    index = (root / "README.md").read_text()
+    assert "## smollm2-135m" in index and "smollm2-135m_8of16_magnitude_none | 8:16 | magnitude | none" in index
+    assert "within the 40 MB traces budget" in index

@@ -14,7 +14,7 @@ import pandas as pd
 
 from nmsim.errors import NmsimError
 from nmsim.io import atomic_write_text
-from nmsim.patterns import Pattern
+from nmsim.patterns import Pattern, parse_pattern
 
 COLUMNS = [
     "model",
@@ -80,6 +80,10 @@ def read_rows(csv_path: Path) -> list[dict]:
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise NmsimError(f"{csv_path}: not an nmsim accuracy table (missing columns {', '.join(missing)})")
+    try:  # patterns become their canonical spelling at the boundary (m16n8 and 8:16 are one row key)
+        table["pattern"] = [str(parse_pattern(p)) for p in table["pattern"]]
+    except NmsimError as exc:
+        raise NmsimError(f"{csv_path}: column pattern: {exc}") from None
     return table[[c for c in COLUMNS if not c.startswith("delta_")]].to_dict("records")
 
 
