@@ -242,6 +242,7 @@ def io_formats(traces: dict[Pattern, TraceData | None], natives: dict[Pattern, A
                 ratio = float(results.totals_of(case).offchip_bytes_vs_dense)
                 row.update({"design": native.name, "prefill_offchip_bytes_vs_dense": ratio,
                             "prefill_offchip_saving_pct": 100 * (1 - ratio)})
+            row["statistics"] = trace.provenance
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -261,7 +262,8 @@ def decode_fetch(traces: dict[Pattern, TraceData | None], shape: ModelShape) -> 
         for tokens, group in fetch.groupby("tile_tokens", sort=True):
             fraction = float((group.weight_rows_needed_fraction * group.weight).sum() / group.weight.sum())
             rows.append({"pattern": str(pattern), "batch_tokens": int(tokens), "weight_rows_fraction": fraction,
-                         "independent_tokens_fraction": 1 - (1 - pattern.density) ** int(tokens)})
+                         "independent_tokens_fraction": 1 - (1 - pattern.density) ** int(tokens),
+                         "statistics": trace.provenance})
     return pd.DataFrame(rows)
 
 
