@@ -38,14 +38,14 @@ from nmsim.io import atomic_write_text, write_table
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import (BASELINE_DESIGN, DEFAULT_MODEL, REPORT_PATTERNS, STUDY_CRITERIA, STUDY_MAX_TOKENS,
                             STUDY_MITIGATIONS, STUDY_PATTERNS, STUDY_TARGETS, TRACE_ROOT, ModelShape, band_source,
-                            design_names, find_model, model_shape, trace_name)
+                            design_names, find_model, model_shape)
 from nmsim.report import sensitivity as sens
 from nmsim.report import tables
 from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
 from nmsim.sim.param_sweep import SweepPlan, load_sweep, run_sweep
 from nmsim.sim.results import SimulateOutput, describe, gemm_table, totals
 from nmsim.sim.simulate import simulate_model
-from nmsim.traces.reader import TraceData, committed_traces
+from nmsim.traces.reader import TraceData
 from nmsim.traces.sources import missing_message, statistics_for
 
 log = logging.getLogger(__name__)

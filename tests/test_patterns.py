@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nmsim import sorting_network
 from nmsim.sparsify import selection_kernel
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, parse_pattern
@@ -404,7 +405,7 @@ def network_inputs(m: int) -> np.ndarray:
 
 @pytest.mark.parametrize("m", range(1, 41))
 def test_batcher_network_sorts(m):
-    comparators = selection_kernel.batcher_comparators(m)
+    comparators = sorting_network.batcher_comparators(m)
     assert all(0 <= a < b < m for a, b in comparators)
     inputs = network_inputs(m)
     expected = -np.sort(-inputs, axis=1)
@@ -412,32 +413,32 @@ def test_batcher_network_sorts(m):
 
 
 def test_batcher_network_sizes():
-    assert selection_kernel.batcher_comparators(1) == []
-    assert selection_kernel.batcher_comparators(2) == [(0, 1)]
-    assert len(selection_kernel.batcher_comparators(4)) == 5
-    assert len(selection_kernel.batcher_comparators(8)) == 19
-    assert len(selection_kernel.batcher_comparators(16)) == 63
+    assert sorting_network.batcher_comparators(1) == []
+    assert sorting_network.batcher_comparators(2) == [(0, 1)]
+    assert len(sorting_network.batcher_comparators(4)) == 5
+    assert len(sorting_network.batcher_comparators(8)) == 19
+    assert len(sorting_network.batcher_comparators(16)) == 63
 
 
 @pytest.mark.parametrize("m", [2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 24, 32, 40, 64])
 def test_selection_network_picks_nth_largest(m):
-    full = selection_kernel.batcher_comparators(m)
+    full = sorting_network.batcher_comparators(m)
     inputs = network_inputs(m) if m <= 40 else np.random.default_rng(m).integers(0, 5, (300, m))
     descending = -np.sort(-inputs, axis=1)
     ns = range(1, m + 1) if m <= 16 else sorted({1, 2, m // 4, m // 2, m - 1, m})
     for n in ns:
-        selection = selection_kernel.selection_comparators(n, m)
+        selection = sorting_network.selection_comparators(n, m)
         assert set(selection) <= set(full)
         remaining = iter(full)  # a subsequence: same comparators in the same order (pairs may repeat)
         assert all(any(c == f for f in remaining) for c in selection)
         assert np.array_equal(apply_network(inputs, selection)[:, n - 1], descending[:, n - 1])
-    assert len(selection_kernel.selection_comparators(1, m)) <= len(full)
-    assert selection_kernel.selection_comparators(1, 2) == [(0, 1)]
+    assert len(sorting_network.selection_comparators(1, m)) <= len(full)
+    assert sorting_network.selection_comparators(1, 2) == [(0, 1)]
 
 
 def test_selection_network_prunes_comparators():
     # Finding the maximum of 8 needs only 7 comparators; the full sort needs 19.
-    assert len(selection_kernel.selection_comparators(1, 8)) == 7
-    assert len(selection_kernel.selection_comparators(1, 4)) == 3
-    assert selection_kernel.selection_comparators(2, 4) == selection_kernel.batcher_comparators(4)
-    assert len(selection_kernel.selection_comparators(8, 16)) < len(selection_kernel.batcher_comparators(16))
+    assert len(sorting_network.selection_comparators(1, 8)) == 7
+    assert len(sorting_network.selection_comparators(1, 4)) == 3
+    assert sorting_network.selection_comparators(2, 4) == sorting_network.batcher_comparators(4)
+    assert len(sorting_network.selection_comparators(8, 16)) < len(sorting_network.batcher_comparators(16))

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -19,7 +19,6 @@ import torch
 from tqdm.auto import tqdm
 
 from nmsim import __version__
-from nmsim.errors import NmsimError
 from nmsim.accuracy.table import (COLUMNS, KEY_COLUMNS, NOT_APPLICABLE, method_labels, read_rows,  # noqa: F401
                                   row_key, write_tables)
 from nmsim.llm.data import evaluation_windows, load_split

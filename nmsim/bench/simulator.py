@@ -30,7 +30,8 @@ from nmsim.sim.cases import grid_cases, simulate_cases
 from nmsim.sim.simulate import cache_counts, clear_cache, simulate_gemm, simulate_model
 from nmsim.sim.timing import Timing, load_timing
 from nmsim.sim.usage import DENSE, layer_use
-from nmsim.sim.workload import Gemm, linear_gemms, model_shape
+from nmsim.registry import model_shape
+from nmsim.sim.workload import Gemm, linear_gemms
 from nmsim.traces.reader import committed_traces
 
 log = logging.getLogger(__name__)

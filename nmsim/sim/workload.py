@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nmsim.errors import NmsimError
-from nmsim.registry import PROJECTIONS, ModelShape, model_shape  # noqa: F401 (model_shape: re-exported)
+from nmsim.registry import PROJECTIONS, ModelShape
 
 Phase = Literal["prefill", "decode"]
 

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import torch
 
-from nmsim.sorting_network import batcher_comparators, selection_comparators  # noqa: F401 (re-exported)
+from nmsim.sorting_network import selection_comparators
 
 MAX_GROUP_SIZE = 64  # larger groups use the torch reference path
 

@@ -88,17 +88,13 @@ class Profile:
         return summary
 
 
-def _sparse_trace(trace: TraceData) -> bool:
-    return trace.pattern.kind != "dense"
-
-
 def profile_from_trace(trace: TraceData) -> Profile:
     """Fit the statistical model to every input of a trace's statistics."""
     manifest = _manifest(trace.path)
     entries = []
-    inputs = trace.table("inputs")
-    for row in inputs.itertuples(index=False):
-        stats = next(s for (phase, layer, _), s in trace.inputs.items() if phase == row.phase and s.key == row.input)
+    by_input = {(phase, stats.key): stats for (phase, _, _), stats in trace.inputs.items()}
+    for row in trace.table("inputs").itertuples(index=False):
+        stats = by_input[(row.phase, row.input)]
         density = float(stats.density)
         fits = mask_model.fit(density, stats.rows_needed) if stats.rows_needed else {
             name: (MaskModel(density), 0.0) for name in mask_model.CANDIDATES}
@@ -111,7 +107,7 @@ def profile_from_trace(trace: TraceData) -> Profile:
             group_nnz=tuple((int(g), int(j), _rounded(float(f))) for g, j, f in stats.group_nnz),
             fits=_rounded({name: {"kappa": model.kappa, "rho": model.rho, "mae": error}
                            for name, (model, error) in fits.items()}),
-            chosen=mask_model.choose(errors) if _sparse_trace(trace) else "independent"))
+            chosen=mask_model.choose(errors) if trace.pattern.kind != "dense" else "independent"))
     capture = manifest.get("capture", {})
     source = {
         "trace": trace.path.name,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, parse_pattern
-from nmsim.registry import TRACE_ROOT, TRACED_MODELS, ModelShape, committed_trace_dir, statistics_source
+from nmsim.registry import TRACE_ROOT, TRACED_MODELS, ModelShape, committed_trace_dir, statistics_source, trace_name
 from nmsim.traces.profile import PROFILE_FILE, read_profile
 from nmsim.traces.reader import TraceData
 from nmsim.traces.transplant import transplant
@@ -57,7 +57,7 @@ def statistics_for(shape: ModelShape, pattern: Pattern | str, *, root: Path | No
 def missing_message(shape: ModelShape, pattern: Pattern, root: Path | None) -> str:
     """Why no statistics exist and how to get them."""
     return (f"no mask statistics for {shape.name} at {pattern}: no committed trace "
-            f"({Path(root or TRACE_ROOT) / (shape.name + '_' + pattern.slug + '_magnitude_none')}) and no profile to "
+            f"({Path(root or TRACE_ROOT) / trace_name(shape.name, pattern)}) and no profile to "
             f"transplant from {statistics_source(shape)}; capture one with `nmsim traces build --model MODEL "
             f"--pattern {pattern}` and `nmsim traces profile DIR`, pick another source with --stats-from, or pass "
             "--ideal for the idealised N/M answer (it assumes every token of a tile keeps the same values)")

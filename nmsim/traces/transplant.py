@@ -21,7 +21,7 @@ import pandas as pd
 from nmsim.patterns import Pattern
 from nmsim.registry import ModelShape
 from nmsim.traces.mask_model import group_histogram, union_curve
-from nmsim.traces.profile import InputProfile, Profile
+from nmsim.traces.profile import ROLES, InputProfile, Profile
 from nmsim.traces.reader import InputStats, TraceData
 
 GROUP_SIZES = (4, 8, 16, 32)
@@ -59,7 +59,7 @@ def transplant(profile: Profile, shape: ModelShape, source_layers: list[int] | N
         source = available[source_layer(layer, shape.num_layers, len(available))]
         for phase in ("prefill", "decode"):
             for name, projection in INPUTS:
-                entry = entries.get((phase, _role(name), source))
+                entry = entries.get((phase, ROLES[name], source))
                 if entry is None:
                     continue
                 k = shape.projection_shape(projection)[0]
@@ -68,10 +68,6 @@ def transplant(profile: Profile, shape: ModelShape, source_layers: list[int] | N
                     inputs[(phase, layer, member)] = stats
     return TraceData(origin or Path(profile.source.get("trace", profile.model)), shape.name, profile.pattern,
                      profile.method, inputs, {}, provenance=f"transplanted from {profile.model}")
-
-
-def _role(name: str) -> str:
-    return {"q+k+v": "qkv", "gate+up": "gate_up"}.get(name, name)
 
 
 def mac_slots_per_position(histogram: dict[int, float], base: Pattern) -> float:

@@ -16,7 +16,8 @@ from nmsim.sim.results import totals
 from nmsim.sim.simulate import simulate_gemm, simulate_model
 from nmsim.traces.reader import TraceData
 from nmsim.sim.usage import DENSE, LayerUse, layer_use
-from nmsim.sim.workload import Gemm, model_shape
+from nmsim.registry import model_shape
+from nmsim.sim.workload import Gemm
 
 GOLDEN = json.loads((Path(__file__).with_name("scalesim_golden.json")).read_text())["cases"]
 TRACES = Path(__file__).resolve().parents[2] / "traces"

@@ -7,7 +7,8 @@ import pytest
 from nmsim.errors import NmsimError
 from nmsim.llm.models import _embedded_gguf
 from nmsim.registry import find_model, models
-from nmsim.sim.workload import linear_gemms, model_shape
+from nmsim.registry import model_shape
+from nmsim.sim.workload import linear_gemms
 
 
 def test_presets_give_the_published_projection_shapes():
