@@ -202,6 +202,38 @@ def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sweep: run on this Dask distributed scheduler (tcp://host:8786) instead of local cores")
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from nmsim.io import write_table
+    from nmsim.report.figures import save_figure
+    from nmsim.sim.validation import MeasurementSet, figure, package_sets, validate
+
+    sets = [] if args.only_user_set else package_sets()
+    if args.user_set is not None:
+        if not args.hw:
+            raise NmsimError("nmsim validate --set needs --hw, the measured part's design")
+        sets.append(MeasurementSet(args.user_set.stem, args.user_set, args.hw, args.sparse_hw or "", args.harness,
+                                   f"user set {args.user_set}"))
+    elif args.only_user_set or args.hw or args.sparse_hw:
+        raise NmsimError("--only-user-set, --hw and --sparse-hw go with --set CSV")
+    table, summary = validate(sets)
+    columns = ["set", "kernel", "M", "K", "N", "measured_us", "predicted_us", "error_pct", "roofline_us", "mapping"]
+    with pd_display():
+        print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print()
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = write_table(table, args.out, "validation") + write_table(summary, args.out, "validation_summary")
+    written += [path.name for path in save_figure(figure(table), args.out, "validation")]
+    print(f"wrote {', '.join(written)} to {args.out}")
+    return 0
+
+
+def pd_display():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", 20)
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.threads is not None:
         from nmsim.accuracy.study import set_threads
@@ -471,6 +503,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help="add the measured torch 2:4 vs dense ratio per GEMM shape (needs a CUDA GPU)")
     simulate.add_argument("--json", type=Path, help="write every number to this JSON file")
     simulate.set_defaults(handler=_simulate)
+
+    validate = commands.add_parser(
+        "validate", help="nmsim against measured GPUs: every measurement set in the package (and --set), predicted "
+                         "vs measured per GEMM, errors per set, a table and a figure")
+    validate.add_argument("--set", type=Path, dest="user_set", metavar="CSV",
+                          help="also validate this measurement CSV (M,K,N with latency_ms or latency_us; or M,N,K with "
+                               "dense_…_us and sparse_2of4_…_us)")
+    validate.add_argument("--hw", help="with --set: the measured part's dense design (preset or YAML)")
+    validate.add_argument("--sparse-hw", help="with --set: its 2:4 design, for a set with a 2:4 column")
+    validate.add_argument("--harness", choices=["device", "host"], default="device",
+                          help="with --set: device (kernel time) or host (a framework call timed from Python; adds "
+                               "timing.yaml's host_dispatch_us) (default: %(default)s)")
+    validate.add_argument("--only-user-set", action="store_true", help="with --set: skip the package's sets")
+    validate.add_argument("--out", type=Path, default=Path("reports/validation"),
+                          help="directory of validation.csv/.parquet, validation_summary.csv/.parquet and "
+                               "validation.png/.svg (default: %(default)s)")
+    validate.set_defaults(handler=_validate)
 
     traces = commands.add_parser("traces", help="verify a trace, compute its statistics and profile, validate profile "
                                                 "transfer, build the committed set")

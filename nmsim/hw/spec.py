@@ -10,7 +10,7 @@ tensor core are all there). A design states what it *supports* (this file: drive
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,11 @@ class ComputeSpec:
     cols: int = 0  # systolic
     dataflow: str = ""  # systolic: os | ws | is
     macs_per_unit_per_cycle: int = 0  # tensor core: dense MACs per cycle per unit
+    cores: int = 0  # tensor core: the cores (SMs) a tile is scheduled on, units ÷ cores tensor cores each
+
+    @property
+    def units_per_core(self) -> int:
+        return self.units // self.cores if self.cores else 1
 
     @property
     def dense_macs_per_cycle(self) -> int:
@@ -53,9 +58,19 @@ class SparsitySpec:
 class MemoryLevel:
     name: str
     capacity_bytes: int
-    bandwidth_GBps: float
+    bandwidth_GBps: float  # peak at ``frequency_GHz`` when given per cycle
     latency_ns: float
     double_buffered: bool
+    bandwidth_bytes_per_cycle: float = 0.0  # on-chip levels: peak bytes per clock (scales with the clock); 0: fixed GB/s
+    efficiency: float = 1.0  # achievable fraction of the peak bandwidth
+
+    def peak_bytes_per_cycle(self, clock_GHz: float) -> float:
+        """Peak bytes per cycle at ``clock_GHz``."""
+        return self.bandwidth_bytes_per_cycle or self.bandwidth_GBps / clock_GHz
+
+    def bytes_per_cycle(self, clock_GHz: float) -> float:
+        """Achievable bytes per cycle at ``clock_GHz`` (the peak times ``efficiency``)."""
+        return self.peak_bytes_per_cycle(clock_GHz) * self.efficiency
 
 
 @dataclass(frozen=True)
@@ -64,10 +79,16 @@ class AcceleratorSpec:
     description: str
     source: str  # the file it came from
     technology_nm: int
-    frequency_GHz: float
+    frequency_GHz: float  # the clock of the datasheet peak (boost)
     compute: ComputeSpec
     sparsity: SparsitySpec
     memory: tuple[MemoryLevel, ...]  # outermost (DRAM) first
+    sustained_frequency_GHz: float = 0.0  # the clock held under sustained full load; 0: frequency_GHz
+
+    @property
+    def clock_GHz(self) -> float:
+        """The clock simulated time runs at: the sustained clock when the design gives one."""
+        return self.sustained_frequency_GHz or self.frequency_GHz
 
     def check_supports(self, pattern: Pattern) -> None:
         """Raise if a layer wants ``pattern`` but this design cannot run it sparse."""
@@ -84,10 +105,12 @@ class AcceleratorSpec:
         return load_accelerator(design_path(name), overrides)
 
 
-_TOP = {"name", "description", "technology_nm", "frequency_GHz", "compute", "sparsity", "memory"}
-_COMPUTE = {"kind", "units", "value_bits", "rows", "cols", "dataflow", "macs_per_unit_per_cycle"}
+_TOP = {"base", "name", "description", "technology_nm", "frequency_GHz", "sustained_frequency_GHz", "compute",
+        "sparsity", "memory"}
+_COMPUTE = {"kind", "units", "value_bits", "rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores"}
 _SPARSITY = {"operand", "patterns", "hierarchical", "metadata_format", "selector", "selector_groups_per_cycle"}
-_LEVEL = {"name", "capacity_KiB", "capacity_MiB", "capacity_GiB", "bandwidth_GBps", "latency_ns", "double_buffered"}
+_LEVEL = {"name", "capacity_KiB", "capacity_MiB", "capacity_GiB", "bandwidth_GBps", "bandwidth_bytes_per_cycle",
+          "efficiency", "latency_ns", "double_buffered"}
 _CAPACITY_UNITS = {"capacity_KiB": 1 << 10, "capacity_MiB": 1 << 20, "capacity_GiB": 1 << 30}
 
 
@@ -131,12 +154,17 @@ def _compute(file: Path, data) -> ComputeSpec:
         cols=r.get("cols", int, 0, minimum=1),
         dataflow=r.get("dataflow", str, "", choices=("os", "ws", "is")),
         macs_per_unit_per_cycle=r.get("macs_per_unit_per_cycle", int, 0, minimum=1),
+        cores=r.get("cores", int, 0, minimum=1),
     )
-    own = {"rows", "cols", "dataflow"} if kind == "systolic" else {"macs_per_unit_per_cycle"}
-    foreign = ({"rows", "cols", "dataflow", "macs_per_unit_per_cycle"} - own) & set(data)
+    own = {"rows", "cols", "dataflow"} if kind == "systolic" else {"macs_per_unit_per_cycle", "cores"}
+    foreign = ({"rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores"} - own) & set(data)
     if foreign:
         raise r.error(sorted(foreign)[0], f"not a key of a {kind} (its keys: {', '.join(sorted(own))})")
-    missing = own - set(data)
+    if spec.cores and spec.units % spec.cores:
+        raise r.error("cores", f"{spec.units} units do not divide evenly over {spec.cores} cores")
+    if kind == "tensor_core" and not spec.cores:
+        spec = replace(spec, cores=spec.units)  # each unit its own core
+    missing = (own - {"cores"}) - set(data)
     if missing:
         raise ConfigError(file, data.line, "compute", f"a {kind} needs {', '.join(sorted(missing))}")
     return spec
@@ -180,21 +208,30 @@ def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
         raise ConfigError(file, line, "memory", "expected a list of memory levels, outermost (DRAM) first")
     levels = []
     for index, entry in enumerate(data):
-        r = _Reader(file, entry, f"memory[{index}]", _LEVEL, {"name", "bandwidth_GBps", "latency_ns"})
+        r = _Reader(file, entry, f"memory[{index}]", _LEVEL, {"name", "latency_ns"})
         capacities = [key for key in _CAPACITY_UNITS if key in entry]
         if len(capacities) != 1:
             raise ConfigError(file, entry.line, f"memory[{index}]",
                               "give exactly one of capacity_KiB, capacity_MiB, capacity_GiB")
+        bandwidths = [key for key in ("bandwidth_GBps", "bandwidth_bytes_per_cycle") if key in entry]
+        if len(bandwidths) != 1:
+            raise ConfigError(file, entry.line, f"memory[{index}]",
+                              "give exactly one of bandwidth_GBps (off-chip, fixed) and bandwidth_bytes_per_cycle "
+                              "(on-chip, scales with the clock)")
         capacity = r.get(capacities[0], float, minimum=0)
         if capacity <= 0:
             raise r.error(capacities[0], "must be positive")
         levels.append(MemoryLevel(
             name=r.get("name", str),
             capacity_bytes=int(capacity * _CAPACITY_UNITS[capacities[0]]),
-            bandwidth_GBps=r.get("bandwidth_GBps", float, minimum=1e-9),
+            bandwidth_GBps=r.get("bandwidth_GBps", float, 0.0, minimum=1e-9),
             latency_ns=r.get("latency_ns", float, minimum=0),
             double_buffered=r.get("double_buffered", bool, False),
+            bandwidth_bytes_per_cycle=r.get("bandwidth_bytes_per_cycle", float, 0.0, minimum=1e-9),
+            efficiency=r.get("efficiency", float, 1.0, minimum=1e-3),
         ))
+        if levels[-1].efficiency > 1:
+            raise r.error("efficiency", f"{levels[-1].efficiency} is above 1 (the achievable fraction of the peak)")
     return tuple(levels)
 
 
@@ -231,11 +268,11 @@ def _override(data: LinedDict, file: Path, key_path: str, value) -> None:
 def load_accelerator(path: str | Path, overrides: dict[str, object] | None = None) -> AcceleratorSpec:
     """Read and validate one accelerator YAML, with ``overrides`` (key path → value) applied before validation."""
     path = Path(path)
-    data = load_yaml(path)
+    data = _with_base(path, load_yaml(path), ())
     for key_path, value in (overrides or {}).items():
         _override(data, path, key_path, value)
-    r = _Reader(path, data, "", _TOP, _TOP - {"description", "sparsity"})
-    return AcceleratorSpec(
+    r = _Reader(path, data, "", _TOP, _TOP - {"base", "description", "sparsity", "sustained_frequency_GHz"})
+    spec = AcceleratorSpec(
         name=r.get("name", str),
         description=r.get("description", str, ""),
         source=str(path),
@@ -244,4 +281,40 @@ def load_accelerator(path: str | Path, overrides: dict[str, object] | None = Non
         compute=_compute(path, data["compute"]),
         sparsity=_sparsity(path, data.get("sparsity")),
         memory=_memory(path, data["memory"], data.lines.get("memory")),
+        sustained_frequency_GHz=r.get("sustained_frequency_GHz", float, 0.0, minimum=1e-6),
     )
+    return spec
+
+
+def _with_base(path: Path, data, seen: tuple[Path, ...]):
+    """``data`` over the design it names in ``base`` (a preset or a path relative to ``path``): mappings merge key
+    by key, every other value (lists included) replaces the base's."""
+    if not isinstance(data, LinedDict) or "base" not in data:
+        return data
+    name = data["base"]
+    if not isinstance(name, str):
+        raise ConfigError(path, data.lines.get("base"), "base", f"expected a design preset or path, got {name!r}")
+    relative = path.parent / name
+    try:
+        base_path = relative if relative.suffix and relative.is_file() else design_path(name)
+    except NmsimError as exc:
+        raise ConfigError(path, data.lines.get("base"), "base", str(exc)) from None
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise ConfigError(path, data.lines.get("base"), "base", f"{base_path} is already a base of this design "
+                                                                "(a cycle)")
+    base = _with_base(base_path, load_yaml(base_path), seen + (path.resolve(),))
+    return _merge(base, data)
+
+
+def _merge(base: LinedDict, over: LinedDict) -> LinedDict:
+    merged = LinedDict(line=over.line)
+    for key, value in base.items():
+        if key != "base":
+            merged[key], merged.lines[key] = value, over.lines.get(key, base.lines.get(key))
+    for key, value in over.items():
+        if key == "base":
+            continue
+        if isinstance(value, LinedDict) and isinstance(base.get(key), LinedDict):
+            value = _merge(base[key], value)
+        merged[key], merged.lines[key] = value, over.lines[key]
+    return merged

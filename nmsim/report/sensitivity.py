@@ -40,7 +40,7 @@ class Parameter:
 PARAMETERS = (
     Parameter("memory[0].bandwidth_GBps", "off-chip bandwidth (× preset)"),
     Parameter("sparsity.selector_groups_per_cycle", "selector throughput (× preset)", integer=True),
-    Parameter("frequency_GHz", "clock frequency (× preset)"),
+    Parameter("sustained_frequency_GHz", "clock frequency (× preset)"),
     Parameter("memory[2].capacity_KiB", "on-chip buffer capacity (× preset)", factors=(0.75, 1.0, 2.0, 4.0)),
     Parameter("compute.value_bits", "value width (4, 8, 16 bits; × preset)", values=(4, 8, 16), integer=True),
 )
@@ -49,7 +49,7 @@ PARAMETERS = (
 def _preset_value(spec: AcceleratorSpec, key_path: str) -> float:
     values = {"memory[0].bandwidth_GBps": spec.memory[0].bandwidth_GBps,
               "sparsity.selector_groups_per_cycle": spec.sparsity.selector_groups_per_cycle,
-              "frequency_GHz": spec.frequency_GHz,
+              "sustained_frequency_GHz": spec.clock_GHz,
               "memory[2].capacity_KiB": spec.memory[-1].capacity_bytes / 1024,
               "compute.value_bits": spec.compute.value_bits}
     return values[key_path]

@@ -14,8 +14,9 @@ slowest tile's cycles. Four simpy processes pass steps along:
 - **write-back**: output bytes through every level.
 
 The array's idle time is charged to the stage it waited for: ``stall_memory`` (operands not loaded yet),
-``stall_selector`` (loaded but not yet compressed), and ``drain`` (write-backs after the last step).
-busy + fill + stall_memory + stall_selector + drain = cycles.
+``stall_selector`` (loaded but not yet compressed), and ``drain`` (write-backs after the last step); cycles a
+step's operand feed needs beyond its MAC cycles are ``stall_feed``. ``overhead`` (a kernel's fixed cost) is added
+by the caller. busy + fill + stall_feed + stall_memory + stall_selector + drain + overhead = cycles.
 
 Fast-forward: consecutive identical waves (a *block* of steps repeated ``count`` times) reach a periodic steady
 state after a few blocks, repeating every block or alternating between the buffer slots. The engine simulates
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 
 import simpy
 
-BREAKDOWN = ("busy", "fill", "stall_memory", "stall_selector", "drain")
+BREAKDOWN = ("busy", "fill", "stall_feed", "stall_memory", "stall_selector", "drain", "overhead")
+_PER_STEP = ("busy", "fill", "stall_feed", "stall_memory", "stall_selector")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Step:
     fill_cycles: float  # cycles before the first MAC result: array fill/drain, decode and mux stages
     busy_cycles: float  # cycles the MACs issue
     writeback_bytes: tuple[float, ...]  # output bytes written at each level when the step finishes tiles
+    feed_cycles: float = 0.0  # cycles beyond busy the operand feed (shared-memory bandwidth per core) needs
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
     loaded, selected = simpy.Store(env), simpy.Store(env)
     load_done = [0.0] * len(steps)
     array_done = [0.0] * len(steps)
-    charged = [dict.fromkeys(BREAKDOWN[:4], 0.0) for _ in steps]
+    charged = [dict.fromkeys(_PER_STEP, 0.0) for _ in steps]
     writebacks_done = [0.0]
     writeback_done = [0.0] * len(steps)  # when each step's write-back (if any) completes
 
@@ -131,8 +134,8 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
             cost = charged[index]
             cost["stall_memory"] = on_memory
             cost["stall_selector"] = waited - on_memory
-            cost["fill"], cost["busy"] = step.fill_cycles, step.busy_cycles
-            yield env.timeout(step.fill_cycles + step.busy_cycles)
+            cost["fill"], cost["busy"], cost["stall_feed"] = step.fill_cycles, step.busy_cycles, step.feed_cycles
+            yield env.timeout(step.fill_cycles + step.busy_cycles + step.feed_cycles)
             array_done[index] = env.now
             slots.put(1)
             writeback_done[index] = env.now

@@ -32,6 +32,8 @@ from nmsim.hw.spec import AcceleratorSpec, MemoryLevel
 from nmsim.patterns import compressed_row_bytes
 from nmsim.sim.systolic import fill_cycles
 from nmsim.sim.engine import Block, Channel, Step
+from nmsim.sim.tiling import PARTIAL_SUM_BYTES, Operands, TileChoice, core_cycles_per_k, level_traffic, \
+    output_traffic, rank_tilings, reduction_cycles, reduction_traffic
 from nmsim.sim.timing import Timing
 from nmsim.sim.usage import LayerUse
 from nmsim.sim.workload import Gemm
@@ -60,6 +62,8 @@ class GemmMapping:
     mac_slots: float  # MACs the datapath issues
     selector_groups: float  # activation groups the compressor selects
     tile: str  # what one step covers, for reports
+    fixed_cycles: float = 0.0  # the kernel's fixed cost (launch, prologue, epilogue) and a split-K reduction kernel
+    tile_m: int = 0  # tokens per tile (the weight-row fraction a tile needs is read at this size)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class _Tile:
     outputs: float
     activation_values: float  # dense activation positions read (for the compressor)
     busy: float
+    feed: float = 0.0  # cycles the operand feed needs beyond busy
 
 
 def _compressed_k(k: int, use: LayerUse) -> int:
@@ -156,15 +161,17 @@ class _Mapper:
             steps.append(([(composition, per_fold_fill, True)], repeat))
         return steps, f"{c.dataflow.upper()} fold {rows}x{cols}"
 
-    def tensor_core_steps(self) -> tuple[list, str]:
-        c, g, t = self.spec.compute, self.gemm, self.timing
-        tile_m, tile_n = min(g.m, t.tensor_core_tile_m), min(g.n, t.tensor_core_tile_n)
-        granule = math.lcm(t.k_chunk_granule, self.use.pattern.m if self.use.sparse else 1)
-        tiles = math.ceil(g.m / tile_m) * math.ceil(g.n / tile_n)
-        # Split K over idle units when there are fewer tiles than units (partial sums are written and reduced).
-        splits = max(1, min(c.units // tiles, g.k // (2 * granule)))
-        k_part = math.ceil(g.k / splits / granule) * granule
-        splits = math.ceil(g.k / k_part)
+    def operands(self) -> Operands:
+        g, use = self.gemm, self.use
+        return Operands(g.m, g.k, g.n, self.act_bpp, self.weight_bpp, self.value_bytes, self.k_eff / g.k,
+                        math.lcm(self.timing.k_chunk_granule, use.pattern.m if use.sparse else 1), self.rows)
+
+    def tensor_core_steps(self, choice: TileChoice, ideal_memory: bool) -> tuple[list, str]:
+        """Steps of one tiling (:mod:`nmsim.sim.tiling`): one block tile per core, waves over the cores."""
+        c, g, ops = self.spec.compute, self.gemm, self.operands()
+        self.choice = choice
+        tile_m, tile_n, splits, k_part = choice.tile_m, choice.tile_n, choice.split_k, choice.k_part
+        granule = ops.granule
         per_k = tile_m * self.act_bpp + tile_n * self.weight_bpp * self.rows(tile_m)
         chunk = int(self.slot_capacity() // (per_k * granule)) * granule
         if chunk < granule:
@@ -174,28 +181,32 @@ class _Mapper:
         per_step = math.ceil(chunks / MAX_STEPS_PER_TILE) * chunk
         k_steps = [length for length, count in _split(k_part, per_step) for _ in range(count)]
         bytes_scale = g.k / (k_part * splits)  # the last split is shorter: bytes stay exact on average
-        density = self.k_eff / g.k
+        out_bytes = PARTIAL_SUM_BYTES if splits > 1 else self.value_bytes
+        inner = self.spec.memory[-1]
+        feed_bpc = 0.0 if ideal_memory else inner.bytes_per_cycle(self.spec.clock_GHz) / c.cores
         steps = []
         classes = [((r, n), nr * nn * splits) for r, nr in _split(g.m, tile_m) for n, nn in _split(g.n, tile_n)]
-        for composition, repeat in _waves(classes, c.units):
+        for composition, repeat in _waves(classes, c.cores):
             block = []
             for index, length in enumerate(k_steps):
                 last = index == len(k_steps) - 1
-                tiles = tuple(
-                    (_Tile(r * length * bytes_scale * self.act_bpp,
-                           n * length * bytes_scale * self.weight_bpp * self.rows(r),
-                           r * n * self.value_bytes if last else 0.0, r * length * bytes_scale,
-                           r * n * length * density / c.macs_per_unit_per_cycle), count)
-                    for (r, n), count in composition)
-                block.append((tiles, self.sparse_fill if index == 0 else 0, last))
+                tiles = []
+                for (r, n), count in composition:
+                    macs, feed = core_cycles_per_k(choice.tile, r, n, ops, self.spec, feed_bpc)
+                    tiles.append((_Tile(r * length * bytes_scale * self.act_bpp,
+                                        n * length * bytes_scale * self.weight_bpp * self.rows(r),
+                                        r * n * out_bytes if last else 0.0, r * length * bytes_scale,
+                                        macs * length, max(0.0, feed - macs) * length), count))
+                block.append((tuple(tiles), self.sparse_fill if index == 0 else 0, last))
             steps.append((block, repeat))
-        split_text = f", split-K {splits}" if splits > 1 else ""
-        return steps, f"tile {tile_m}x{tile_n}, K-chunk {chunk}{split_text}"
+        return steps, choice.describe(chunk)
 
     # --- memory ------------------------------------------------------------------------------------------------
     def slot_capacity(self, level: int = -1) -> float:
         memory = self.spec.memory[level]
-        units = self.spec.compute.units if level in (-1, len(self.spec.memory) - 1) else 1
+        compute = self.spec.compute
+        per_core = compute.cores if compute.kind == "tensor_core" else compute.units
+        units = per_core if level in (-1, len(self.spec.memory) - 1) else 1
         return memory.capacity_bytes / units / (2 if memory.double_buffered else 1)
 
     def check_fits(self, need: float, what: str) -> None:
@@ -226,23 +237,48 @@ class _Mapper:
         return best
 
 
-def _channel(level: MemoryLevel, frequency_GHz: float, ideal: bool) -> Channel:
+def _channel(level: MemoryLevel, clock_GHz: float, ideal: bool) -> Channel:
     if ideal:
         return Channel(level.name, math.inf, 0.0)
-    return Channel(level.name, level.bandwidth_GBps / frequency_GHz, level.latency_ns * frequency_GHz)
+    return Channel(level.name, level.bytes_per_cycle(clock_GHz), level.latency_ns * clock_GHz)
+
+
+def tilings(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *,
+            ideal_memory: bool = False) -> list[TileChoice]:
+    """A tensor-core GEMM's candidate tilings whose smallest K-chunk fits a buffer slot, best first by the mapper's
+    closed form (:mod:`nmsim.sim.tiling`); an error names the level when none fits."""
+    mapper = _Mapper(gemm, spec, use, timing)
+    ops = mapper.operands()
+    ranked = rank_tilings(ops, spec, timing, ideal_memory=ideal_memory)
+
+    def need(choice: TileChoice) -> float:
+        return (choice.tile_m * mapper.act_bpp + choice.tile_n * mapper.weight_bpp * mapper.rows(choice.tile_m)) * \
+            ops.granule
+
+    fitting = [choice for choice in ranked if need(choice) <= mapper.slot_capacity()]
+    if not fitting:
+        smallest = min(ranked, key=need)
+        mapper.check_fits(need(smallest), f"tile {smallest.tile_m}x{smallest.tile_n}, K-chunk {ops.granule}")
+    return fitting
 
 
 def map_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *,
-             ideal_memory: bool = False) -> GemmMapping:
-    """The pipeline schedule, channels and bytes per level of ``gemm`` on ``spec`` as ``use`` says."""
+             ideal_memory: bool = False, tiling: TileChoice | None = None) -> GemmMapping:
+    """The pipeline schedule, channels and bytes per level of ``gemm`` on ``spec`` as ``use`` says (tensor cores:
+    with ``tiling``, by default the closed form's best)."""
     mapper = _Mapper(gemm, spec, use, timing)
     compute = spec.compute
-    raw, tile_text = mapper.systolic_steps() if compute.kind == "systolic" else mapper.tensor_core_steps()
+    if compute.kind == "systolic":
+        raw, tile_text = mapper.systolic_steps()
+    else:
+        tiling = tiling or tilings(gemm, spec, use, timing, ideal_memory=ideal_memory)[0]
+        raw, tile_text = mapper.tensor_core_steps(tiling, ideal_memory)
 
     def step_sums(tiles):
+        slowest = max(tiles, key=lambda item: item[0].busy + item[0].feed)[0]
         return (sum(t.activations * n for t, n in tiles), sum(t.weights * n for t, n in tiles),
                 sum(t.outputs * n for t, n in tiles), sum(t.activation_values * n for t, n in tiles),
-                max(t.busy for t, _ in tiles))
+                slowest.busy, slowest.feed)
 
     totals = [0.0, 0.0, 0.0, 0.0]
     for block, repeat in raw:
@@ -254,15 +290,19 @@ def map_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *
     levels = len(spec.memory)
     if compute.kind == "systolic":
         tile_m, tile_n = (compute.rows, compute.cols) if compute.dataflow == "os" else (gemm.m, gemm.n)
+        reads = [(tile_a, tile_w)] * levels
+        for level in range(levels - 1, 0, -1):
+            below_a, below_w = reads[level]
+            supply = mapper.supply_traffic(level, below_a, below_w, tile_m, tile_n)
+            reads[level - 1] = min(supply, (below_a, below_w), key=sum)
+        final_outputs = gemm.m * gemm.n * mapper.value_bytes
+        writes = [final_outputs] * (levels - 1) + [tile_out]
     else:
-        tile_m, tile_n = min(gemm.m, timing.tensor_core_tile_m), min(gemm.n, timing.tensor_core_tile_n)
-    reads = [(tile_a, tile_w)] * levels
-    for level in range(levels - 1, 0, -1):
-        below_a, below_w = reads[level]
-        supply = mapper.supply_traffic(level, below_a, below_w, tile_m, tile_n)
-        reads[level - 1] = min(supply, (below_a, below_w), key=sum)
-    final_outputs = gemm.m * gemm.n * mapper.value_bytes
-    writes = [final_outputs] * (levels - 1) + [tile_out]
+        choice = mapper.choice
+        tile_m = choice.tile_m
+        reads = list(level_traffic(mapper.operands(), spec, choice.tile_m, choice.tile_n, choice.split_k))
+        reads[-1] = (tile_a, tile_w)
+        writes = list(output_traffic(mapper.operands(), spec, choice.split_k))[:-1] + [tile_out]
     level_bytes = tuple(OperandBytes(a, w, o) for (a, w), o in zip(reads, writes))
 
     def share(amount: float, total: float) -> float:
@@ -275,26 +315,38 @@ def map_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *
     for block, repeat in raw:
         steps = []
         for tiles, fill, _ in block:
-            a, w, out, values, busy = step_sums(tiles)
+            a, w, out, values, busy, feed = step_sums(tiles)
             active = sum(n for _, n in tiles)
             groups = values * groups_per_value / rereads
             steps.append(Step(
                 load_bytes=tuple(a * share(la, tile_a) + w * share(lw, tile_w) for la, lw in reads),
-                select_cycles=groups / (spec.sparsity.selector_groups_per_cycle * active) if selecting else 0.0,
+                select_cycles=groups / (spec.sparsity.selector_groups_per_cycle * active * compute.units_per_core)
+                if selecting else 0.0,
                 fill_cycles=fill,
                 busy_cycles=busy,
                 writeback_bytes=tuple(out * share(lo, tile_out) for lo in writes),
+                feed_cycles=feed,
             ))
         schedule.append((Block(tuple(steps)), repeat))
     selector_latency = timing.selector_cycles(use.pattern.m, spec.sparsity.selector) if selecting else 0
     inner = spec.memory[-1]
+    fixed_cycles = 0.0
+    if compute.kind == "tensor_core":
+        ops, split = mapper.operands(), mapper.choice.split_k
+        stored_sparse = use.operand == "weight"  # a compressed tensor and its metadata, set up per kernel
+        fixed_cycles = (timing.kernel_fixed_us + (timing.sparse_kernel_fixed_us if stored_sparse else 0.0)) * \
+            1e3 * spec.clock_GHz + reduction_cycles(ops, spec, split, timing)
+        level_bytes = tuple(OperandBytes(moved.activations, moved.weights, moved.outputs + extra)
+                            for moved, extra in zip(level_bytes, reduction_traffic(ops, spec, split)))
     return GemmMapping(
         schedule=tuple(schedule),
-        channels=tuple(_channel(level, spec.frequency_GHz, ideal_memory) for level in spec.memory),
+        channels=tuple(_channel(level, spec.clock_GHz, ideal_memory) for level in spec.memory),
         buffer_slots=2 if inner.double_buffered else 1,
         selector_latency=selector_latency,
         level_bytes=level_bytes,
         mac_slots=gemm.m * gemm.n * mapper.k_eff,
         selector_groups=gemm.m * math.ceil(gemm.k / use.pattern.m) if use.operand == "activation" else 0.0,
         tile=tile_text,
+        fixed_cycles=fixed_cycles,
+        tile_m=tile_m,
     )

@@ -33,7 +33,7 @@ def gemm_table(run: ModelRun, measured: dict[tuple[int, int, int], float] | None
     rows = []
     for row in run.rows:
         gemm, sim = row.gemm, row.sparse
-        time_us = _time_us(sim, spec.frequency_GHz)
+        time_us = _time_us(sim, spec.clock_GHz)
         record = {
             "layer": gemm.layer,
             "projection": gemm.projection,
@@ -44,8 +44,8 @@ def gemm_table(run: ModelRun, measured: dict[tuple[int, int, int], float] | None
             "compute_density": row.use.compute_density,
             "cycles": sim.cycles,
             "time_us": time_us,
-            "speedup_vs_dense_same_design": _time_us(row.dense, spec.frequency_GHz) / time_us,
-            "speedup_vs_baseline": _time_us(row.baseline, base.frequency_GHz) / time_us,
+            "speedup_vs_dense_same_design": _time_us(row.dense, spec.clock_GHz) / time_us,
+            "speedup_vs_baseline": _time_us(row.baseline, base.clock_GHz) / time_us,
             "utilization": sim.utilization,
             **{f"{cause}_cycles": sim.breakdown[cause] for cause in BREAKDOWN},
             **{f"{name}_bytes": level.total for name, level in zip(levels, sim.level_bytes)},
@@ -69,13 +69,13 @@ def totals(run: ModelRun) -> dict[str, float]:
     sparse = sum(row.sparse.cycles for row in run.rows)
     dense = sum(row.dense.cycles for row in run.rows)
     baseline = sum(row.baseline.cycles for row in run.rows)
-    time_us = sparse / spec.frequency_GHz / 1e3
+    time_us = sparse / spec.clock_GHz / 1e3
     result = {
         "gemms": len(run.rows),
         "cycles": sparse,
         "time_us": time_us,
         "speedup_vs_dense_same_design": dense / sparse,
-        "speedup_vs_baseline": baseline / base.frequency_GHz / 1e3 / time_us,
+        "speedup_vs_baseline": baseline / base.clock_GHz / 1e3 / time_us,
         "utilization": sum(row.sparse.mac_slots for row in run.rows)
         / (sparse * spec.compute.dense_macs_per_cycle),
         "roofline_cycles": sum(row.sparse.roofline_cycles for row in run.rows),

@@ -64,7 +64,7 @@ def roofline(
     output_bytes = gemm.m * gemm.n * value_bits / 8
     effective = gemm.macs * (pattern.density if operand != "none" else 1.0)
     outer = spec.memory[0]
-    bytes_per_cycle = outer.bandwidth_GBps / spec.frequency_GHz
+    bytes_per_cycle = outer.peak_bytes_per_cycle(spec.clock_GHz)
     return RooflineCost(
         macs=gemm.macs,
         effective_macs=effective,

@@ -1,4 +1,4 @@
-"""Timing assumptions of the simulated datapath (``timing.yaml``): tile sizes and logic levels per cycle.
+"""Timing assumptions of the simulated datapath (``timing.yaml``): tile shapes, kernel costs, logic levels per cycle.
 
 Pipeline depths of the sparse datapath, in cycles, for a group of M positions keeping N (formulas of
 ``shared/reference/hw_reference.md`` §6–7):
@@ -7,11 +7,18 @@ Pipeline depths of the sparse datapath, in cycles, for a group of M positions ke
   enumerative → an unranking chain of M levels; divided by ``adder_levels_per_cycle``;
 - operand select: an (M−N+1):1 mux, ⌈log2(M−N+1)⌉ levels of 2:1 muxes, divided by ``mux_levels_per_cycle``;
 - online selector: the network's comparator depth, divided by ``comparator_stages_per_cycle``.
+
+Tensor-core kernels (:mod:`nmsim.sim.tiling`): the tile shapes a library offers (``tensor_core_tiles``: the block
+tile each core computes and the warp tile each of its warps computes), the largest split-K, and the fixed time a
+kernel costs beyond its tiles (``kernel_fixed_us``, ``sparse_kernel_fixed_us``), in µs because launch and setup do
+not scale with the core clock. ``host_dispatch_us`` is what a host-timed framework call adds on top (used only
+for measurements taken that way).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +28,34 @@ from nmsim.patterns import Pattern
 
 TIMING_FILE = Path(__file__).with_name("timing.yaml")
 _ENTRY_KEYS = {"value", "source", "date"}
+_TILE = re.compile(r"^(\d+)x(\d+)/(\d+)x(\d+)$")
+
+
+@dataclass(frozen=True)
+class TileShape:
+    """A block tile (tile_m tokens × tile_n outputs, one per core) computed by warps of warp_m × warp_n each."""
+
+    tile_m: int
+    tile_n: int
+    warp_m: int
+    warp_n: int
+
+    @property
+    def warps(self) -> int:
+        return (self.tile_m // self.warp_m) * (self.tile_n // self.warp_n)
+
+    def __str__(self) -> str:
+        return f"{self.tile_m}x{self.tile_n}"
 
 
 @dataclass(frozen=True)
 class Timing:
-    tensor_core_tile_m: int
-    tensor_core_tile_n: int
+    tensor_core_tiles: tuple[TileShape, ...]
+    split_k_max: int
     k_chunk_granule: int
+    kernel_fixed_us: float
+    sparse_kernel_fixed_us: float
+    host_dispatch_us: float
     mux_levels_per_cycle: int
     adder_levels_per_cycle: int
     comparator_stages_per_cycle: int
@@ -43,8 +71,27 @@ class Timing:
         return math.ceil(selection_network(group_size, selector).depth / self.comparator_stages_per_cycle)
 
 
+_FLOATS = {"kernel_fixed_us", "sparse_kernel_fixed_us", "host_dispatch_us"}
+
+
+def _tiles(path: Path, entry, value) -> tuple[TileShape, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(path, entry.lines.get("value"), "tensor_core_tiles.value",
+                          "expected a list of tiles written block/warp, e.g. 128x128/64x64")
+    tiles = []
+    for index, text in enumerate(value):
+        match = _TILE.match(str(text))
+        sizes = tuple(int(group) for group in match.groups()) if match else ()
+        if not sizes or min(sizes) < 1 or sizes[0] % sizes[2] or sizes[1] % sizes[3]:
+            raise ConfigError(path, entry.lines.get("value"), f"tensor_core_tiles.value[{index}]",
+                              f"{text!r} is not block/warp tiles like 128x128/64x64 whose warp tile divides "
+                              "the block tile")
+        tiles.append(TileShape(*sizes))
+    return tuple(tiles)
+
+
 def load_timing(path: str | Path = TIMING_FILE) -> Timing:
-    """Read and check a timing file: every field present, each with a positive integer value, a source and a date."""
+    """Read and check a timing file: every field present with a value of its kind, a source and a date."""
     path = Path(path)
     data = load_yaml(path)
     names = set(Timing.__dataclass_fields__)
@@ -54,8 +101,18 @@ def load_timing(path: str | Path = TIMING_FILE) -> Timing:
         entry = data[name]
         check_keys(entry, path, name, _ENTRY_KEYS, _ENTRY_KEYS)
         value = entry["value"]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(path, entry.lines.get("value"), f"{name}.value", f"expected a positive integer, got "
-                                                                              f"{value!r}")
-        values[name] = value
+        if name == "tensor_core_tiles":
+            values[name] = _tiles(path, entry, value)
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name in _FLOATS:
+            if not number or value < 0:
+                raise ConfigError(path, entry.lines.get("value"), f"{name}.value",
+                                  f"expected a number of µs ≥ 0, got {value!r}")
+            values[name] = float(value)
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(path, entry.lines.get("value"), f"{name}.value",
+                              f"expected a positive integer, got {value!r}")
+        else:
+            values[name] = value
     return Timing(**values)

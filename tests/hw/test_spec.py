@@ -35,10 +35,23 @@ def _load(tmp_path, text):
 
 def test_every_preset_loads_and_supports_what_it_says():
     names = sorted(p.stem for p in DESIGNS_DIR.glob("*.yaml"))
-    assert names == ["a100-dense", "act-16of32", "act-2of4", "act-4of8", "act-8of16", "act-flexible",
-                     "act-hierarchical", "nvidia-2of4", "systolic-32x32-os"]
+    assert names == ["a100-80gb-pcie", "a100-80gb-pcie-2of4", "a100-80gb-sxm", "a100-dense", "act-16of32",
+                     "act-2of4", "act-4of8", "act-8of16", "act-flexible", "act-hierarchical", "h100-sxm",
+                     "h100-sxm-2of4", "nvidia-2of4", "systolic-32x32-os"]
     specs = {name: AcceleratorSpec.from_name(name) for name in names}
     assert specs["a100-dense"].compute.dense_macs_per_cycle == 432 * 256
+    # datasheet peaks: 312 dense FP16 TFLOPS (A100), 989.4 (H100 SXM) at the peak clock
+    for name, tflops in (("a100-dense", 312), ("a100-80gb-pcie", 312), ("h100-sxm", 989.4)):
+        spec = specs[name]
+        assert 2 * spec.compute.dense_macs_per_cycle * spec.frequency_GHz / 1e3 == pytest.approx(tflops, rel=0.01)
+    assert specs["a100-80gb-pcie"].memory[0].bandwidth_GBps == 1935
+    # the L2 is 5,120 bytes per clock (whitepaper), about 7.2 TB/s at 1.41 GHz, not 5,120 GB/s
+    assert specs["a100-dense"].memory[1].peak_bytes_per_cycle(1.41) * 1.41 == pytest.approx(7219, rel=1e-3)
+    # presets that derive from a part keep its clock, tensor cores and memory: like for like
+    for derived, base in (("act-8of16", "a100-dense"), ("nvidia-2of4", "a100-dense"), ("act-hierarchical",
+                          "a100-dense"), ("a100-80gb-pcie-2of4", "a100-80gb-pcie"), ("h100-sxm-2of4", "h100-sxm")):
+        assert (specs[derived].compute, specs[derived].memory, specs[derived].clock_GHz) == \
+            (specs[base].compute, specs[base].memory, specs[base].clock_GHz)
     assert [str(p) for p in specs["act-flexible"].sparsity.patterns] == ["2:4", "4:8", "8:16"]
     assert specs["act-hierarchical"].sparsity.hierarchical
     assert specs["nvidia-2of4"].sparsity.operand == "weight"
@@ -90,3 +103,48 @@ def test_hierarchical_needs_several_patterns_and_unknown_presets_are_listed(tmp_
         _load(tmp_path, SYSTOLIC.replace("[2:4, 8:16]", "[2:4]\n  hierarchical: true"))
     with pytest.raises(NmsimError, match="no such file or preset .*act-8of16"):
         AcceleratorSpec.from_name("tpu-v9")
+
+
+def test_a_design_derives_from_a_base_and_overrides_key_by_key(tmp_path):
+    (tmp_path / "part.yaml").write_text(BASE_PART)
+    (tmp_path / "derived.yaml").write_text("base: part.yaml\nname: derived\ncompute: {units: 4, cores: 2}\n"
+                                           "sparsity: {operand: weight, patterns: [2:4]}\n")
+    spec = load_accelerator(tmp_path / "derived.yaml")
+    assert (spec.name, spec.compute.units, spec.compute.cores, spec.compute.macs_per_unit_per_cycle) == \
+        ("derived", 4, 2, 64)
+    assert spec.sustained_frequency_GHz == 0.9 and spec.clock_GHz == 0.9 and spec.memory[1].efficiency == 0.5
+    assert [str(p) for p in spec.sparsity.patterns] == ["2:4"]
+
+
+def test_base_errors_name_the_file_and_key(tmp_path):
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\nname: loop\n")
+    with pytest.raises(ConfigError, match=r"loop.yaml:1: base: .*a cycle"):
+        load_accelerator(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: no-such-part\nname: orphan\n")
+    with pytest.raises(ConfigError, match=r"orphan.yaml:1: base: .*no such file or preset"):
+        load_accelerator(tmp_path / "orphan.yaml")
+
+
+@pytest.mark.parametrize("level, message", [
+    ("{name: l2, capacity_MiB: 1, latency_ns: 1}", "exactly one of bandwidth_GBps"),
+    ("{name: l2, capacity_MiB: 1, bandwidth_GBps: 1, bandwidth_bytes_per_cycle: 8, latency_ns: 1}",
+     "exactly one of bandwidth_GBps"),
+    ("{name: l2, capacity_MiB: 1, bandwidth_GBps: 1, efficiency: 1.5, latency_ns: 1}", "above 1"),
+])
+def test_memory_bandwidth_keys_are_checked(tmp_path, level, message):
+    (tmp_path / "part.yaml").write_text(BASE_PART.replace(
+        "  - {name: l2, capacity_MiB: 4, bandwidth_bytes_per_cycle: 256, efficiency: 0.5, latency_ns: 10}", f"  - {level}"))
+    with pytest.raises(ConfigError, match=message):
+        load_accelerator(tmp_path / "part.yaml")
+
+
+BASE_PART = """name: part
+technology_nm: 7
+frequency_GHz: 1.0
+sustained_frequency_GHz: 0.9
+compute: {kind: tensor_core, units: 8, cores: 4, macs_per_unit_per_cycle: 64, value_bits: 16}
+memory:
+  - {name: dram, capacity_GiB: 1, bandwidth_GBps: 100, efficiency: 0.9, latency_ns: 100}
+  - {name: l2, capacity_MiB: 4, bandwidth_bytes_per_cycle: 256, efficiency: 0.5, latency_ns: 10}
+  - {name: smem, capacity_KiB: 512, bandwidth_bytes_per_cycle: 512, latency_ns: 1, double_buffered: true}
+"""

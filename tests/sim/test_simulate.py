@@ -183,7 +183,7 @@ def test_model_run_with_real_masks_differs_from_the_ideal_answer():
 
 def test_buffer_that_cannot_hold_a_tile_is_an_error():
     spec = AcceleratorSpec.from_name("a100-dense")
-    tiny = dataclasses.replace(spec.memory[-1], capacity_bytes=432 * 1024)
+    tiny = dataclasses.replace(spec.memory[-1], capacity_bytes=108 * 1024)  # 0.5 KiB per slot on 108 cores
     spec = dataclasses.replace(spec, memory=(*spec.memory[:-1], tiny))
     with pytest.raises(NmsimError, match="'shared_memory' gives each unit 0.5 KiB per buffer slot"):
         simulate_gemm(Gemm(0, "q", "prefill", 512, 576, 576), spec, layer_use(spec, DENSE))
@@ -245,7 +245,8 @@ def test_sweep_runs_unsupported_patterns_dense_and_reads_committed_traces():
     designs = [AcceleratorSpec.from_name(name) for name in ("act-8of16", "act-hierarchical")]
     patterns = ("dense", "2:4", "8:16")
     table = sweep(designs, model_shape("smollm2-135m"), baseline=AcceleratorSpec.from_name("a100-dense"),
-                  patterns=patterns, phases=("prefill",), seq=128, traces=committed_traces(patterns, "smollm2-135m"))
+                  patterns=patterns, phases=("prefill",), seq=2048,
+                  traces=committed_traces(patterns, "smollm2-135m"))  # long enough for MACs to matter
     assert len(table) == 6
     row = table.set_index(["design", "pattern"])
     assert not row.loc[("act-8of16", "2:4"), "runs_sparse"] and "does not support 2:4" in row.loc[
