@@ -225,6 +225,12 @@ def load_designs(names: tuple[str, ...], baseline_name: str, patterns: tuple[Pat
     """The designs (every preset when ``names`` is empty), the baseline joining when no design is dense, and each
     pattern's native design; every requested sparse N:M pattern must be one some design supports."""
     designs = [AcceleratorSpec.from_name(name) for name in names or design_names()]
+    seen: dict[str, AcceleratorSpec] = {}
+    for spec in designs:
+        if spec.name in seen:
+            raise NmsimError(f"two designs are named {spec.name!r} ({seen[spec.name].source} and {spec.source}); "
+                             "a report tells designs apart by name: rename one")
+        seen[spec.name] = spec
     baseline = AcceleratorSpec.from_name(baseline_name)
     if not any(spec.sparsity.operand == "none" for spec in designs):
         log.info("no dense design among the designs; the dense baseline %s joins them", baseline.name)

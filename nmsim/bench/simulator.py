@@ -42,7 +42,8 @@ BASELINE = BASELINE_DESIGN  # the dense baseline design of every model run (the 
 GROWTH_DESIGNS = (("act-8of16", "8:16"), ("systolic-32x32-os", "dense"))  # design, pattern it runs
 GROWTH_SEQS = (128, 512, 2048, 8192)  # prefill tokens (batch 1)
 SEQ = 512  # prefill tokens of the sweep and of the model-size growth
-SWEEP_GOAL_SECONDS = 2  # the whole-model sweep of every preset
+SWEEP_GOAL_SECONDS = 2  # the SmolLM2 sweep of every preset
+WHOLE_SWEEP_GOAL_SECONDS = 10  # SmolLM2 and the 7-8B shape presets; nmsim validate's simulations too
 COMPARE_DESIGN = "systolic-32x32-os"  # the array SCALE-Sim models: 32x32, output stationary
 COMPARE_TOKENS = 128  # M of the SCALE-Sim GEMMs
 GEMM_REPEATS = 20  # one nmsim GEMM takes well under a millisecond: best of many
@@ -82,6 +83,40 @@ def sweep_benchmark(repeats: int = 3, designs: list[str] | None = None) -> list[
                     gemms / serial, "1/s"),
         BenchResult(f"  GEMM simulations per second, one process ({misses} distinct, the rest from cache)",
                     misses / serial, "1/s"),
+    ]
+
+
+LARGE_MODELS = ("llama-2-7b", "llama-3.1-8b", "qwen2.5-7b", "gemma-3-4b")  # the 7-8B shape presets
+
+
+def whole_model_sweep_benchmark(repeats: int = 3) -> list[BenchResult]:
+    """The mapper's cost at scale: SmolLM2-135M and the four 7-8B shape presets, every preset, dense + the report's
+    patterns, prefill and decode, with the statistics nmsim run would use (measured, else transplanted, else ideal),
+    on the available cores; and ``nmsim validate``'s simulations (every package measurement set)."""
+    from nmsim.sim.validation import package_sets, validate
+    from nmsim.traces.sources import statistics_for
+
+    specs = [AcceleratorSpec.from_name(name) for name in preset_names()]
+    baseline = AcceleratorSpec.from_name(BASELINE)
+    shapes = [model_shape(name) for name in (MODEL, *LARGE_MODELS)]
+    cases = grid_cases(specs, SWEEP_PATTERNS, seq=SEQ)
+
+    def sweep():
+        rows = 0
+        for shape in shapes:
+            traces = {parse_pattern(p): statistics_for(shape, p) for p in SWEEP_PATTERNS
+                      if parse_pattern(p).kind == "nm"}
+            rows += len(simulate_cases(cases, shape, baseline=baseline, traces=traces).totals)
+        return rows
+
+    rows, seconds = _cold_best(sweep, repeats)
+    _, validate_seconds = _cold_best(lambda: validate(package_sets()), repeats)
+    return [
+        BenchResult(f"whole-model sweep: {len(shapes)} models x {len(specs)} designs x {len(SWEEP_PATTERNS)} patterns "
+                    f"x prefill S={SEQ} + decode, {rows} model runs, {available_cores()} cores "
+                    f"(goal < {WHOLE_SWEEP_GOAL_SECONDS} s)", seconds, "s", seconds / WHOLE_SWEEP_GOAL_SECONDS),
+        BenchResult(f"nmsim validate's simulations, every package set (goal < {WHOLE_SWEEP_GOAL_SECONDS} s)",
+                    validate_seconds, "s", validate_seconds / WHOLE_SWEEP_GOAL_SECONDS),
     ]
 
 
@@ -192,7 +227,8 @@ def run_simulator_benchmark(scalesim_python: str | None = None, repeats: int = 3
                             designs: list[str] | None = None, models: list[str] | None = None) -> list[BenchResult]:
     """The sweep (of ``designs``, default every preset), the cost growth (across ``models``, default the
     model-shape presets) and, with ``scalesim_python`` (a Python with scalesim 3.0.0), SCALE-Sim beside."""
-    results = sweep_benchmark(repeats, designs) + growth_benchmark(repeats, models)
+    results = sweep_benchmark(repeats, designs) + whole_model_sweep_benchmark(repeats) + \
+        growth_benchmark(repeats, models)
     if scalesim_python:
         results += scalesim_benchmark(scalesim_python)
     return results

@@ -243,6 +243,17 @@ def _channel(level: MemoryLevel, clock_GHz: float, ideal: bool) -> Channel:
     return Channel(level.name, level.bytes_per_cycle(clock_GHz), level.latency_ns * clock_GHz)
 
 
+def smallest_tile_tokens(m: int, timing: Timing) -> int:
+    """The fewest tokens any tensor-core tile of an M-token GEMM holds, over every tile shape (remainders too)."""
+    sizes = set()
+    for tile in timing.tensor_core_tiles:
+        tile_m = min(m, tile.tile_m)
+        sizes.add(tile_m)
+        if m % tile_m:
+            sizes.add(m % tile_m)
+    return min(sizes)
+
+
 def tilings(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *,
             ideal_memory: bool = False) -> list[TileChoice]:
     """A tensor-core GEMM's candidate tilings whose smallest K-chunk fits a buffer slot, best first by the mapper's

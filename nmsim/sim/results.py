@@ -26,6 +26,29 @@ def _time_us(sim: GemmSimulation, frequency_GHz: float) -> float:
     return sim.cycles / frequency_GHz / 1e3
 
 
+_CAUSES = {
+    "stall_memory": "the dense run waits longer on memory: the sparse one moves fewer (compressed) bytes",
+    "stall_feed": "the dense run's operand feed is slower: the sparse one's tile reads fewer bytes per MAC",
+    "fill": "the dense run spends more on pipeline fill",
+    "drain": "the dense run's last write-backs take longer",
+    "overhead": "the dense run's fixed costs are larger (a split-K reduction kernel)",
+    "stall_selector": "the dense run waits on a selector",
+}
+
+
+def speedup_excess(dense: GemmSimulation, sparse: GemmSimulation, density: float) -> tuple[str, float]:
+    """(cause, share of the excess it explains) when ``sparse`` beats ``dense`` by more than 1 / ``density`` (M/N
+    at N/M), else ("", 0). The cause is the breakdown entry the dense run spends most on beyond M/N times the
+    sparse run's; its share is what it accounts for of the cycles above the M/N bound."""
+    bound = 1 / density
+    excess = dense.cycles - sparse.cycles * bound
+    if excess <= 1e-9 * dense.cycles:
+        return "", 0.0
+    gains = {cause: dense.breakdown[cause] - sparse.breakdown[cause] * bound for cause in _CAUSES}
+    cause = max(gains, key=gains.get)
+    return f"{cause}: {_CAUSES[cause]}", min(gains[cause] / excess, 1.0)
+
+
 def gemm_table(run: ModelRun, measured: dict[tuple[int, int, int], float] | None = None) -> pd.DataFrame:
     """One row per GEMM of ``run``; ``measured`` maps (M, K, N) to a measured 2:4 speedup."""
     spec, base = run.spec, run.baseline
@@ -46,6 +69,8 @@ def gemm_table(run: ModelRun, measured: dict[tuple[int, int, int], float] | None
             "time_us": time_us,
             "speedup_vs_dense_same_design": _time_us(row.dense, spec.clock_GHz) / time_us,
             "speedup_vs_baseline": _time_us(row.baseline, base.clock_GHz) / time_us,
+            "above_m_over_n_cause": speedup_excess(row.dense, sim, row.use.compute_density)[0]
+            if row.use.sparse else "",
             "utilization": sim.utilization,
             **{f"{cause}_cycles": sim.breakdown[cause] for cause in BREAKDOWN},
             **{f"{name}_bytes": level.total for name, level in zip(levels, sim.level_bytes)},

@@ -11,16 +11,18 @@ per-fold cycles; systolic designs follow it so the dense numbers match (``tests/
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
 
+from nmsim.errors import NmsimError
 from nmsim.hw.energy import ActionCounts, EnergyReport, gemm_energy
-from nmsim.hw.spec import AcceleratorSpec
+from nmsim.hw.spec import AcceleratorSpec, SparsitySpec
 from nmsim.patterns import Pattern
 from nmsim.sim.engine import run_pipeline
-from nmsim.sim.mapping import GemmMapping, OperandBytes, map_gemm, tilings
-from nmsim.sim.tiling import TIMED_CANDIDATES
+from nmsim.sim.mapping import GemmMapping, OperandBytes, map_gemm, smallest_tile_tokens, tilings
+from nmsim.sim.tiling import TIMED_CANDIDATES, TileChoice
 from nmsim.sim.roofline import roofline
 from nmsim.sim.timing import Timing, load_timing
 from nmsim.traces.reader import TraceData
@@ -28,6 +30,7 @@ from nmsim.sim.usage import DENSE, LayerUse, layer_use
 from nmsim.sim.workload import Gemm, ModelShape, Phase, linear_gemms
 
 log = logging.getLogger(__name__)
+NO_SPARSITY = SparsitySpec("none", (), False, "index", "half_split", 0)
 
 
 @dataclass(frozen=True)
@@ -47,20 +50,42 @@ class GemmSimulation:
     simulated_steps: int
 
 
+def _timed(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, ideal_memory: bool,
+           tiling: TileChoice | None):
+    mapping: GemmMapping = map_gemm(gemm, spec, use, timing, ideal_memory=ideal_memory, tiling=tiling)
+    result = run_pipeline(list(mapping.schedule), mapping.channels, buffer_slots=mapping.buffer_slots,
+                          selector_latency=mapping.selector_latency)
+    return mapping, result
+
+
+def _statistics_class(use: LayerUse) -> LayerUse:
+    """What the tiling choice looks at, at 1 % resolution: layers whose statistics agree that closely share one
+    choice (each is still timed with its own statistics)."""
+    rows = tuple((tokens, round(fraction, 2)) for tokens, fraction in use.rows_needed)
+    return LayerUse(use.pattern, use.operand, round(use.compute_density, 2), rows)
+
+
 @functools.lru_cache(maxsize=4096)
-def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing,
-                    ideal_memory: bool) -> GemmSimulation:
+def _best_tiling(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing,
+                 ideal_memory: bool) -> TileChoice:
+    """The mapper's choice: its closed form's ``TIMED_CANDIDATES`` best, each timed in the pipeline; the fastest."""
     gemm = Gemm(0, "q", "prefill", m, k, n)
-    candidates = [None] if spec.compute.kind == "systolic" else \
-        tilings(gemm, spec, use, timing, ideal_memory=ideal_memory)[:TIMED_CANDIDATES]
     best = None
-    for tiling in candidates:  # the mapper's best few, timed; the fastest is kept
-        mapping: GemmMapping = map_gemm(gemm, spec, use, timing, ideal_memory=ideal_memory, tiling=tiling)
-        result = run_pipeline(list(mapping.schedule), mapping.channels, buffer_slots=mapping.buffer_slots,
-                              selector_latency=mapping.selector_latency)
-        if best is None or result.cycles + mapping.fixed_cycles < best[1].cycles + best[0].fixed_cycles - 1e-9:
-            best = (mapping, result)
-    mapping, result = best
+    for tiling in tilings(gemm, spec, use, timing, ideal_memory=ideal_memory)[:TIMED_CANDIDATES]:
+        mapping, result = _timed(gemm, spec, use, timing, ideal_memory, tiling)
+        total = result.cycles + mapping.fixed_cycles
+        if best is None or total < best[0] - 1e-9:
+            best = (total, tiling)
+    return best[1]
+
+
+@functools.lru_cache(maxsize=8192)
+def _time_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing, ideal_memory: bool):
+    """(mapping, pipeline result, cycles, breakdown) of one GEMM; ``use`` is a :meth:`LayerUse.timing_key`."""
+    gemm = Gemm(0, "q", "prefill", m, k, n)
+    tiling = None if spec.compute.kind == "systolic" else \
+        _best_tiling(m, k, n, spec, _statistics_class(use), timing, ideal_memory)
+    mapping, result = _timed(gemm, spec, use, timing, ideal_memory, tiling)
     cycles, breakdown = result.cycles, dict(result.breakdown)
     if spec.compute.kind == "systolic":  # SCALE-Sim's last-cycle-index convention, charged to the final fold
         cycles -= 1
@@ -68,6 +93,16 @@ def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse
     if not ideal_memory:  # the kernel's fixed cost; --ideal-memory times the datapath alone
         cycles += mapping.fixed_cycles
         breakdown["overhead"] += mapping.fixed_cycles
+    return mapping, result, cycles, breakdown
+
+
+@functools.lru_cache(maxsize=8192)
+def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing,
+                    ideal_memory: bool) -> GemmSimulation:
+    gemm = Gemm(0, "q", "prefill", m, k, n)
+    floor = 1 if spec.compute.kind == "systolic" else smallest_tile_tokens(m, timing)
+    key = use.timing_key(floor, m)
+    mapping, result, cycles, breakdown = _time_shape(m, k, n, spec, key, timing, ideal_memory)
     rows = use.weight_rows_fraction(mapping.tile_m or m)  # 1 unless activations are pruned
     estimate = roofline(gemm, spec, use.pattern if use.sparse else DENSE, weight_rows_fraction=rows)
     peak = spec.compute.dense_macs_per_cycle
@@ -81,7 +116,7 @@ def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse
     )
     return GemmSimulation(
         cycles=cycles,
-        breakdown=breakdown,
+        breakdown=dict(breakdown),
         level_bytes=mapping.level_bytes,
         mac_slots=mapping.mac_slots,
         selector_groups=mapping.selector_groups,
@@ -95,8 +130,10 @@ def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse
 
 
 def clear_cache() -> None:
-    """Forget cached GEMM results (benchmarks time cold runs)."""
+    """Forget cached GEMM results and tiling choices (benchmarks time cold runs)."""
     _simulate_shape.cache_clear()
+    _time_shape.cache_clear()
+    _best_tiling.cache_clear()
 
 
 def cache_counts() -> tuple[int, int]:
@@ -107,8 +144,16 @@ def cache_counts() -> tuple[int, int]:
 
 def simulate_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, *, timing: Timing | None = None,
                   ideal_memory: bool = False) -> GemmSimulation:
-    """Simulate ``gemm`` on ``spec`` as ``use`` says (``ideal_memory``: no bandwidth or latency limits)."""
-    return _simulate_shape(gemm.m, gemm.k, gemm.n, spec, use, timing or load_timing(), ideal_memory)
+    """Simulate ``gemm`` on ``spec`` as ``use`` says (``ideal_memory``: no bandwidth or latency limits). A dense
+    run does not depend on what the design's sparsity supports, so designs that share a part share its result."""
+    timing = timing or load_timing()
+    if use.sparse:
+        return _simulate_shape(gemm.m, gemm.k, gemm.n, spec, use, timing, ideal_memory)
+    part = dataclasses.replace(spec, name="", description="", source="", sparsity=NO_SPARSITY)
+    try:
+        return _simulate_shape(gemm.m, gemm.k, gemm.n, part, use, timing, ideal_memory)
+    except NmsimError:  # say which design it was
+        return _simulate_shape.__wrapped__(gemm.m, gemm.k, gemm.n, spec, use, timing, ideal_memory)
 
 
 @dataclass(frozen=True)

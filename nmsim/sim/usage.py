@@ -46,6 +46,17 @@ class LayerUse:
     def sparse(self) -> bool:
         return self.operand != "none"
 
+    def timing_key(self, min_tokens: int, max_tokens: int) -> LayerUse:
+        """This use as timing sees it when every tile holds ``min_tokens`` to ``max_tokens`` tokens: without the
+        zero-slot fraction (energy only) and the note, and with only the ``rows_needed`` entries such tiles can read
+        (the brackets around the range are kept, so every answer inside it is unchanged; fractions rounded to 12
+        digits, below float noise). Layers that differ only where no tile looks share one simulation."""
+        rows = self.rows_needed
+        first = max([index for index, (size, _) in enumerate(rows) if size <= min_tokens], default=0)
+        last = min([index for index, (size, _) in enumerate(rows) if size >= max_tokens], default=len(rows) - 1)
+        rows = tuple((size, round(fraction, 12)) for size, fraction in rows[first:last + 1])
+        return LayerUse(self.pattern, self.operand, self.compute_density, rows)
+
     def weight_rows_fraction(self, tokens: int) -> float:
         """Weight rows a tile of ``tokens`` tokens needs; log-linear between measured tile sizes."""
         if not self.rows_needed:

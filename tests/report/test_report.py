@@ -143,11 +143,15 @@ def test_a_failed_run_leaves_the_previous_report_whole(tmp_path):
     first = build_report(_request(tmp_path))
     before = _digests(first)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(Path("hw_configs/act-8of16.yaml").read_text().replace("units: 432", "unitz: 432"))
-    with pytest.raises(NmsimError, match=r"bad.yaml:\d+: compute.unitz: unknown key"):
+    bad.write_text(Path("hw_configs/act-8of16.yaml").read_text().replace("selector_groups", "selector_groupz"))
+    with pytest.raises(NmsimError, match=r"bad.yaml:\d+: sparsity.selector_groupz_per_cycle: unknown key"):
         build_report(_request(tmp_path, designs=(*DESIGNS, str(bad))))
     assert _digests(first) == before
     assert [p.name for p in (tmp_path / "reports").iterdir()] == ["fixture"]
+    twin = tmp_path / "twin.yaml"
+    twin.write_text("base: act-8of16\n")
+    with pytest.raises(NmsimError, match=r"two designs are named 'act-8of16'"):
+        build_report(_request(tmp_path, designs=(*DESIGNS, str(twin))))
 
 
 def test_a_corrupted_trace_is_named(tmp_path):

@@ -1,0 +1,169 @@
+"""nmsim against measured GPUs: the goals of the validation (pinned at what the model reaches), the mapper's
+mechanisms, and physics bounds (roofline ≤ simulated; no speedup above M/N without a named cause)."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from nmsim.cli import main
+from nmsim.errors import NmsimError
+from nmsim.hw.spec import AcceleratorSpec
+from nmsim.patterns import parse_pattern
+from nmsim.registry import DESIGNS_DIR, model_shape
+from nmsim.sim.mapping import tilings
+from nmsim.sim.results import speedup_excess
+from nmsim.sim.simulate import simulate_gemm
+from nmsim.sim.timing import load_timing
+from nmsim.sim.usage import DENSE, LayerUse, layer_use
+from nmsim.sim.validation import MeasurementSet, package_sets, read_measurements, validate
+from nmsim.sim.workload import Gemm, linear_gemms
+
+DENSE_USE = LayerUse(DENSE, "none", 1.0)
+
+
+@pytest.fixture(scope="module")
+def validation():
+    return validate(package_sets())
+
+
+def _summary_row(summary, name, kernel):
+    return summary[(summary.set == name) & (summary.kernel == kernel)].iloc[0]
+
+
+def test_dense_latency_is_within_the_goals_on_both_sets(validation):
+    _, summary = validation
+    llmcompass = _summary_row(summary, "a100_fp16_gemm_llmcompass", "dense")
+    slidesparse = _summary_row(summary, "a100_fp16_square_2of4_slidesparse", "dense")
+    assert llmcompass.rows == 20 and slidesparse.rows == 9
+    # goal ≤ 10 %; reached 5.0 % and 8.6 % (pinned so a regression shows)
+    assert llmcompass.latency_mape_pct <= 5.5
+    assert slidesparse.latency_mape_pct <= 9.0
+    assert llmcompass.spearman_rho >= 0.99 and slidesparse.spearman_rho >= 0.99
+
+
+def test_2of4_speedup_error_and_crossover(validation):
+    table, summary = validation
+    sparse = _summary_row(summary, "a100_fp16_square_2of4_slidesparse", "2:4")
+    assert sparse.speedup_mae <= 0.15  # goal ≤ 0.15; reached 0.148
+    assert sparse.crossover_M_measured == sparse.crossover_M_predicted == 1024
+    rows = table[(table.kernel == "2:4")].set_index("M")
+    assert (rows.loc[[64, 128, 256, 512], "predicted_speedup_2of4"] < 1).all()  # real 2:4 loses at small M
+    assert rows.loc[4096, "predicted_speedup_2of4"] == pytest.approx(rows.loc[4096, "measured_speedup_2of4"],
+                                                                      abs=0.1)
+    assert (rows.predicted_speedup_2of4 < 1.9).all()  # the operand feed caps it below M/N even at large M
+
+
+def test_every_prediction_is_above_its_roofline(validation):
+    table, _ = validation
+    assert (table.roofline_us <= table.predicted_us * (1 + 1e-9)).all()
+
+
+def test_a_user_set_is_validated_and_written(tmp_path, capsys):
+    csv = tmp_path / "mine.csv"
+    csv.write_text("M,K,N,latency_us\n1024,1024,1024,20\n4096,4096,4096,600\n")
+    out = tmp_path / "out"
+    assert main(["validate", "--set", str(csv), "--hw", "a100-80gb-pcie", "--only-user-set", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "validation.csv")
+    assert list(table.set.unique()) == ["mine"] and len(table) == 2
+    assert {p.name for p in out.iterdir()} >= {"validation.csv", "validation.parquet", "validation_summary.csv",
+                                                "validation.png", "validation.svg"}
+    assert "latency_mape_pct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [
+    ("M,K\n1,2\n", "missing column"),
+    ("M,K,N\n1,2,3\n", "no time column"),
+    ("M,K,N,latency_us\n1,2,-3\n", "positive number"),
+])
+def test_a_bad_measurement_set_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(NmsimError, match=message):
+        read_measurements(MeasurementSet("bad", path, "a100-80gb-pcie", "", "device", ""))
+    assert main(["validate", "--set", str(path), "--hw", "a100-80gb-pcie", "--only-user-set",
+                 "--out", str(tmp_path / "o")]) == 2
+
+
+def _use(spec, pattern):
+    return layer_use(spec, parse_pattern(pattern), None, ideal=True) if pattern != "dense" else DENSE_USE
+
+
+SHAPES = [g for model in ("smollm2-135m", "llama-3.1-8b") for phase, batch in (("prefill", 1), ("prefill", 8),
+                                                                               ("decode", 16))
+          for g in linear_gemms(model_shape(model), phase, batch, 512)[:7]]
+
+
+def test_a_speedup_above_m_over_n_names_its_cause():
+    """Llama-3.1-8B's up projection at 4,096 tokens: dense waits on memory, 2:4 activations halve those bytes."""
+    spec = AcceleratorSpec.from_name("act-2of4")
+    gemm = Gemm(0, "up", "prefill", 4096, 4096, 14336)
+    dense, sparse = simulate_gemm(gemm, spec, DENSE_USE), simulate_gemm(gemm, spec, _use(spec, "2:4"))
+    assert 2.0 < dense.cycles / sparse.cycles < 2.04
+    cause, share = speedup_excess(dense, sparse, 0.5)
+    assert cause.startswith("stall_memory") and share == 1.0
+    assert dense.breakdown["stall_memory"] > 3 * sparse.breakdown["stall_memory"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in DESIGNS_DIR.glob("*.yaml")))
+def test_roofline_bounds_every_preset_and_pattern_and_speedups_stay_below_m_over_n(name):
+    spec = AcceleratorSpec.from_name(name)
+    patterns = ["dense", *(str(p) for p in spec.sparsity.patterns)]
+    for gemm in SHAPES:
+        dense = simulate_gemm(gemm, spec, DENSE_USE)
+        for pattern in patterns:
+            sim = simulate_gemm(gemm, spec, _use(spec, pattern))
+            assert sim.roofline_cycles <= sim.cycles * (1 + 1e-9), (name, pattern, gemm)
+            if pattern != "dense":
+                density = _use(spec, pattern).compute_density
+                speedup = dense.cycles / sim.cycles
+                assert speedup <= 1.02 / density, (name, pattern, gemm)  # at most a few % above M/N, and then:
+                cause, share = speedup_excess(dense, sim, density)
+                assert (speedup > 1 / density) == bool(cause)
+                if cause:
+                    assert share >= 0.5, (name, pattern, gemm, cause)  # a named cause that explains the excess
+
+
+def test_each_pattern_gets_its_own_best_mapping_so_8of16_and_16of32_agree():
+    """The old K-split granule lcm(16, M) gave 16:32 half the parallel units of 8:16 on small GEMMs."""
+    gemm = Gemm(0, "q", "prefill", 512, 576, 576)
+    spec816, spec1632 = AcceleratorSpec.from_name("act-8of16"), AcceleratorSpec.from_name("act-16of32")
+    a = simulate_gemm(gemm, spec816, _use(spec816, "8:16"))
+    b = simulate_gemm(gemm, spec1632, _use(spec1632, "16:32"))
+    assert a.cycles == pytest.approx(b.cycles, rel=0.01)
+
+
+def test_the_mapper_times_the_best_candidates_and_keeps_the_fastest():
+    spec, timing = AcceleratorSpec.from_name("a100-dense"), load_timing()
+    gemm = Gemm(0, "q", "prefill", 512, 8192, 512)  # 16 tiles of 128x128 on 108 cores, long K: split-K pays
+    ranked = tilings(gemm, spec, DENSE_USE, timing)
+    assert len(ranked) > 8 and ranked == sorted(ranked, key=lambda c: c.estimate_cycles)
+    sim = simulate_gemm(gemm, spec, DENSE_USE)
+    assert "split-K" in sim.tile
+    big = simulate_gemm(Gemm(0, "q", "prefill", 8192, 8192, 8192), spec, DENSE_USE)
+    assert "split-K" not in big.tile  # plenty of tiles: no partial sums to reduce
+
+
+def test_blocking_moves_a_sane_multiple_of_the_compulsory_traffic():
+    spec = AcceleratorSpec.from_name("a100-80gb-sxm")
+    m, k, n = 8192, 32768, 32768
+    sim = simulate_gemm(Gemm(0, "q", "prefill", m, k, n), spec, DENSE_USE)
+    compulsory = 2 * (m * k + k * n + m * n)
+    assert sim.level_bytes[0].total <= 12 * compulsory  # was 43x: blocks had to hold the whole K in L2
+
+
+def test_memory_bound_decode_reaches_a_measured_share_of_hbm_peak():
+    """Measured decode kernels reach 65–82 % of HBM peak; the model's achievable bandwidth, latency and fixed
+    kernel cost land a weight-streaming GEMV in that range, not at 97 %."""
+    spec = AcceleratorSpec.from_name("a100-dense")
+    sim = simulate_gemm(Gemm(0, "q", "decode", 1, 4096, 14336), spec, DENSE_USE)
+    seconds = sim.cycles / (spec.clock_GHz * 1e9)
+    share = sim.level_bytes[0].total / seconds / (spec.memory[0].bandwidth_GBps * 1e9)
+    assert 0.65 <= share <= 0.88
+
+
+def test_split_k_pays_a_reduction_kernel():
+    spec, timing = AcceleratorSpec.from_name("a100-dense"), load_timing()
+    sim = simulate_gemm(Gemm(0, "q", "prefill", 512, 8192, 512), spec, DENSE_USE)
+    assert "split-K" in sim.tile and sim.breakdown["overhead"] > 2 * timing.kernel_fixed_us * 1e3 * spec.clock_GHz
+    assert math.isclose(sum(sim.breakdown.values()), sim.cycles, rel_tol=1e-9)
