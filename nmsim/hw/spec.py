@@ -9,6 +9,7 @@ tensor core are all there). A design states what it *supports* (this file: drive
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -84,6 +85,13 @@ class AcceleratorSpec:
     sparsity: SparsitySpec
     memory: tuple[MemoryLevel, ...]  # outermost (DRAM) first
     sustained_frequency_GHz: float = 0.0  # the clock held under sustained full load; 0: frequency_GHz
+
+    def __hash__(self) -> int:  # computed once: specs key every simulation cache
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(dataclasses.astuple(self))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     @property
     def clock_GHz(self) -> float:

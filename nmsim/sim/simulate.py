@@ -65,7 +65,7 @@ def _statistics_class(use: LayerUse) -> LayerUse:
     return LayerUse(use.pattern, use.operand, round(use.compute_density, 2), rows)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1 << 14)
 def _best_tiling(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing,
                  ideal_memory: bool) -> TileChoice:
     """The mapper's choice: its closed form's ``TIMED_CANDIDATES`` best, each timed in the pipeline; the fastest."""
@@ -79,7 +79,7 @@ def _best_tiling(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, t
     return best[1]
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1 << 15)
 def _time_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing, ideal_memory: bool):
     """(mapping, pipeline result, cycles, breakdown) of one GEMM; ``use`` is a :meth:`LayerUse.timing_key`."""
     gemm = Gemm(0, "q", "prefill", m, k, n)
@@ -96,7 +96,7 @@ def _time_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, ti
     return mapping, result, cycles, breakdown
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1 << 16)
 def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing,
                     ideal_memory: bool) -> GemmSimulation:
     gemm = Gemm(0, "q", "prefill", m, k, n)
@@ -142,6 +142,12 @@ def cache_counts() -> tuple[int, int]:
     return info.hits, info.misses
 
 
+@functools.lru_cache(maxsize=256)
+def _dense_part(spec: AcceleratorSpec) -> AcceleratorSpec:
+    """``spec`` without what only sparse runs read (its sparsity, its name): the part a dense run times."""
+    return dataclasses.replace(spec, name="", description="", source="", sparsity=NO_SPARSITY)
+
+
 def simulate_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, *, timing: Timing | None = None,
                   ideal_memory: bool = False) -> GemmSimulation:
     """Simulate ``gemm`` on ``spec`` as ``use`` says (``ideal_memory``: no bandwidth or latency limits). A dense
@@ -149,7 +155,7 @@ def simulate_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, *, timing: T
     timing = timing or load_timing()
     if use.sparse:
         return _simulate_shape(gemm.m, gemm.k, gemm.n, spec, use, timing, ideal_memory)
-    part = dataclasses.replace(spec, name="", description="", source="", sparsity=NO_SPARSITY)
+    part = _dense_part(spec)
     try:
         return _simulate_shape(gemm.m, gemm.k, gemm.n, part, use, timing, ideal_memory)
     except NmsimError:  # say which design it was

@@ -36,7 +36,7 @@ from nmsim.hw.spec import AcceleratorSpec
 from nmsim.sim.timing import TileShape, Timing
 
 PARTIAL_SUM_BYTES = 4  # split-K partial sums are FP32
-TIMED_CANDIDATES = 4  # mappings the pipeline times, best first by the closed form
+TIMED_CANDIDATES = 3  # mappings the pipeline times, best first by the closed form
 
 
 @dataclass(frozen=True)

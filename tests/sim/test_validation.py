@@ -2,6 +2,7 @@
 mechanisms, and physics bounds (roofline ≤ simulated; no speedup above M/N without a named cause)."""
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -167,3 +168,11 @@ def test_split_k_pays_a_reduction_kernel():
     sim = simulate_gemm(Gemm(0, "q", "prefill", 512, 8192, 512), spec, DENSE_USE)
     assert "split-K" in sim.tile and sim.breakdown["overhead"] > 2 * timing.kernel_fixed_us * 1e3 * spec.clock_GHz
     assert math.isclose(sum(sim.breakdown.values()), sim.cycles, rel_tol=1e-9)
+
+
+def test_nmsim_validate_reproduces_the_committed_tables(tmp_path, capsys):
+    committed = Path(__file__).resolve().parents[2] / "reports" / "validation"
+    assert main(["validate", "--out", str(tmp_path)]) == 0
+    for name in ("validation.csv", "validation_summary.csv", "validation.parquet", "validation_summary.parquet"):
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
+    assert "a100_fp16_square_2of4_slidesparse" in capsys.readouterr().out
