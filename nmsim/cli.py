@@ -217,7 +217,7 @@ def _validate(args: argparse.Namespace) -> int:
         raise NmsimError("--only-user-set, --hw and --sparse-hw go with --set CSV")
     table, summary = validate(sets)
     columns = ["set", "kernel", "M", "K", "N", "measured_us", "predicted_us", "error_pct", "roofline_us", "mapping"]
-    with pd_display():
+    with _wide_display():
         print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print()
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -228,7 +228,7 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def pd_display():
+def _wide_display():
     import pandas as pd
 
     return pd.option_context("display.width", 200, "display.max_columns", 20)

@@ -1,4 +1,4 @@
-"""How one GEMM runs on one design: tiles, K-chunks, waves of units and bytes per memory level → a schedule.
+"""How one GEMM runs on one design: tiles, K-chunks, waves of units or cores and bytes per level → a schedule.
 
 OUT[M × N] = IN[M × K] · W[K × N]. Along K the datapath spends K_eff MAC slots: K when dense; on an n:m datapath
 (K//m)·n + min(K mod m, n), SCALE-Sim's compressed K, scaled by the layer's overflow passes if it has any
@@ -6,15 +6,19 @@ OUT[M × N] = IN[M × K] · W[K × N]. Along K the datapath spends K_eff MAC slo
 
 - **Systolic array** (R × C): one step per fold, the folds and per-fold cycles of :mod:`nmsim.sim.systolic` with
   K_eff in place of K; a sparse datapath adds its metadata-decode and operand-mux stages to each fold's fill.
-- **Tensor cores**: output tiles of tile_m × tile_n (``timing.yaml``), one per unit; a wave runs one tile on every
-  unit; K streams in chunks that fit the unit's share of the innermost buffer (a half with double buffering).
-  A tile's first chunk pays the sparse stages, its last writes the outputs. When there are fewer tiles than
-  units, K is split over the idle units (split-K) and each part writes partial sums.
+- **Tensor cores**: the block tile and split-K the mapper picks (:mod:`nmsim.sim.tiling`), one tile per core; a
+  wave runs one tile on every core; K streams in chunks that fit the core's share of the innermost buffer (a half
+  with double buffering). A step's cycles are its MAC cycles plus what the operand feed needs beyond them; a
+  tile's first chunk pays the sparse stages and the prologue (the slowest level's latency: a new tile waits for its
+  first chunk), its last the epilogue (outputs staged through shared memory) and writes the outputs (FP32 partial
+  sums under split-K). The
+  kernel's fixed cost and a split-K reduction kernel are ``GemmMapping.fixed_cycles``.
 
-Bytes per level: the array reads each tile's operands from the innermost level. A level above supplies the one
-below it with the least traffic any block of bm tokens × bn columns (whole K) that fits the lower level allows,
-A·⌈N/bn⌉ + W·rows(bm)·⌈M/bm⌉, and never more than tile by tile. Outputs are written once to every level (the
-partial sums of WS and IS folds only to the innermost). Activations are stored compressed (kept values plus the
+Bytes per level: the array reads each tile's operands from the innermost level. On a systolic design a level above
+supplies the one below it with the least traffic any block of bm tokens × bn columns (whole K) that fits the lower
+level allows, A·⌈N/bn⌉ + W·rows(bm)·⌈M/bm⌉, and never more than tile by tile; on tensor cores
+:func:`nmsim.sim.tiling.level_traffic` says (tile loads on chip, a wave's block from DRAM). Outputs are written once
+to every level (the partial sums of WS and IS folds only to the innermost). Activations are stored compressed (kept values plus the
 design's metadata) when the design prunes them, weights when it prunes weights; rows(T) is the share of weight
 rows the union of T tokens' masks needs (1 unless activations are pruned).
 
@@ -184,6 +188,8 @@ class _Mapper:
         out_bytes = PARTIAL_SUM_BYTES if splits > 1 else self.value_bytes
         inner = self.spec.memory[-1]
         feed_bpc = 0.0 if ideal_memory else inner.bytes_per_cycle(self.spec.clock_GHz) / c.cores
+        self.prologue_cycles = 0.0 if ideal_memory else \
+            max(level.latency_ns for level in self.spec.memory) * self.spec.clock_GHz
         steps = []
         classes = [((r, n), nr * nn * splits) for r, nr in _split(g.m, tile_m) for n, nn in _split(g.n, tile_n)]
         for composition, repeat in _waves(classes, c.cores):
@@ -197,7 +203,10 @@ class _Mapper:
                                         n * length * bytes_scale * self.weight_bpp * self.rows(r),
                                         r * n * out_bytes if last else 0.0, r * length * bytes_scale,
                                         macs * length, max(0.0, feed - macs) * length), count))
-                block.append((tuple(tiles), self.sparse_fill if index == 0 else 0, last))
+                epilogue = max((r * n * out_bytes * 2 / feed_bpc if feed_bpc else 0.0) for (r, n), _ in composition) \
+                    if last else 0.0
+                prologue = self.prologue_cycles if index == 0 else 0.0
+                block.append((tuple(tiles), (self.sparse_fill if index == 0 else 0) + epilogue + prologue, last))
             steps.append((block, repeat))
         return steps, choice.describe(chunk)
 

@@ -1,8 +1,11 @@
 """Per-GEMM and per-model simulation: the simulated cycles beside the roofline (and a measured GPU ratio).
 
 :func:`simulate_gemm` maps one GEMM (:mod:`nmsim.sim.mapping`) and runs the pipeline (:mod:`nmsim.sim.engine`).
-Results are cached on the GEMM's shape, the design and the layer's use, so the 30 identical layers of a model
-cost one simulation each when their statistics agree. :func:`simulate_model` runs every linear GEMM of a model
+On tensor cores the mapper (:mod:`nmsim.sim.tiling`) ranks tilings by its closed form and the pipeline times the
+``TIMED_CANDIDATES`` best; the fastest is kept. Three caches: the tiling choice per statistics class (statistics at
+1 % resolution), the timing per GEMM shape, part and what its tiles read of the layer's statistics
+(:meth:`LayerUse.timing_key`), and the full result (energy included) per exact use; a dense run ignores what the
+design's sparsity supports, so designs deriving from one part share its dense results. :func:`simulate_model` runs every linear GEMM of a model
 for one phase and pattern and adds, per GEMM, the same design run dense and the dense baseline design.
 
 Cycle convention: SCALE-Sim reports a systolic GEMM's last cycle index, one less than the fold count times the

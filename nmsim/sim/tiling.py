@@ -11,15 +11,17 @@ the pipeline sees the bursts of lockstep waves and of split-K's partial sums, so
 
 Closed form, in cycles of the design's clock, per candidate:
 
-- **math**: waves × K-part × per-K cycles, waves = ⌈tiles·split / cores⌉; per K position a core needs
+- **math**: waves × (K-part × per-K cycles + per-tile cycles), waves = ⌈tiles·split / cores⌉; per K position a
+  core needs
   max(MAC cycles, operand-feed cycles):
   - MAC cycles = tile_m · tile_n · density ÷ (dense MACs per cycle per core);
   - operand feed = the bytes the core's shared memory moves per K position ÷ its bytes per cycle: each warp reads
     its warp_m activation rows and warp_n weight columns (fragments), and the tile's rows and columns are written
     in once. A sparse MMA consumes the *dense* operand at M/N times the dense rate while its compressed operand
     shrinks, so the feed, not the MACs, can cap the speedup; small tiles (more fragment reads per MAC) feed worse.
-- **memory**: each level's bytes ÷ its achievable bytes per cycle (:func:`level_traffic`); plus the latency of
-  the first load.
+- **per tile**: each wave's tiles wait for their first K-chunk (the slowest level's latency: the prologue) and
+  stage their outputs through shared memory (written and read: the epilogue) before the core takes its next tile;
+- **memory**: each level's bytes ÷ its achievable bytes per cycle (:func:`level_traffic`).
 - **split-K**: the GEMM writes FP32 partial sums; a reduction kernel then reads them and writes the outputs,
   after the GEMM: its traffic and its own fixed cost (``kernel_fixed_us``) add to the time.
 
@@ -30,6 +32,7 @@ Shapes: ``tile_m``/``tile_n`` are clipped to M and N; bytes per position are per
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nmsim.hw.spec import AcceleratorSpec
@@ -51,7 +54,7 @@ class Operands:
     out_bytes: float  # bytes per output value
     density: float  # MAC slots per K position (K_eff / K)
     granule: int  # K-chunks are multiples of this
-    rows: object  # tokens → share of weight rows a tile of that many tokens needs
+    rows: Callable[[int], float]  # tokens → share of weight rows a tile of that many tokens needs
 
 
 @dataclass(frozen=True)
@@ -189,11 +192,13 @@ def rank_tilings(ops: Operands, spec: AcceleratorSpec, timing: Timing, *, ideal_
         macs, feed = core_cycles_per_k(tile, tile_m, tile_n, ops, spec, feed_bpc)
         for split, k_part in _split_options(ops, timing):
             waves = math.ceil(tiles * split / compute.cores)
-            math_cycles = waves * k_part * max(macs, feed)
+            out_bytes = PARTIAL_SUM_BYTES if split > 1 else ops.out_bytes
+            epilogue = tile_m * tile_n * out_bytes * 2 / feed_bpc if feed_bpc else 0.0
+            math_cycles = waves * (k_part * max(macs, feed) + latency + epilogue)
             reads = level_traffic(ops, spec, tile_m, tile_n, split)
             writes = output_traffic(ops, spec, split)
             memory_cycles = max((a + w + o) / bpc for (a, w), o, bpc in zip(reads, writes, level_bpc))
-            cycles = max(math_cycles, memory_cycles) + latency + \
+            cycles = max(math_cycles, memory_cycles) + \
                 (0.0 if ideal_memory else reduction_cycles(ops, spec, split, timing))
             ranked.append(TileChoice(tile, tile_m, tile_n, split, k_part, cycles))
     return sorted(ranked, key=lambda choice: choice.estimate_cycles)  # stable: ties keep the listed order
