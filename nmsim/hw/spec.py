@@ -22,6 +22,35 @@ from nmsim.patterns import METADATA_FORMATS, Pattern, parse_pattern
 from nmsim.registry import design_path
 
 SparseOperand = Literal["none", "activation", "weight"]
+_TILE = re.compile(r"^(\d+)x(\d+)/(\d+)x(\d+)$")
+TILE_SPELLING = "block/warp tiles like 128x128/64x64 whose warp tile divides the block tile"
+
+
+@dataclass(frozen=True)
+class TileShape:
+    """A block tile (tile_m tokens × tile_n outputs, one per core) computed by warps of warp_m × warp_n each."""
+
+    tile_m: int
+    tile_n: int
+    warp_m: int
+    warp_n: int
+
+    @property
+    def warps(self) -> int:
+        return (self.tile_m // self.warp_m) * (self.tile_n // self.warp_n)
+
+    def __str__(self) -> str:
+        return f"{self.tile_m}x{self.tile_n}"
+
+
+def parse_tile(text: str) -> TileShape | None:
+    """``"128x256/64x256"`` → its :class:`TileShape`; None when it is not one."""
+    match = _TILE.match(text)
+    sizes = tuple(int(group) for group in match.groups()) if match else ()
+    if not sizes or min(sizes) < 1 or sizes[0] % sizes[2] or sizes[1] % sizes[3]:
+        return None
+    return TileShape(*sizes)
+
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,7 @@ class ComputeSpec:
     dataflow: str = ""  # systolic: os | ws | is
     macs_per_unit_per_cycle: int = 0  # tensor core: dense MACs per cycle per unit
     cores: int = 0  # tensor core: the cores (SMs) a tile is scheduled on, units ÷ cores tensor cores each
+    tile_shapes: tuple[TileShape, ...] = ()  # tensor core: the tiles its library offers; (): timing.yaml's
 
     @property
     def units_per_core(self) -> int:
@@ -115,7 +145,8 @@ class AcceleratorSpec:
 
 _TOP = {"base", "name", "description", "technology_nm", "frequency_GHz", "sustained_frequency_GHz", "compute",
         "sparsity", "memory"}
-_COMPUTE = {"kind", "units", "value_bits", "rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores"}
+_COMPUTE = {"kind", "units", "value_bits", "rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores",
+            "tile_shapes"}
 _SPARSITY = {"operand", "patterns", "hierarchical", "metadata_format", "selector", "selector_groups_per_cycle"}
 _LEVEL = {"name", "capacity_KiB", "capacity_MiB", "capacity_GiB", "bandwidth_GBps", "bandwidth_bytes_per_cycle",
           "efficiency", "latency_ns", "double_buffered"}
@@ -163,19 +194,34 @@ def _compute(file: Path, data) -> ComputeSpec:
         dataflow=r.get("dataflow", str, "", choices=("os", "ws", "is")),
         macs_per_unit_per_cycle=r.get("macs_per_unit_per_cycle", int, 0, minimum=1),
         cores=r.get("cores", int, 0, minimum=1),
+        tile_shapes=_tile_shapes(r, data.get("tile_shapes")),
     )
-    own = {"rows", "cols", "dataflow"} if kind == "systolic" else {"macs_per_unit_per_cycle", "cores"}
-    foreign = ({"rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores"} - own) & set(data)
+    own = {"rows", "cols", "dataflow"} if kind == "systolic" else {"macs_per_unit_per_cycle", "cores", "tile_shapes"}
+    foreign = ({"rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores", "tile_shapes"} - own) & set(data)
     if foreign:
         raise r.error(sorted(foreign)[0], f"not a key of a {kind} (its keys: {', '.join(sorted(own))})")
     if spec.cores and spec.units % spec.cores:
         raise r.error("cores", f"{spec.units} units do not divide evenly over {spec.cores} cores")
     if kind == "tensor_core" and not spec.cores:
         spec = replace(spec, cores=spec.units)  # each unit its own core
-    missing = (own - {"cores"}) - set(data)
+    missing = (own - {"cores", "tile_shapes"}) - set(data)
     if missing:
         raise ConfigError(file, data.line, "compute", f"a {kind} needs {', '.join(sorted(missing))}")
     return spec
+
+
+def _tile_shapes(r: _Reader, raw) -> tuple[TileShape, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise r.error("tile_shapes", f"expected a list of {TILE_SPELLING}")
+    tiles = []
+    for index, text in enumerate(raw):
+        tile = parse_tile(str(text))
+        if tile is None:
+            raise r.error("tile_shapes", f"item {index}: {text!r} is not {TILE_SPELLING}")
+        tiles.append(tile)
+    return tuple(tiles)
 
 
 def _sparsity(file: Path, data) -> SparsitySpec:

@@ -252,10 +252,10 @@ def _channel(level: MemoryLevel, clock_GHz: float, ideal: bool) -> Channel:
     return Channel(level.name, level.bytes_per_cycle(clock_GHz), level.latency_ns * clock_GHz)
 
 
-def smallest_tile_tokens(m: int, timing: Timing) -> int:
+def smallest_tile_tokens(m: int, spec: AcceleratorSpec, timing: Timing) -> int:
     """The fewest tokens any tensor-core tile of an M-token GEMM holds, over every tile shape (remainders too)."""
     sizes = set()
-    for tile in timing.tensor_core_tiles:
+    for tile in spec.compute.tile_shapes or timing.tensor_core_tiles:
         tile_m = min(m, tile.tile_m)
         sizes.add(tile_m)
         if m % tile_m:

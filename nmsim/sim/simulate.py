@@ -103,7 +103,7 @@ def _time_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, ti
 def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing,
                     ideal_memory: bool) -> GemmSimulation:
     gemm = Gemm(0, "q", "prefill", m, k, n)
-    floor = 1 if spec.compute.kind == "systolic" else smallest_tile_tokens(m, timing)
+    floor = 1 if spec.compute.kind == "systolic" else smallest_tile_tokens(m, spec, timing)
     key = use.timing_key(floor, m)
     mapping, result, cycles, breakdown = _time_shape(m, k, n, spec, key, timing, ideal_memory)
     rows = use.weight_rows_fraction(mapping.tile_m or m)  # 1 unless activations are pruned

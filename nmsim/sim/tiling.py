@@ -35,8 +35,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nmsim.hw.spec import AcceleratorSpec
-from nmsim.sim.timing import TileShape, Timing
+from nmsim.hw.spec import AcceleratorSpec, TileShape
+from nmsim.sim.timing import Timing
 
 PARTIAL_SUM_BYTES = 4  # split-K partial sums are FP32
 TIMED_CANDIDATES = 3  # mappings the pipeline times, best first by the closed form
@@ -186,7 +186,7 @@ def rank_tilings(ops: Operands, spec: AcceleratorSpec, timing: Timing, *, ideal_
     level_bpc = [math.inf if ideal_memory else level.bytes_per_cycle(clock) for level in spec.memory]
     latency = 0.0 if ideal_memory else max(level.latency_ns for level in spec.memory) * clock
     ranked: list[TileChoice] = []
-    for tile in timing.tensor_core_tiles:
+    for tile in compute.tile_shapes or timing.tensor_core_tiles:
         tile_m, tile_n = min(ops.m, tile.tile_m), min(ops.n, tile.tile_n)
         tiles = math.ceil(ops.m / tile_m) * math.ceil(ops.n / tile_n)
         macs, feed = core_cycles_per_k(tile, tile_m, tile_n, ops, spec, feed_bpc)

@@ -18,34 +18,16 @@ for measurements taken that way).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from nmsim.hw.complexity import selection_network
+from nmsim.hw.spec import TILE_SPELLING, TileShape, parse_tile
 from nmsim.yaml_io import ConfigError, check_keys, load_yaml
 from nmsim.patterns import Pattern
 
 TIMING_FILE = Path(__file__).with_name("timing.yaml")
 _ENTRY_KEYS = {"value", "source", "date"}
-_TILE = re.compile(r"^(\d+)x(\d+)/(\d+)x(\d+)$")
-
-
-@dataclass(frozen=True)
-class TileShape:
-    """A block tile (tile_m tokens × tile_n outputs, one per core) computed by warps of warp_m × warp_n each."""
-
-    tile_m: int
-    tile_n: int
-    warp_m: int
-    warp_n: int
-
-    @property
-    def warps(self) -> int:
-        return (self.tile_m // self.warp_m) * (self.tile_n // self.warp_n)
-
-    def __str__(self) -> str:
-        return f"{self.tile_m}x{self.tile_n}"
 
 
 @dataclass(frozen=True)
@@ -80,13 +62,11 @@ def _tiles(path: Path, entry, value) -> tuple[TileShape, ...]:
                           "expected a list of tiles written block/warp, e.g. 128x128/64x64")
     tiles = []
     for index, text in enumerate(value):
-        match = _TILE.match(str(text))
-        sizes = tuple(int(group) for group in match.groups()) if match else ()
-        if not sizes or min(sizes) < 1 or sizes[0] % sizes[2] or sizes[1] % sizes[3]:
+        tile = parse_tile(str(text))
+        if tile is None:
             raise ConfigError(path, entry.lines.get("value"), f"tensor_core_tiles.value[{index}]",
-                              f"{text!r} is not block/warp tiles like 128x128/64x64 whose warp tile divides "
-                              "the block tile")
-        tiles.append(TileShape(*sizes))
+                              f"{text!r} is not {TILE_SPELLING}")
+        tiles.append(tile)
     return tuple(tiles)
 
 

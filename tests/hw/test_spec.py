@@ -125,6 +125,15 @@ def test_base_errors_name_the_file_and_key(tmp_path):
         load_accelerator(tmp_path / "orphan.yaml")
 
 
+def test_a_design_may_name_the_tiles_its_library_offers(tmp_path):
+    (tmp_path / "part.yaml").write_text(BASE_PART)
+    (tmp_path / "tiles.yaml").write_text("base: part.yaml\nname: t\ncompute: {tile_shapes: [128x256/64x256]}\n")
+    assert [str(t) for t in load_accelerator(tmp_path / "tiles.yaml").compute.tile_shapes] == ["128x256"]
+    (tmp_path / "bad.yaml").write_text("base: part.yaml\nname: t\ncompute: {tile_shapes: [128x256/48x256]}\n")
+    with pytest.raises(ConfigError, match=r"compute.tile_shapes: item 0: '128x256/48x256' is not block/warp"):
+        load_accelerator(tmp_path / "bad.yaml")
+
+
 @pytest.mark.parametrize("level, message", [
     ("{name: l2, capacity_MiB: 1, latency_ns: 1}", "exactly one of bandwidth_GBps"),
     ("{name: l2, capacity_MiB: 1, bandwidth_GBps: 1, bandwidth_bytes_per_cycle: 8, latency_ns: 1}",
