@@ -204,8 +204,8 @@ def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     from nmsim.io import write_table
-    from nmsim.report.figures import save_figure
-    from nmsim.sim.validation import MeasurementSet, figure, package_sets, validate
+    from nmsim.report.figures import validation_figure
+    from nmsim.sim.validation import MeasurementSet, package_sets, validate
 
     sets = [] if args.only_user_set else package_sets()
     if args.user_set is not None:
@@ -223,7 +223,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     args.out.mkdir(parents=True, exist_ok=True)
     written = write_table(table, args.out, "validation") + write_table(summary, args.out, "validation_summary")
-    written += [path.name for path in save_figure(figure(table), args.out, "validation")]
+    written += [path.name for path in validation_figure(table, args.out)]
     print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 

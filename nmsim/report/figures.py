@@ -256,3 +256,42 @@ def draw_all(tables: dict[str, pd.DataFrame], levels: list[str], directory: Path
             return save_figure(draw(), directory, name)
 
     return [path for paths in fork_map(draw_one, jobs) for path in paths]
+
+
+def _validation(table: pd.DataFrame) -> plt.Figure:
+    sparse_sets = [name for name in table.set.unique() if "measured_speedup_2of4" in table and
+                   table[table.set == name].measured_speedup_2of4.notna().any()]
+    fig, axes = plt.subplots(1, 1 + bool(sparse_sets), figsize=(6 + 5 * bool(sparse_sets), 5), squeeze=False)
+    ax = axes[0][0]
+    markers = {"dense": "o", "2:4": "s"}
+    for (name, kernel), part in table.groupby(["set", "kernel"], sort=False):
+        ax.scatter(part.measured_us, part.predicted_us, marker=markers.get(kernel, "^"), alpha=0.8,
+                   label=f"{name} ({kernel})")
+    low, high = table.measured_us.min() / 1.5, table.measured_us.max() * 1.5
+    line = np.geomspace(low, high, 50)
+    ax.plot(line, line, color="black", linewidth=1)
+    ax.fill_between(line, line * 0.9, line * 1.1, color="grey", alpha=0.25, label="±10 %")
+    ax.set(xscale="log", yscale="log", xlabel="measured latency (µs)", ylabel="nmsim latency (µs)",
+           title="GEMM latency: nmsim vs measured GPUs")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(True, which="both", alpha=0.3)
+    if sparse_sets:
+        ax = axes[0][1]
+        for name in sparse_sets:
+            part = table[(table.set == name) & (table.kernel == "2:4")]
+            ax.plot(part.M, part.measured_speedup_2of4, "o-", label=f"{name}: measured")
+            ax.plot(part.M, part.predicted_speedup_2of4, "s--", label=f"{name}: nmsim")
+        ax.axhline(1.0, color="black", linewidth=1)
+        ax.axhline(2.0, color="grey", linewidth=1, linestyle=":")
+        ax.set(xscale="log", xlabel="M = N = K", ylabel="2:4 speedup over dense", title="2:4 sparse vs dense")
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def validation_figure(table: pd.DataFrame, directory: Path) -> list[Path]:
+    """``nmsim validate``'s figure (:mod:`nmsim.sim.validation` table): predicted vs measured latency (log-log,
+    ±10 % band) and, for 2:4 sets, the speedup against M, measured and predicted; PNG and SVG, byte-stable."""
+    with plt.rc_context(STYLE):
+        return save_figure(_validation(table), directory, "validation")

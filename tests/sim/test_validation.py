@@ -176,6 +176,7 @@ def test_split_k_pays_a_reduction_kernel():
 def test_nmsim_validate_reproduces_the_committed_tables(tmp_path, capsys):
     committed = Path(__file__).resolve().parents[2] / "reports" / "validation"
     assert main(["validate", "--out", str(tmp_path)]) == 0
-    for name in ("validation.csv", "validation_summary.csv", "validation.parquet", "validation_summary.parquet"):
+    for name in ("validation.csv", "validation_summary.csv", "validation.parquet", "validation_summary.parquet",
+                 "validation.png", "validation.svg"):
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
     assert "a100_fp16_square_2of4_slidesparse" in capsys.readouterr().out
