@@ -46,6 +46,8 @@ def _expected_presets() -> dict[str, Path]:
                 "nmsim/presets/traces/README.md": ROOT / "traces" / "README.md"}
     for path in sorted((ROOT / "hw_configs").glob("*.yaml")):
         expected[f"nmsim/presets/designs/{path.name}"] = path
+    for path in sorted((ROOT / "nmsim" / "presets" / "measurements").iterdir()):
+        expected[f"nmsim/presets/measurements/{path.name}"] = path
     for trace in sorted(p for p in (ROOT / "traces").iterdir() if (p / "stats").is_dir()):
         for path in [trace / "full_manifest.json", trace / "profile.json", *sorted((trace / "stats").glob("*.csv"))]:
             expected[f"nmsim/presets/traces/{path.relative_to(ROOT / 'traces').as_posix()}"] = path
@@ -127,6 +129,13 @@ def test_installed_simulate_shape_preset(venv, empty_dir):
     (totals,) = result["totals"].values()
     assert totals["gemms"] == 32 * 7
     assert 1.0 < totals["speedup_vs_dense_same_design"] <= 2.0
+
+
+def test_installed_validate_finds_its_measurement_sets(venv, empty_dir):
+    done = _run([venv / "nmsim", "validate", "--out", "validation"], cwd=empty_dir)
+    assert "a100_fp16_gemm_llmcompass" in done.stdout and "a100_fp16_square_2of4_slidesparse" in done.stdout
+    committed = ROOT / "reports" / "validation" / "validation_summary.csv"
+    assert (empty_dir / "validation" / "validation_summary.csv").read_bytes() == committed.read_bytes()
 
 
 def test_installed_simulate_committed_trace(venv, empty_dir):
