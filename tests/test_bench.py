@@ -95,6 +95,10 @@ def test_bench_simulate_tiny(capsys):
     assert rows[1].ratio == pytest.approx(rows[1].value / sweep.value, rel=1e-2)
     assert rows[2].name.startswith("  GEMM results per second") and rows[2].unit == "1/s"
     assert rows[3].name.startswith("  GEMM simulations per second") and rows[3].unit == "1/s"
+    whole, validate = rows[4], rows[5]  # the mapper at scale: every preset, SmolLM2 and the 7-8B shape presets
+    assert whole.name.startswith("whole-model sweep: 5 models x ") and whole.name.endswith("(goal < 10 s)")
+    assert whole.ratio == pytest.approx(whole.value / 10, abs=2e-3)
+    assert validate.name.startswith("nmsim validate's simulations") and validate.unit == "s"
     for design, pattern in (("act-8of16", "8:16"), ("systolic-32x32-os", "dense")):
         for seq in (128, 512, 2048, 8192):
             prefill = f"prefill smollm2-135m S={seq} on {design}, {pattern} (210 GEMMs, no trace)"
