@@ -188,8 +188,7 @@ class _Mapper:
         out_bytes = PARTIAL_SUM_BYTES if splits > 1 else self.value_bytes
         inner = self.spec.memory[-1]
         feed_bpc = 0.0 if ideal_memory else inner.bytes_per_cycle(self.spec.clock_GHz) / c.cores
-        self.prologue_cycles = 0.0 if ideal_memory else \
-            max(level.latency_ns for level in self.spec.memory) * self.spec.clock_GHz
+        prologue = 0.0 if ideal_memory else max(level.latency_ns for level in self.spec.memory) * self.spec.clock_GHz
         steps = []
         classes = [((r, n), nr * nn * splits) for r, nr in _split(g.m, tile_m) for n, nn in _split(g.n, tile_n)]
         for composition, repeat in _waves(classes, c.cores):
@@ -203,10 +202,11 @@ class _Mapper:
                                         n * length * bytes_scale * self.weight_bpp * self.rows(r),
                                         r * n * out_bytes if last else 0.0, r * length * bytes_scale,
                                         macs * length, max(0.0, feed - macs) * length), count))
+                # a tile's first chunk waits for its operands (prologue), its last stages the outputs (epilogue)
                 epilogue = max((r * n * out_bytes * 2 / feed_bpc if feed_bpc else 0.0) for (r, n), _ in composition) \
                     if last else 0.0
-                prologue = self.prologue_cycles if index == 0 else 0.0
-                block.append((tuple(tiles), (self.sparse_fill if index == 0 else 0) + epilogue + prologue, last))
+                first = (self.sparse_fill + prologue) if index == 0 else 0.0
+                block.append((tuple(tiles), first + epilogue, last))
             steps.append((block, repeat))
         return steps, choice.describe(chunk)
 
