@@ -92,7 +92,7 @@ class MemoryLevel:
     bandwidth_GBps: float  # peak at ``frequency_GHz`` when given per cycle
     latency_ns: float
     double_buffered: bool
-    bandwidth_bytes_per_cycle: float = 0.0  # on-chip levels: peak bytes per clock (scales with the clock); 0: fixed GB/s
+    bandwidth_bytes_per_cycle: float = 0.0  # on-chip: peak bytes per clock (scales with it); 0: fixed GB/s
     efficiency: float = 1.0  # achievable fraction of the peak bandwidth
 
     def peak_bytes_per_cycle(self, clock_GHz: float) -> float:
@@ -224,9 +224,12 @@ def _tile_shapes(r: _Reader, raw) -> tuple[TileShape, ...]:
     return tuple(tiles)
 
 
+NO_SPARSITY = SparsitySpec("none", (), False, "index", "half_split", 0)  # a dense design's (``sparsity`` omitted)
+
+
 def _sparsity(file: Path, data) -> SparsitySpec:
     if data is None:
-        return SparsitySpec("none", (), False, "index", "half_split", 0)
+        return NO_SPARSITY
     r = _Reader(file, data, "sparsity", _SPARSITY, {"operand"})
     operand = r.get("operand", str, choices=("none", "activation", "weight"))
     raw = data.get("patterns", [])

@@ -11,16 +11,15 @@ OUT[M × N] = IN[M × K] · W[K × N]. Along K the datapath spends K_eff MAC slo
   with double buffering). A step's cycles are its MAC cycles plus what the operand feed needs beyond them; a
   tile's first chunk pays the sparse stages and the prologue (the slowest level's latency: a new tile waits for its
   first chunk), its last the epilogue (outputs staged through shared memory) and writes the outputs (FP32 partial
-  sums under split-K). The
-  kernel's fixed cost and a split-K reduction kernel are ``GemmMapping.fixed_cycles``.
+  sums under split-K). The kernel's fixed cost and a split-K reduction kernel are ``GemmMapping.fixed_cycles``.
 
 Bytes per level: the array reads each tile's operands from the innermost level. On a systolic design a level above
 supplies the one below it with the least traffic any block of bm tokens × bn columns (whole K) that fits the lower
 level allows, A·⌈N/bn⌉ + W·rows(bm)·⌈M/bm⌉, and never more than tile by tile; on tensor cores
-:func:`nmsim.sim.tiling.level_traffic` says (tile loads on chip, a wave's block from DRAM). Outputs are written once
-to every level (the partial sums of WS and IS folds only to the innermost). Activations are stored compressed (kept values plus the
-design's metadata) when the design prunes them, weights when it prunes weights; rows(T) is the share of weight
-rows the union of T tokens' masks needs (1 unless activations are pruned).
+:func:`nmsim.sim.tiling.level_traffic` says (tile loads on chip, a wave's block from DRAM). Outputs are written
+once to every level (the partial sums of WS and IS folds only to the innermost). Activations are stored compressed
+(kept values plus the design's metadata) when the design prunes them, weights when it prunes weights; rows(T) is
+the share of weight rows the union of T tokens' masks needs (1 unless activations are pruned).
 
 The online compressor selects each activation group once: its work is spread over the steps in proportion to
 the activations they read.
@@ -36,8 +35,9 @@ from nmsim.hw.spec import AcceleratorSpec, MemoryLevel
 from nmsim.patterns import compressed_row_bytes
 from nmsim.sim.systolic import fill_cycles
 from nmsim.sim.engine import Block, Channel, Step
-from nmsim.sim.tiling import PARTIAL_SUM_BYTES, Operands, TileChoice, core_cycles_per_k, level_traffic, \
-    output_traffic, rank_tilings, reduction_cycles, reduction_traffic
+from nmsim.sim.tiling import (Operands, TileChoice, core_cycles_per_k, epilogue_cycles, feed_bytes_per_cycle,
+                              level_traffic, output_traffic, prologue_cycles, rank_tilings, reduction_cycles,
+                              reduction_traffic, tile_output_bytes, tile_shapes)
 from nmsim.sim.timing import Timing
 from nmsim.sim.usage import LayerUse
 from nmsim.sim.workload import Gemm
@@ -170,13 +170,16 @@ class _Mapper:
         return Operands(g.m, g.k, g.n, self.act_bpp, self.weight_bpp, self.value_bytes, self.k_eff / g.k,
                         math.lcm(self.timing.k_chunk_granule, use.pattern.m if use.sparse else 1), self.rows)
 
-    def tensor_core_steps(self, choice: TileChoice, ideal_memory: bool) -> tuple[list, str]:
+    def chunk_bytes_per_k(self, tile_m: int, tile_n: int) -> float:
+        """Operand bytes one tile of tile_m × tile_n holds per K position in its buffer slot."""
+        return tile_m * self.act_bpp + tile_n * self.weight_bpp * self.rows(tile_m)
+
+    def tensor_core_steps(self, choice: TileChoice, ops: Operands, ideal_memory: bool) -> tuple[list, str]:
         """Steps of one tiling (:mod:`nmsim.sim.tiling`): one block tile per core, waves over the cores."""
-        c, g, ops = self.spec.compute, self.gemm, self.operands()
-        self.choice = choice
+        c, g = self.spec.compute, self.gemm
         tile_m, tile_n, splits, k_part = choice.tile_m, choice.tile_n, choice.split_k, choice.k_part
         granule = ops.granule
-        per_k = tile_m * self.act_bpp + tile_n * self.weight_bpp * self.rows(tile_m)
+        per_k = self.chunk_bytes_per_k(tile_m, tile_n)
         chunk = int(self.slot_capacity() // (per_k * granule)) * granule
         if chunk < granule:
             self.check_fits(per_k * granule, f"tile {tile_m}x{tile_n}, K-chunk {granule}")
@@ -185,10 +188,9 @@ class _Mapper:
         per_step = math.ceil(chunks / MAX_STEPS_PER_TILE) * chunk
         k_steps = [length for length, count in _split(k_part, per_step) for _ in range(count)]
         bytes_scale = g.k / (k_part * splits)  # the last split is shorter: bytes stay exact on average
-        out_bytes = PARTIAL_SUM_BYTES if splits > 1 else self.value_bytes
-        inner = self.spec.memory[-1]
-        feed_bpc = 0.0 if ideal_memory else inner.bytes_per_cycle(self.spec.clock_GHz) / c.cores
-        prologue = 0.0 if ideal_memory else max(level.latency_ns for level in self.spec.memory) * self.spec.clock_GHz
+        out_bytes = tile_output_bytes(ops, splits)
+        feed_bpc = feed_bytes_per_cycle(self.spec, ideal_memory)
+        prologue = prologue_cycles(self.spec, ideal_memory)
         steps = []
         classes = [((r, n), nr * nn * splits) for r, nr in _split(g.m, tile_m) for n, nn in _split(g.n, tile_n)]
         for composition, repeat in _waves(classes, c.cores):
@@ -203,7 +205,7 @@ class _Mapper:
                                         r * n * out_bytes if last else 0.0, r * length * bytes_scale,
                                         macs * length, max(0.0, feed - macs) * length), count))
                 # a tile's first chunk waits for its operands (prologue), its last stages the outputs (epilogue)
-                epilogue = max((r * n * out_bytes * 2 / feed_bpc if feed_bpc else 0.0) for (r, n), _ in composition) \
+                epilogue = max(epilogue_cycles(r, n, out_bytes, feed_bpc) for (r, n), _ in composition) \
                     if last else 0.0
                 first = (self.sparse_fill + prologue) if index == 0 else 0.0
                 block.append((tuple(tiles), first + epilogue, last))
@@ -255,7 +257,7 @@ def _channel(level: MemoryLevel, clock_GHz: float, ideal: bool) -> Channel:
 def smallest_tile_tokens(m: int, spec: AcceleratorSpec, timing: Timing) -> int:
     """The fewest tokens any tensor-core tile of an M-token GEMM holds, over every tile shape (remainders too)."""
     sizes = set()
-    for tile in spec.compute.tile_shapes or timing.tensor_core_tiles:
+    for tile in tile_shapes(spec, timing):
         tile_m = min(m, tile.tile_m)
         sizes.add(tile_m)
         if m % tile_m:
@@ -272,8 +274,7 @@ def tilings(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *,
     ranked = rank_tilings(ops, spec, timing, ideal_memory=ideal_memory)
 
     def need(choice: TileChoice) -> float:
-        return (choice.tile_m * mapper.act_bpp + choice.tile_n * mapper.weight_bpp * mapper.rows(choice.tile_m)) * \
-            ops.granule
+        return mapper.chunk_bytes_per_k(choice.tile_m, choice.tile_n) * ops.granule
 
     fitting = [choice for choice in ranked if need(choice) <= mapper.slot_capacity()]
     if not fitting:
@@ -288,11 +289,12 @@ def map_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *
     with ``tiling``, by default the closed form's best)."""
     mapper = _Mapper(gemm, spec, use, timing)
     compute = spec.compute
+    ops = mapper.operands()
     if compute.kind == "systolic":
         raw, tile_text = mapper.systolic_steps()
     else:
         tiling = tiling or tilings(gemm, spec, use, timing, ideal_memory=ideal_memory)[0]
-        raw, tile_text = mapper.tensor_core_steps(tiling, ideal_memory)
+        raw, tile_text = mapper.tensor_core_steps(tiling, ops, ideal_memory)
 
     def step_sums(tiles):
         slowest = max(tiles, key=lambda item: item[0].busy + item[0].feed)[0]
@@ -318,11 +320,10 @@ def map_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *
         final_outputs = gemm.m * gemm.n * mapper.value_bytes
         writes = [final_outputs] * (levels - 1) + [tile_out]
     else:
-        choice = mapper.choice
-        tile_m = choice.tile_m
-        reads = list(level_traffic(mapper.operands(), spec, choice.tile_m, choice.tile_n, choice.split_k))
+        tile_m = tiling.tile_m
+        reads = list(level_traffic(ops, spec, tiling.tile_m, tiling.tile_n, tiling.split_k))
         reads[-1] = (tile_a, tile_w)
-        writes = list(output_traffic(mapper.operands(), spec, choice.split_k))[:-1] + [tile_out]
+        writes = list(output_traffic(ops, spec, tiling.split_k))[:-1] + [tile_out]
     level_bytes = tuple(OperandBytes(a, w, o) for (a, w), o in zip(reads, writes))
 
     def share(amount: float, total: float) -> float:
@@ -352,7 +353,7 @@ def map_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, *
     inner = spec.memory[-1]
     fixed_cycles = 0.0
     if compute.kind == "tensor_core":
-        ops, split = mapper.operands(), mapper.choice.split_k
+        split = tiling.split_k
         stored_sparse = use.operand == "weight"  # a compressed tensor and its metadata, set up per kernel
         fixed_cycles = (timing.kernel_fixed_us + (timing.sparse_kernel_fixed_us if stored_sparse else 0.0)) * \
             1e3 * spec.clock_GHz + reduction_cycles(ops, spec, split, timing)

@@ -5,8 +5,10 @@ On tensor cores the mapper (:mod:`nmsim.sim.tiling`) ranks tilings by its closed
 ``TIMED_CANDIDATES`` best; the fastest is kept. Three caches: the tiling choice per statistics class (statistics at
 1 % resolution), the timing per GEMM shape, part and what its tiles read of the layer's statistics
 (:meth:`LayerUse.timing_key`), and the full result (energy included) per exact use; a dense run ignores what the
-design's sparsity supports, so designs deriving from one part share its dense results. :func:`simulate_model` runs every linear GEMM of a model
-for one phase and pattern and adds, per GEMM, the same design run dense and the dense baseline design.
+design's sparsity supports, so designs deriving from one part share its dense results.
+
+:func:`simulate_model` runs every linear GEMM of a model for one phase and pattern and adds, per GEMM, the same
+design run dense and the dense baseline design.
 
 Cycle convention: SCALE-Sim reports a systolic GEMM's last cycle index, one less than the fold count times the
 per-fold cycles; systolic designs follow it so the dense numbers match (``tests/sim/scalesim_golden.json``).
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 from nmsim.errors import NmsimError
 from nmsim.hw.energy import ActionCounts, EnergyReport, gemm_energy
-from nmsim.hw.spec import AcceleratorSpec, SparsitySpec
+from nmsim.hw.spec import NO_SPARSITY, AcceleratorSpec
 from nmsim.patterns import Pattern
 from nmsim.sim.engine import run_pipeline
 from nmsim.sim.mapping import GemmMapping, OperandBytes, map_gemm, smallest_tile_tokens, tilings
@@ -33,7 +35,6 @@ from nmsim.sim.usage import DENSE, LayerUse, layer_use
 from nmsim.sim.workload import Gemm, ModelShape, Phase, linear_gemms
 
 log = logging.getLogger(__name__)
-NO_SPARSITY = SparsitySpec("none", (), False, "index", "half_split", 0)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,31 @@ class TileChoice:
         return f"tile {self.tile_m}x{self.tile_n} (warps {warps}), K-chunk {chunk}{split}"
 
 
+def tile_shapes(spec: AcceleratorSpec, timing: Timing) -> tuple[TileShape, ...]:
+    """The tiles the design's library offers: its own list, else ``timing.yaml``'s."""
+    return spec.compute.tile_shapes or timing.tensor_core_tiles
+
+
+def feed_bytes_per_cycle(spec: AcceleratorSpec, ideal_memory: bool) -> float:
+    """Shared-memory bytes one core moves per cycle (0 with ideal memory: no feed limit)."""
+    return 0.0 if ideal_memory else spec.memory[-1].bytes_per_cycle(spec.clock_GHz) / spec.compute.cores
+
+
+def prologue_cycles(spec: AcceleratorSpec, ideal_memory: bool) -> float:
+    """What a new tile waits for its first K-chunk: the slowest level's latency."""
+    return 0.0 if ideal_memory else max(level.latency_ns for level in spec.memory) * spec.clock_GHz
+
+
+def tile_output_bytes(ops: Operands, split_k: int) -> float:
+    """Bytes per output value a tile writes: FP32 partial sums under split-K, else the output width."""
+    return PARTIAL_SUM_BYTES if split_k > 1 else ops.out_bytes
+
+
+def epilogue_cycles(r: int, n: int, out_bytes: float, feed_bytes_per_cycle: float) -> float:
+    """An r × n tile's outputs staged through shared memory (written, then read out) at the core's feed rate."""
+    return r * n * out_bytes * 2 / feed_bytes_per_cycle if feed_bytes_per_cycle else 0.0
+
+
 def feed_bytes_per_k(tile: TileShape, r: int, n: int, ops: Operands) -> float:
     """Shared-memory bytes one core moves per K position for an r × n tile: warp fragment reads plus the tile's
     rows and columns written in."""
@@ -181,19 +206,17 @@ def rank_tilings(ops: Operands, spec: AcceleratorSpec, timing: Timing, *, ideal_
     """Every (tile, split-K) candidate, fastest first by the closed form; ties keep the earlier tile and the smaller
     split (the order of ``timing.tensor_core_tiles``)."""
     compute, clock = spec.compute, spec.clock_GHz
-    inner = spec.memory[-1]
-    feed_bpc = 0.0 if ideal_memory else inner.bytes_per_cycle(clock) / compute.cores
+    feed_bpc = feed_bytes_per_cycle(spec, ideal_memory)
     level_bpc = [math.inf if ideal_memory else level.bytes_per_cycle(clock) for level in spec.memory]
-    latency = 0.0 if ideal_memory else max(level.latency_ns for level in spec.memory) * clock
+    latency = prologue_cycles(spec, ideal_memory)
     ranked: list[TileChoice] = []
-    for tile in compute.tile_shapes or timing.tensor_core_tiles:
+    for tile in tile_shapes(spec, timing):
         tile_m, tile_n = min(ops.m, tile.tile_m), min(ops.n, tile.tile_n)
         tiles = math.ceil(ops.m / tile_m) * math.ceil(ops.n / tile_n)
         macs, feed = core_cycles_per_k(tile, tile_m, tile_n, ops, spec, feed_bpc)
         for split, k_part in _split_options(ops, timing):
             waves = math.ceil(tiles * split / compute.cores)
-            out_bytes = PARTIAL_SUM_BYTES if split > 1 else ops.out_bytes
-            epilogue = tile_m * tile_n * out_bytes * 2 / feed_bpc if feed_bpc else 0.0
+            epilogue = epilogue_cycles(tile_m, tile_n, tile_output_bytes(ops, split), feed_bpc)
             math_cycles = waves * (k_part * max(macs, feed) + latency + epilogue)
             reads = level_traffic(ops, spec, tile_m, tile_n, split)
             writes = output_traffic(ops, spec, split)

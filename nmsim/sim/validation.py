@@ -76,7 +76,7 @@ def read_measurements(measurement: MeasurementSet) -> pd.DataFrame:
     if missing:
         raise NmsimError(f"measurement set {measurement.path}: missing column(s) {', '.join(missing)}; a set "
                          "needs M,K,N and latency_ms or latency_us, or a dense_…_us and a sparse_2of4_…_us column")
-    frame = raw[["M", "K", "N"]].astype("int64", errors="ignore")
+    frame = raw[["M", "K", "N"]].copy()
     dense = [c for c in raw.columns if c.startswith("dense_") and c.endswith("_us")]
     sparse = [c for c in raw.columns if c.startswith("sparse_2of4_") and c.endswith("_us")]
     if "latency_ms" in raw.columns:

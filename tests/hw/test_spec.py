@@ -141,8 +141,8 @@ def test_a_design_may_name_the_tiles_its_library_offers(tmp_path):
     ("{name: l2, capacity_MiB: 1, bandwidth_GBps: 1, efficiency: 1.5, latency_ns: 1}", "above 1"),
 ])
 def test_memory_bandwidth_keys_are_checked(tmp_path, level, message):
-    (tmp_path / "part.yaml").write_text(BASE_PART.replace(
-        "  - {name: l2, capacity_MiB: 4, bandwidth_bytes_per_cycle: 256, efficiency: 0.5, latency_ns: 10}", f"  - {level}"))
+    l2 = "  - {name: l2, capacity_MiB: 4, bandwidth_bytes_per_cycle: 256, efficiency: 0.5, latency_ns: 10}"
+    (tmp_path / "part.yaml").write_text(BASE_PART.replace(l2, f"  - {level}"))
     with pytest.raises(ConfigError, match=message):
         load_accelerator(tmp_path / "part.yaml")
 
