@@ -20,13 +20,15 @@ by the caller. busy + fill + stall_feed + stall_memory + stall_selector + drain 
 
 Fast-forward: consecutive identical waves (a *block* of steps repeated ``count`` times) reach a periodic steady
 state after a few blocks, repeating every block or alternating between the buffer slots. The engine simulates
-``warmup_blocks`` of them, finds the shortest period whose last two spans agree (else it simulates four times as
-many) and adds the remaining whole periods at that span, which shifts every later event by the same amount. ``warmup_blocks=None`` simulates every step (the tests check both agree).
+``warmup_blocks`` of them and looks for the shortest period after which the pipeline's whole state repeats one span
+later: every event time of every step (load issue and arrival, compression, array finish, write-back) and each
+memory level's queue end (:func:`_steady`). It then adds the remaining whole periods at that span, which shifts
+every later event by the same amount; when no period repeats yet it simulates four times as many blocks.
+``warmup_blocks=None`` simulates every step (the tests check both agree).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -93,27 +95,37 @@ class _Channels:
 
 
 def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: int, selector_latency: float):
-    """Run the four processes over ``steps``; return per-step array finish times and charges, and the end."""
+    """Run the four processes over ``steps``; return per step its array finish, its event times (:func:`_steady`)
+    and its charges, then when the array finished and when everything (write-backs included) finished."""
     env = simpy.Environment()
     links = _Channels(channels)
     slots = simpy.Container(env, capacity=buffer_slots, init=buffer_slots)
     loaded, selected = simpy.Store(env), simpy.Store(env)
     load_done = [0.0] * len(steps)
+    select_done = [0.0] * len(steps)
     array_done = [0.0] * len(steps)
     charged = [dict.fromkeys(_PER_STEP, 0.0) for _ in steps]
+    events: list[list[float]] = [[] for _ in steps]  # per step: every time that decides what comes after it
     writebacks_done = [0.0]
-    writeback_done = [0.0] * len(steps)  # when each step's write-back (if any) completes
 
-    def deliver(store: simpy.Store, index: int, delay: float, times: list[float] | None = None):
-        yield env.timeout(delay)
-        if times is not None:
+    def queue_ends() -> list[float]:
+        """When each level's queue empties (now where it is idle): its backlog, the channels' whole state."""
+        return [max(free, env.now) for free in links.free_at]
+
+    def deliver(store: simpy.Store, index: int, delay: float, times: list[float]) -> None:
+        """Put ``index`` into ``store`` ``delay`` cycles from now and note the time: a timeout's callback, which
+        costs the event loop one event where a process per delivery would cost three."""
+        def arrive(_event) -> None:
             times[index] = env.now
-        store.put(index)
+            store.put(index)
+        env.timeout(delay).callbacks.append(arrive)
 
     def loader():
         for index, step in enumerate(steps):
             yield slots.get(1)  # a free slot: the load is issued; up to buffer_slots loads are in flight
-            env.process(deliver(loaded, index, links.reserve(env.now, step.load_bytes) - env.now, load_done))
+            arrival = links.reserve(env.now, step.load_bytes)
+            events[index] += (env.now, *queue_ends())
+            deliver(loaded, index, arrival - env.now, load_done)
 
     def selector():  # pipelined: a new group set enters every ``work`` cycles, each leaves after the latency
         for _ in steps:
@@ -121,8 +133,9 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
             work = steps[index].select_cycles
             if work > 0:
                 yield env.timeout(work)
-                env.process(deliver(selected, index, selector_latency))
+                deliver(selected, index, selector_latency, select_done)
             else:
+                select_done[index] = env.now
                 selected.put(index)
 
     def array():
@@ -138,41 +151,49 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
             yield env.timeout(step.fill_cycles + step.busy_cycles + step.feed_cycles)
             array_done[index] = env.now
             slots.put(1)
-            writeback_done[index] = env.now
+            written = env.now
             if any(step.writeback_bytes):
-                writeback_done[index] = links.reserve(env.now, step.writeback_bytes)
-                writebacks_done[0] = max(writebacks_done[0], writeback_done[index])
+                written = links.reserve(env.now, step.writeback_bytes)
+                writebacks_done[0] = max(writebacks_done[0], written)
+            events[index] += (load_done[index], select_done[index], env.now, written,
+                              max(writebacks_done[0], env.now), *queue_ends())
 
     env.process(loader())
     env.process(selector())
     env.process(array())
     env.run()
     array_end = array_done[-1] if steps else 0.0
-    return array_done, writeback_done, charged, array_end, max(array_end, writebacks_done[0])
+    return array_done, events, charged, array_end, max(array_end, writebacks_done[0])
 
 
-def _steady_span(block_ends: list[float], cycle: int) -> tuple[int, float] | None:
-    """The shortest period p (dividing ``cycle``) whose last two p-block spans agree: (p, span), or None."""
-    for period in (p for p in range(1, cycle + 1) if cycle % p == 0):
-        if len(block_ends) < 2 * period + 1:
-            return None
-        last, middle, first = block_ends[-1], block_ends[-1 - period], block_ends[-1 - 2 * period]
-        if math.isclose(last - middle, middle - first, rel_tol=1e-9, abs_tol=1e-9):
-            return period, last - middle
+def _steady(array_done: list[float], events: list[list[float]], starts: list[int], block_steps: int, cycle: int
+            ) -> tuple[int, float, int] | None:
+    """The steady state of a run of simulated blocks (first steps ``starts``): (period, span, tail), or None.
+
+    A period p (blocks, dividing ``cycle``) is steady when every event time of every step of the last ``cycle`` + 1
+    blocks (load issue and arrival, compression, array finish, write-back, each memory level's queue end) is the
+    time p blocks earlier plus one span. The window covers every buffer slot in flight, so the whole state of the
+    pipeline repeats and skipping whole periods shifts everything after them by whole spans (comparing one step per
+    block is not enough: with two slots, each step can shift uniformly from block to block while the state repeats
+    only every two blocks). ``tail`` is how many final blocks the
+    steady state leaves out: 0, or 1 where only the last block differs (its write-backs meet no later loads: the
+    end of what was simulated), and the skipped periods go in before it."""
+    def times(block: int) -> list[float]:
+        first = starts[block]
+        return [time for index in range(first, first + block_steps) for time in events[index]]
+
+    for tail in (0, 1):
+        blocks = len(starts) - tail
+        for period in (p for p in range(1, cycle + 1) if cycle % p == 0):
+            if blocks < cycle + 1 + period:
+                break
+            last = blocks - 1
+            span = array_done[starts[last]] - array_done[starts[last - period]]
+            if all(math.isclose(later - earlier, span, rel_tol=1e-9, abs_tol=1e-9)
+                   for block in range(last - cycle, last + 1)
+                   for earlier, later in zip(times(block - period), times(block))):
+                return period, span, tail
     return None
-
-
-def _block_span(array_done: list[float], settled: list[float], ends: list[int], cycle: int
-                ) -> tuple[int, float] | None:
-    """The steady (period, span) of a run of blocks ending at step indices ``ends``, or None. Both the array and
-    the completion of everything issued so far (``settled``: array and write-backs) must advance by the same span,
-    so that skipping whole periods shifts the rest of the schedule, write-back backlog included, rigidly."""
-    array = _steady_span([array_done[end] for end in ends], cycle)
-    total = _steady_span([settled[end] for end in ends], cycle)
-    if array is None or total is None or array[0] != total[0] or \
-            not math.isclose(array[1], total[1], rel_tol=1e-9, abs_tol=1e-9):
-        return None
-    return array
 
 
 def run_pipeline(
@@ -202,11 +223,8 @@ def run_pipeline(
                 starts.append(len(steps))
                 steps.extend(block.steps)
             runs.append((starts, len(block.steps), count - simulated))
-        array_done, writeback_done, charged, array_end, end = _simulate(steps, channels, buffer_slots,
-                                                                        selector_latency)
-        settled = list(itertools.accumulate((max(a, w) for a, w in zip(array_done, writeback_done)), max))
-        spans = [_block_span(array_done, settled, [start + size - 1 for start in starts], cycle) if skipped
-                 else (1, 0.0) for starts, size, skipped in runs]
+        array_done, events, charged, array_end, end = _simulate(steps, channels, buffer_slots, selector_latency)
+        spans = [_steady(array_done, events, starts, size, cycle) if skipped else (1, 0.0, 0) for starts, size, skipped in runs]
         if all(spans) or warmup >= longest:
             break
         warmup = min(4 * warmup, longest)  # not periodic yet: simulate more blocks
@@ -217,13 +235,14 @@ def run_pipeline(
             breakdown[cause] += cycles
     skipped_time = 0.0
     skipped_steps = 0
-    for (starts, block_steps, skipped), (period, span) in zip(runs, spans):
+    for (starts, block_steps, skipped), (period, span, tail) in zip(runs, spans):
         if skipped == 0:
             continue
         repeats = skipped // period
         skipped_time += repeats * span
         skipped_steps += skipped * block_steps
-        for index in range(starts[-period], starts[-1] + block_steps):
+        last = len(starts) - 1 - tail  # the steady period's last block
+        for index in range(starts[last - period + 1], starts[last] + block_steps):
             for cause, cycles in charged[index].items():
                 breakdown[cause] += repeats * cycles
     breakdown["drain"] = end - array_end

@@ -2,8 +2,9 @@
 
 :func:`simulate_gemm` maps one GEMM (:mod:`nmsim.sim.mapping`) and runs the pipeline (:mod:`nmsim.sim.engine`).
 On tensor cores the mapper (:mod:`nmsim.sim.tiling`) ranks tilings by its closed form and the pipeline times the
-``TIMED_CANDIDATES`` best; the fastest is kept. Three caches: the tiling choice per statistics class (statistics at
-1 % resolution), the timing per GEMM shape, part and what its tiles read of the layer's statistics
+``TIMED_CANDIDATES`` best; the fastest is kept. Four caches: the tiling choice per statistics class (statistics at
+1 % resolution), the pipeline run per GEMM shape, use and tiling (a layer whose statistics equal its class's reuses
+the run that chose its tiling), the timing per GEMM shape, part and what its tiles read of the layer's statistics
 (:meth:`LayerUse.timing_key`), and the full result (energy included) per exact use; a dense run ignores what the
 design's sparsity supports, so designs deriving from one part share its dense results.
 
@@ -54,8 +55,12 @@ class GemmSimulation:
     simulated_steps: int
 
 
-def _timed(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, timing: Timing, ideal_memory: bool,
+@functools.lru_cache(maxsize=1 << 15)
+def _timed(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing, ideal_memory: bool,
            tiling: TileChoice | None):
+    """(mapping, pipeline result) of one GEMM with one tiling; cached, so that a layer whose statistics equal its
+    class's reuses the run that chose the tiling."""
+    gemm = Gemm(0, "q", "prefill", m, k, n)
     mapping: GemmMapping = map_gemm(gemm, spec, use, timing, ideal_memory=ideal_memory, tiling=tiling)
     result = run_pipeline(list(mapping.schedule), mapping.channels, buffer_slots=mapping.buffer_slots,
                           selector_latency=mapping.selector_latency)
@@ -76,7 +81,7 @@ def _best_tiling(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, t
     gemm = Gemm(0, "q", "prefill", m, k, n)
     best = None
     for tiling in tilings(gemm, spec, use, timing, ideal_memory=ideal_memory)[:TIMED_CANDIDATES]:
-        mapping, result = _timed(gemm, spec, use, timing, ideal_memory, tiling)
+        mapping, result = _timed(m, k, n, spec, use, timing, ideal_memory, tiling)
         total = result.cycles + mapping.fixed_cycles
         if best is None or total < best[0] - 1e-9:
             best = (total, tiling)
@@ -86,10 +91,9 @@ def _best_tiling(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, t
 @functools.lru_cache(maxsize=1 << 15)
 def _time_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing, ideal_memory: bool):
     """(mapping, pipeline result, cycles, breakdown) of one GEMM; ``use`` is a :meth:`LayerUse.timing_key`."""
-    gemm = Gemm(0, "q", "prefill", m, k, n)
     tiling = None if spec.compute.kind == "systolic" else \
         _best_tiling(m, k, n, spec, _statistics_class(use), timing, ideal_memory)
-    mapping, result = _timed(gemm, spec, use, timing, ideal_memory, tiling)
+    mapping, result = _timed(m, k, n, spec, use, timing, ideal_memory, tiling)
     cycles, breakdown = result.cycles, dict(result.breakdown)
     if spec.compute.kind == "systolic":  # SCALE-Sim's last-cycle-index convention, charged to the final fold
         cycles -= 1
@@ -138,6 +142,7 @@ def clear_cache() -> None:
     _simulate_shape.cache_clear()
     _time_shape.cache_clear()
     _best_tiling.cache_clear()
+    _timed.cache_clear()
 
 
 def cache_counts() -> tuple[int, int]:
@@ -213,16 +218,17 @@ def simulate_model(
         trace.check_model(shape)
     rows = []
     dense_use = LayerUse(DENSE, "none", 1.0)
+    dense_runs: dict[tuple[int, int, int], tuple[GemmSimulation, GemmSimulation]] = {}  # every layer has the shapes
     for gemm in linear_gemms(shape, phase, batch, seq):
         stats = trace.for_gemm(gemm) if trace is not None else None
         use = layer_use(spec, pattern, stats, ideal=ideal, fallback_dense=fallback_dense)
-        rows.append(GemmRow(
-            gemm=gemm,
-            use=use,
-            sparse=simulate_gemm(gemm, spec, use, timing=timing, ideal_memory=ideal_memory),
-            dense=simulate_gemm(gemm, spec, dense_use, timing=timing, ideal_memory=ideal_memory),
-            baseline=simulate_gemm(gemm, baseline, dense_use, timing=timing, ideal_memory=ideal_memory),
-        ))
+        size = (gemm.m, gemm.k, gemm.n)
+        if size not in dense_runs:
+            dense_runs[size] = (simulate_gemm(gemm, spec, dense_use, timing=timing, ideal_memory=ideal_memory),
+                                simulate_gemm(gemm, baseline, dense_use, timing=timing, ideal_memory=ideal_memory))
+        dense, base = dense_runs[size]
+        rows.append(GemmRow(gemm=gemm, use=use, dense=dense, baseline=base,
+                            sparse=simulate_gemm(gemm, spec, use, timing=timing, ideal_memory=ideal_memory)))
     log.debug("simulated %d GEMMs of %s on %s", len(rows), shape.name, spec.name)
     idealised = ideal or trace is None
     return ModelRun(spec, baseline, shape, phase, batch, seq, pattern, idealised,

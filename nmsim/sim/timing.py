@@ -17,6 +17,8 @@ for measurements taken that way).
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,13 @@ class Timing:
     mux_levels_per_cycle: int
     adder_levels_per_cycle: int
     comparator_stages_per_cycle: int
+
+    def __hash__(self) -> int:  # computed once: the timing keys every simulation cache
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(dataclasses.astuple(self))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def decode_cycles(self, pattern: Pattern, metadata_format: str) -> int:
         levels = pattern.m if metadata_format == "enumerative" else math.ceil(math.log2(pattern.m))

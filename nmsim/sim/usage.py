@@ -42,6 +42,14 @@ class LayerUse:
     zero_slot_fraction: float = 0.0  # MAC slots whose activation is exactly zero (clock-gated, energy only)
     note: str = ""  # why a requested pattern runs dense, if it does
 
+    def __hash__(self) -> int:  # computed once: uses key the per-GEMM caches, hundreds of thousands of lookups
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.pattern, self.operand, self.compute_density, self.rows_needed,
+                           self.zero_slot_fraction, self.note))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     @property
     def sparse(self) -> bool:
         return self.operand != "none"
