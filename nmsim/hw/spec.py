@@ -9,13 +9,13 @@ tensor core are all there). A design states what it *supports* (this file: drive
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from nmsim.errors import NmsimError
+from nmsim.hashing import hash_once
 from nmsim.hw.complexity import SELECTION_KINDS
 from nmsim.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
 from nmsim.patterns import METADATA_FORMATS, Pattern, parse_pattern
@@ -116,12 +116,7 @@ class AcceleratorSpec:
     memory: tuple[MemoryLevel, ...]  # outermost (DRAM) first
     sustained_frequency_GHz: float = 0.0  # the clock held under sustained full load; 0: frequency_GHz
 
-    def __hash__(self) -> int:  # computed once: specs key every simulation cache
-        cached = self.__dict__.get("_hash")
-        if cached is None:
-            cached = hash(dataclasses.astuple(self))
-            object.__setattr__(self, "_hash", cached)
-        return cached
+    __hash__ = hash_once  # specs key every simulation cache
 
     @property
     def clock_GHz(self) -> float:

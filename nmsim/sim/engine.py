@@ -175,9 +175,9 @@ def _steady(array_done: list[float], events: list[list[float]], starts: list[int
     time p blocks earlier plus one span. The window covers every buffer slot in flight, so the whole state of the
     pipeline repeats and skipping whole periods shifts everything after them by whole spans (comparing one step per
     block is not enough: with two slots, each step can shift uniformly from block to block while the state repeats
-    only every two blocks). ``tail`` is how many final blocks the
-    steady state leaves out: 0, or 1 where only the last block differs (its write-backs meet no later loads: the
-    end of what was simulated), and the skipped periods go in before it."""
+    only every two blocks). ``tail`` is how many final blocks the steady state leaves out: 0, or 1 where only the
+    last block differs (its write-backs meet no later loads: the end of what was simulated), and the skipped
+    periods go in before it."""
     def times(block: int) -> list[float]:
         first = starts[block]
         return [time for index in range(first, first + block_steps) for time in events[index]]
@@ -224,7 +224,8 @@ def run_pipeline(
                 steps.extend(block.steps)
             runs.append((starts, len(block.steps), count - simulated))
         array_done, events, charged, array_end, end = _simulate(steps, channels, buffer_slots, selector_latency)
-        spans = [_steady(array_done, events, starts, size, cycle) if skipped else (1, 0.0, 0) for starts, size, skipped in runs]
+        spans = [_steady(array_done, events, starts, size, cycle) if skipped else (1, 0.0, 0)
+                 for starts, size, skipped in runs]
         if all(spans) or warmup >= longest:
             break
         warmup = min(4 * warmup, longest)  # not periodic yet: simulate more blocks

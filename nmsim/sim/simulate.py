@@ -2,11 +2,11 @@
 
 :func:`simulate_gemm` maps one GEMM (:mod:`nmsim.sim.mapping`) and runs the pipeline (:mod:`nmsim.sim.engine`).
 On tensor cores the mapper (:mod:`nmsim.sim.tiling`) ranks tilings by its closed form and the pipeline times the
-``TIMED_CANDIDATES`` best; the fastest is kept. Four caches: the tiling choice per statistics class (statistics at
-1 % resolution), the pipeline run per GEMM shape, use and tiling (a layer whose statistics equal its class's reuses
-the run that chose its tiling), the timing per GEMM shape, part and what its tiles read of the layer's statistics
-(:meth:`LayerUse.timing_key`), and the full result (energy included) per exact use; a dense run ignores what the
-design's sparsity supports, so designs deriving from one part share its dense results.
+``TIMED_CANDIDATES`` best; the fastest is kept. Three caches: the tiling choice per statistics class (statistics at
+1 % resolution), the pipeline run per GEMM shape, part, tiling and what its tiles read of the layer's statistics
+(:meth:`LayerUse.timing_key`; a layer whose statistics equal its class's reuses the run that chose its tiling), and
+the full result (energy included) per exact use; a dense run ignores what the design's sparsity supports, so designs
+deriving from one part share its dense results.
 
 :func:`simulate_model` runs every linear GEMM of a model for one phase and pattern and adds, per GEMM, the same
 design run dense and the dense baseline design.
@@ -88,9 +88,9 @@ def _best_tiling(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, t
     return best[1]
 
 
-@functools.lru_cache(maxsize=1 << 15)
 def _time_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse, timing: Timing, ideal_memory: bool):
-    """(mapping, pipeline result, cycles, breakdown) of one GEMM; ``use`` is a :meth:`LayerUse.timing_key`."""
+    """(mapping, pipeline result, cycles, breakdown) of one GEMM; ``use`` is a :meth:`LayerUse.timing_key`. The
+    pipeline run is cached (:func:`_timed`); what is added here is arithmetic."""
     tiling = None if spec.compute.kind == "systolic" else \
         _best_tiling(m, k, n, spec, _statistics_class(use), timing, ideal_memory)
     mapping, result = _timed(m, k, n, spec, use, timing, ideal_memory, tiling)
@@ -140,7 +140,6 @@ def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse
 def clear_cache() -> None:
     """Forget cached GEMM results and tiling choices (benchmarks time cold runs)."""
     _simulate_shape.cache_clear()
-    _time_shape.cache_clear()
     _best_tiling.cache_clear()
     _timed.cache_clear()
 

@@ -17,12 +17,11 @@ for measurements taken that way).
 
 from __future__ import annotations
 
-import dataclasses
-
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmsim.hashing import hash_once
 from nmsim.hw.complexity import selection_network
 from nmsim.hw.spec import TILE_SPELLING, TileShape, parse_tile
 from nmsim.yaml_io import ConfigError, check_keys, load_yaml
@@ -44,12 +43,7 @@ class Timing:
     adder_levels_per_cycle: int
     comparator_stages_per_cycle: int
 
-    def __hash__(self) -> int:  # computed once: the timing keys every simulation cache
-        cached = self.__dict__.get("_hash")
-        if cached is None:
-            cached = hash(dataclasses.astuple(self))
-            object.__setattr__(self, "_hash", cached)
-        return cached
+    __hash__ = hash_once  # the timing keys every simulation cache
 
     def decode_cycles(self, pattern: Pattern, metadata_format: str) -> int:
         levels = pattern.m if metadata_format == "enumerative" else math.ceil(math.log2(pattern.m))

@@ -25,6 +25,7 @@ import bisect
 import math
 from dataclasses import dataclass
 
+from nmsim.hashing import hash_once
 from nmsim.hw.spec import AcceleratorSpec
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.traces.reader import InputStats
@@ -42,13 +43,7 @@ class LayerUse:
     zero_slot_fraction: float = 0.0  # MAC slots whose activation is exactly zero (clock-gated, energy only)
     note: str = ""  # why a requested pattern runs dense, if it does
 
-    def __hash__(self) -> int:  # computed once: uses key the per-GEMM caches, hundreds of thousands of lookups
-        cached = self.__dict__.get("_hash")
-        if cached is None:
-            cached = hash((self.pattern, self.operand, self.compute_density, self.rows_needed,
-                           self.zero_slot_fraction, self.note))
-            object.__setattr__(self, "_hash", cached)
-        return cached
+    __hash__ = hash_once  # uses key the per-GEMM caches
 
     @property
     def sparse(self) -> bool:

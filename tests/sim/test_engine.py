@@ -120,6 +120,8 @@ def test_fast_forward_on_a_memory_bound_run_whose_last_write_back_meets_no_load(
 
 
 def _schedule(blocks):
+    """Blocks of (load bytes, select cycles, busy cycles, write-back bytes) steps with repeat counts, as a schedule
+    over two levels (the second reads a quarter of the bytes and writes none), 2 fill cycles per step."""
     return [(Block(tuple(Step((float(load), load / 4), float(select), 2.0, float(busy), (float(out), 0.0))
                          for load, select, busy, out in steps)), count) for steps, count in blocks]
 
@@ -173,8 +175,7 @@ def test_slower_memory_never_speeds_a_gemm_up():
     latency=st.integers(0, 30),
 )
 def test_fast_forward_equals_full_simulation_on_random_schedules(blocks, slots, latency):
-    schedule = [(Block(tuple(Step((float(load), load / 4), float(select), 2.0, float(busy), (float(out), 0.0))
-                             for load, select, busy, out in steps)), count) for steps, count in blocks]
+    schedule = _schedule(blocks)
     channels = (Channel("dram", 4.0, float(latency)), Channel("sram", 16.0, 1.0))
     fast = run_pipeline(schedule, channels, buffer_slots=slots, selector_latency=3)
     full = run_pipeline(schedule, channels, buffer_slots=slots, selector_latency=3, warmup_blocks=None)
