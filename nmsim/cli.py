@@ -212,9 +212,9 @@ def _validate(args: argparse.Namespace) -> int:
         if not args.hw:
             raise NmsimError("nmsim validate --set needs --hw, the measured part's design")
         sets.append(MeasurementSet(args.user_set.stem, args.user_set, args.hw, args.sparse_hw or "", args.harness,
-                                   f"user set {args.user_set}"))
-    elif args.only_user_set or args.hw or args.sparse_hw:
-        raise NmsimError("--only-user-set, --hw and --sparse-hw go with --set CSV")
+                                   f"user set {args.user_set}", args.kind))
+    elif args.only_user_set or args.hw or args.sparse_hw or args.kind != "gemm":
+        raise NmsimError("--only-user-set, --hw, --sparse-hw and --kind go with --set CSV")
     table, summary = validate(sets)
     columns = ["set", "kernel", "M", "K", "N", "measured_us", "predicted_us", "error_pct", "roofline_us", "mapping"]
     with _wide_display():
@@ -295,9 +295,10 @@ def _simulate(args: argparse.Namespace) -> int:
     output = simulate(SimulateRequest(
         hw=args.hw, model=args.model, phase=args.phase, batch=args.batch, seq=args.seq, traces=args.traces,
         pattern=args.pattern, baseline=args.baseline, ideal=args.ideal, ideal_memory=args.ideal_memory,
-        measure=args.measure, stats_from=args.stats_from,
+        measure=args.measure, stats_from=args.stats_from, generate=args.generate, devices=args.devices,
+        attention=args.attention, prune_lm_head=args.prune_lm_head, linear_only=args.linear_only,
     ))
-    print(output.text())
+    print(output.text(per_layer=args.per_layer, gemms=args.gemms))
     if args.json:
         output.write_json(args.json)
         log.info("JSON written to %s", args.json)
@@ -475,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.set_defaults(handler=_summary)
 
     simulate = commands.add_parser(
-        "simulate", help="cycles, bytes per memory level, energy and area of every linear GEMM on one design")
+        "simulate", help="end-to-end inference on one design (TTFT, TPOT, tokens/s, time per op class, memory) and "
+                         "the cycles, bytes, energy and area of every linear GEMM")
     simulate.add_argument("--hw", required=True, help="accelerator: a preset in hw_configs/ (e.g. act-8of16) or a "
                                                       "YAML file")
     simulate.add_argument("--model", required=True, help="shape preset (smollm2-135m, llama-2-7b, llama-3.1-8b, "
@@ -485,11 +487,28 @@ def build_parser() -> argparse.ArgumentParser:
                                            "committed trace for the pattern, else a transplanted profile)")
     simulate.add_argument("--pattern", help="pattern the layers use (default: the trace's, else the design's "
                                             "largest supported one)")
-    simulate.add_argument("--phase", choices=["prefill", "decode"], default="prefill", help="default: prefill")
+    simulate.add_argument("--phase", choices=["prefill", "decode"], default="prefill",
+                          help="the phase whose per-layer and per-GEMM tables are shown (default: prefill); the "
+                               "end-to-end summary always has both")
     simulate.add_argument("--batch", type=_positive_int, default=1, help="sequences (default: 1)")
     simulate.add_argument("--seq", type=_positive_int, default=512,
-                          help="prefill tokens per sequence; for decode the context length, which leaves the "
-                               "linear GEMMs unchanged (default: 512)")
+                          help="prompt tokens per sequence: prefill's length and the context decode starts from "
+                               "(default: 512)")
+    simulate.add_argument("--generate", type=_positive_int, default=128,
+                          help="decode steps averaged for the time per output token, at contexts seq+1 … "
+                               "seq+generate (default: 128)")
+    simulate.add_argument("--devices", type=_positive_int, default=1,
+                          help="tensor-parallel devices (Megatron-style; the design's interconnect; default: 1)")
+    simulate.add_argument("--attention", choices=["fused", "unfused"], default="fused",
+                          help="fused FlashAttention-style kernel, or QK^T, softmax and AV as three kernels with the "
+                               "score matrix through memory (default: fused)")
+    simulate.add_argument("--prune-lm-head", action="store_true",
+                          help="run the LM head with the pattern too (idealised N/M masks; default: dense)")
+    simulate.add_argument("--linear-only", action="store_true",
+                          help="only the linear GEMMs, as before end-to-end timing (no vector unit needed)")
+    simulate.add_argument("--per-layer", action="store_true", help="every op of every layer instead of alike "
+                                                                   "layers collapsed")
+    simulate.add_argument("--gemms", action="store_true", help="also print the per-GEMM table")
     simulate.add_argument("--baseline", default=BASELINE_DESIGN, help="dense baseline design (default: %(default)s)")
     simulate.add_argument("--ideal", action="store_true",
                           help="also show the idealised N/M answer side by side (it assumes every token of a tile keeps "
@@ -506,10 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate", help="nmsim against measured GPUs: every measurement set in the package (and --set), predicted "
-                         "vs measured per GEMM, errors per set, a table and a figure")
+                         "vs measured per GEMM or vector op, errors per set, a table and a figure")
     validate.add_argument("--set", type=Path, dest="user_set", metavar="CSV",
                           help="also validate this measurement CSV (M,K,N with latency_ms or latency_us; or M,N,K with "
-                               "dense_…_us and sparse_2of4_…_us)")
+                               "dense_…_us and sparse_2of4_…_us; with --kind softmax|layernorm, M,N with "
+                               "gelements_per_s or latency_us)")
+    validate.add_argument("--kind", choices=["gemm", "softmax", "layernorm"], default="gemm",
+                          help="with --set: what it measured, GEMMs or an FP16 vector op over the last dim of M x N "
+                               "(default: %(default)s)")
     validate.add_argument("--hw", help="with --set: the measured part's dense design (preset or YAML)")
     validate.add_argument("--sparse-hw", help="with --set: its 2:4 design, for a set with a 2:4 column")
     validate.add_argument("--harness", choices=["device", "host"], default="device",

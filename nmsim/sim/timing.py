@@ -42,6 +42,8 @@ class Timing:
     mux_levels_per_cycle: int
     adder_levels_per_cycle: int
     comparator_stages_per_cycle: int
+    softmax_single_pass_max_elements: int  # rows up to this length are read once; longer ones once per pass
+    attention_block_queries: int  # queries per block of a fused attention kernel (wave quantization)
 
     __hash__ = hash_once  # the timing keys every simulation cache
 

@@ -109,7 +109,7 @@ class TraceData:
 
     def check_model(self, shape: ModelShape) -> None:
         """Raise unless this trace covers every layer and projection of ``shape`` with matching K."""
-        for projection in ("q", "o", "gate", "down"):
+        for projection in ("q", "o", "gate" if "gate" in shape.projections else "up", "down"):
             k, _ = shape.projection_shape(projection)
             for layer in range(shape.num_layers):
                 stats = next((self.inputs[key] for key in ((p, layer, projection) for p in ("prefill", "decode"))

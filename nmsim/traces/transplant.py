@@ -62,6 +62,8 @@ def transplant(profile: Profile, shape: ModelShape, source_layers: list[int] | N
                 entry = entries.get((phase, ROLES[name], source))
                 if entry is None:
                     continue
+                if projection not in shape.projections:  # a plain MLP: W1 (up) reads the MLP's input
+                    projection = "up"
                 k = shape.projection_shape(projection)[0]
                 stats = transplanted_input(entry, profile.pattern, f"L{layer}.{name}", k)
                 for member in name.split("+"):

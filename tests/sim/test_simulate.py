@@ -192,14 +192,23 @@ def test_buffer_that_cannot_hold_a_tile_is_an_error():
 def test_cli_simulate_writes_deterministic_json(tmp_path, capsys):
     args = ["simulate", "--hw", "act-hierarchical", "--model", "smollm2-135m", "--traces", str(TRACE_816),
             "--ideal", "--phase", "decode", "--batch", "4"]
-    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    assert main([*args, "--gemms", "--json", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
     assert "ideal_cycles" in out and "totals:" in out and "over dense" in out
+    assert "TTFT" in out and "TPOT" in out and "time per op class" in out and "0-29 (x30)" in out
     assert main([*args, "--json", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "ideal_cycles" not in out  # the per-GEMM table only with --gemms
     first = (tmp_path / "a.json").read_bytes()
     assert first == (tmp_path / "b.json").read_bytes()
     payload = json.loads(first)
-    assert set(payload["totals"]) == {"trace", "ideal"}
+    assert set(payload["totals"]) == {"trace", "ideal"} and set(payload["inference"]) == {"trace", "ideal"}
+    assert payload["inference"]["trace"]["decode_e2e_speedup_vs_dense_same_design"] \
+        < payload["inference"]["trace"]["decode_linear_speedup_vs_dense_same_design"]
+    ops = payload["ops"]["trace"]["decode"]
+    assert len([op for op in ops if op["op"] == "attention"]) == 30 and ops[-1]["op"] == "lm_head"
+    assert main([*args, "--per-layer"]) == 0
+    assert "0-29 (x30)" not in capsys.readouterr().out
     assert len(payload["gemms"]["trace"]) == 30 * 7
     assert payload["totals"]["trace"]["cycles"] > payload["totals"]["ideal"]["cycles"]
     assert payload["area"]["overhead_pct"] > 0

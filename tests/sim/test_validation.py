@@ -17,7 +17,7 @@ from nmsim.sim.results import speedup_excess
 from nmsim.sim.simulate import simulate_gemm
 from nmsim.sim.timing import load_timing
 from nmsim.sim.usage import DENSE, LayerUse, layer_use
-from nmsim.sim.validation import MeasurementSet, package_sets, read_measurements, validate
+from nmsim.sim.validation import MeasurementSet, package_sets, predict, read_measurements, validate
 from nmsim.sim.workload import Gemm, linear_gemms
 
 DENSE_USE = LayerUse(DENSE, "none", 1.0)
@@ -55,6 +55,82 @@ def test_2of4_speedup_error_and_crossover(validation):
     assert (rows.predicted_speedup_2of4 < 1.9).all()  # the operand feed caps it below M/N even at large M
 
 
+def test_vector_op_latency_is_within_the_goal(validation):
+    _, summary = validation
+    softmax = _summary_row(summary, "a100_fp16_softmax_llmcompass", "softmax")
+    layernorm = _summary_row(summary, "a100_fp16_layernorm_llmcompass", "layernorm")
+    assert softmax.rows == layernorm.rows == 22
+    # goal ≤ 15 %; reached 9.4 % and 9.6 % (pinned so a regression shows)
+    assert softmax.latency_mape_pct <= 15 and layernorm.latency_mape_pct <= 15
+    assert softmax.latency_mape_pct <= 9.6
+    assert layernorm.latency_mape_pct <= 9.8
+    assert softmax.spearman_rho >= 0.98
+    assert layernorm.spearman_rho >= 0.83  # the flat host-bound rows (~52 µs) and the slow wide rows reorder it
+
+
+def _vector_row(table, kind, m, n):
+    rows = table[(table.kernel == kind) & (table.M == m) & (table.N == n)]
+    assert rows.K.isna().all()
+    return rows.iloc[0]
+
+
+def test_a_softmax_row_by_hand(validation):
+    """4096 rows of 32768: past the single-pass kernel, so the row is read three times and written once."""
+    table, _ = validation
+    spec = AcceleratorSpec.from_name("a100-80gb-sxm")
+    clock, hbm = spec.clock_GHz, spec.memory[0]
+    assert (clock, hbm.bandwidth_GBps, hbm.efficiency, hbm.latency_ns) == (1.275, 2039, 0.88, 480)
+    fixed_us, host_us = spec.vector.kernel_fixed_us, 12.0
+    assert fixed_us == 2.2
+
+    def by_hand(m, n, reads):
+        cycles = m * n * 2 * (reads + 1) / (2039 * 0.88 / 1.275) + 480 * 1.275
+        return cycles / 1.275 / 1e3 + fixed_us + host_us
+
+    row = _vector_row(table, "softmax", 4096, 32768)
+    assert row.predicted_us == pytest.approx(by_hand(4096, 32768, 3), rel=1e-9)
+    assert row.predicted_us == pytest.approx(613.1, abs=0.1)
+    assert row.measured_us == pytest.approx(4096 * 32768 / 240.8857e9 * 1e6, rel=1e-9)
+    short = _vector_row(table, "softmax", 4096, 1024)  # N ≤ 1024: the persistent warp softmax reads it once
+    assert short.predicted_us == pytest.approx(by_hand(4096, 1024, 1), rel=1e-9)
+    assert short.mapping.startswith("1 read + 1 write")
+
+
+def test_a_layernorm_row_by_hand(validation):
+    """One read and one write of the tensor (and the weight and bias, 2 x N values), 45 µs host overhead."""
+    table, _ = validation
+    row = _vector_row(table, "layernorm", 8192, 4096)
+    cycles = (8192 * 4096 * 2 * 2 + 2 * 4096 * 2) / (2039 * 0.88 / 1.275) + 480 * 1.275
+    assert row.predicted_us == pytest.approx(cycles / 1.275 / 1e3 + 2.2 + 45.0, rel=1e-9)
+
+
+def test_a_user_vector_set_is_validated_with_its_kind(tmp_path):
+    csv = tmp_path / "mine_softmax.csv"
+    csv.write_text("M,N,latency_us\n4096,4096,82\n")
+    out = tmp_path / "out"
+    assert main(["validate", "--set", str(csv), "--hw", "a100-80gb-sxm", "--kind", "softmax", "--only-user-set",
+                 "--out", str(out)]) == 0
+    row = pd.read_csv(out / "validation.csv").iloc[0]
+    assert row.kernel == "softmax" and math.isnan(row.K) and row.measured_us == 82
+    softmax = next(m for m in package_sets() if m.name == "a100_fp16_softmax_llmcompass")
+    package = predict(softmax)  # the package's set times the same shape the same way, less its host overhead
+    same = package[(package.M == 4096) & (package.N == 4096)].iloc[0]
+    assert row.predicted_us == pytest.approx(same.predicted_us - 12.0, rel=1e-9)
+    assert main(["validate", "--kind", "softmax"]) == 2  # --kind goes with --set
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("kind: gelu\n  harness: host", "kind"),
+    ("harness: device\n  host_dispatch_us: 12", "host_dispatch_us"),
+    ("harness: host\n  host_dispatch_us: -1", "host_dispatch_us"),
+])
+def test_a_bad_set_entry_names_its_key(tmp_path, entry, message):
+    path = tmp_path / "sets.yaml"
+    path.write_text(f"s:\n  file: s.csv\n  design: a100-80gb-sxm\n  {entry}\n  source: x\n")
+    with pytest.raises(NmsimError, match=message):
+        package_sets(path)
+
+
 def test_every_prediction_is_above_its_roofline(validation):
     table, _ = validation
     assert (table.roofline_us <= table.predicted_us * (1 + 1e-9)).all()
@@ -72,17 +148,20 @@ def test_a_user_set_is_validated_and_written(tmp_path, capsys):
     assert "latency_mape_pct" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("text, message", [
-    ("M,K\n1,2\n", "missing column"),
-    ("M,K,N\n1,2,3\n", "no time column"),
-    ("M,K,N,latency_us\n1,2,-3\n", "positive number"),
+@pytest.mark.parametrize("kind, text, message", [
+    ("gemm", "M,K\n1,2\n", "missing column"),
+    ("gemm", "M,K,N\n1,2,3\n", "no time column"),
+    ("gemm", "M,K,N,latency_us\n1,2,-3\n", "positive number"),
+    ("softmax", "M,gelements_per_s\n1,2\n", "missing column"),
+    ("layernorm", "M,N\n1,2\n", "no time column"),
+    ("softmax", "M,N,gelements_per_s\n1,2,x\n", "positive number"),
 ])
-def test_a_bad_measurement_set_is_one_clear_error(tmp_path, text, message):
+def test_a_bad_measurement_set_is_one_clear_error(tmp_path, kind, text, message):
     path = tmp_path / "bad.csv"
     path.write_text(text)
     with pytest.raises(NmsimError, match=message):
-        read_measurements(MeasurementSet("bad", path, "a100-80gb-pcie", "", "device", ""))
-    assert main(["validate", "--set", str(path), "--hw", "a100-80gb-pcie", "--only-user-set",
+        read_measurements(MeasurementSet("bad", path, "a100-80gb-pcie", "", "device", "", kind))
+    assert main(["validate", "--set", str(path), "--hw", "a100-80gb-pcie", "--kind", kind, "--only-user-set",
                  "--out", str(tmp_path / "o")]) == 2
 
 
@@ -179,4 +258,5 @@ def test_nmsim_validate_reproduces_the_committed_tables(tmp_path, capsys):
     for name in ("validation.csv", "validation_summary.csv", "validation.parquet", "validation_summary.parquet",
                  "validation.png", "validation.svg"):
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
-    assert "a100_fp16_square_2of4_slidesparse" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "a100_fp16_square_2of4_slidesparse" in out and "a100_fp16_layernorm_llmcompass" in out

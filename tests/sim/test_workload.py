@@ -12,7 +12,8 @@ from nmsim.sim.workload import linear_gemms
 
 
 def test_presets_give_the_published_projection_shapes():
-    assert set(models()) == {"smollm2-135m", "gemma3-270m", "llama-2-7b", "llama-3.1-8b", "qwen2.5-7b", "gemma-3-4b"}
+    assert set(models()) == {"smollm2-135m", "gemma3-270m", "llama-2-7b", "llama-3.1-8b", "qwen2.5-7b", "gemma-3-4b",
+                             "llama-3-70b", "mixtral-8x7b"}
     qwen = model_shape("qwen2.5-7b")
     assert qwen.projection_shape("k") == (3584, 512) and qwen.projection_shape("down") == (18944, 3584)
     gemma = model_shape("Gemma-3-4B")
