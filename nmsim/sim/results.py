@@ -94,9 +94,10 @@ def totals(run: ModelRun) -> dict[str, float]:
     times (MoE experts) counts that often."""
     spec, base = run.spec, run.baseline
     weights = [row.gemm.count for row in run.rows]
+    weighted = any(weight != 1 for weight in weights)
 
     def total(values) -> float:
-        return sum(weight * value for weight, value in zip(weights, values))
+        return sum(weight * value for weight, value in zip(weights, values)) if weighted else sum(values)
 
     sparse = total(row.sparse.cycles for row in run.rows)
     dense = total(row.dense.cycles for row in run.rows)
