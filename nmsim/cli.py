@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
                          trace_root=Path(args.trace_root) if args.trace_root else RunRequest.trace_root,
                          sweep=args.sweep, out_root=Path(args.report_root), command=args.command_line,
                          workers=args.workers, scheduler=args.scheduler, allow_ideal=args.ideal, study=study,
-                         recapture=args.recompute)
+                         recapture=args.recompute, area_level=args.area_level)
     try:
         run(request)
     except KeyboardInterrupt:
@@ -194,6 +194,9 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
                                                    "trade-off table and plots")
     _add_parallel_arguments(parser)
     parser.add_argument("--report-root", default="reports", help="where the report folder goes (default: reports)")
+    parser.add_argument("--area-level", choices=["datapath", "core", "die"], default="die",
+                        help="the area the decision metric (speedup / (1 + area overhead)) divides by: the MAC "
+                             "datapath, one core (SM) or the die (default: %(default)s)")
 
 
 def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,6 +33,7 @@ from nmsim import __version__
 from nmsim.accuracy.table import expected_tokens, method_labels, read_rows, row_key
 from nmsim.errors import NmsimError
 from nmsim.hw.area import design_area
+from nmsim.hw.die import AREA_LEVELS, design_area_levels
 from nmsim.hw.spec import AcceleratorSpec
 from nmsim.io import atomic_write_text, write_table
 from nmsim.patterns import Pattern, parse_pattern
@@ -109,6 +110,7 @@ class RunRequest:
     allow_ideal: bool = False  # patterns without a trace use the idealised N/M answer instead of stopping
     study: AccuracyRequest | None = None  # the accuracy stage; None: use the tables in ``accuracy`` as they are
     recapture: bool = False  # capture the traces of ``patterns`` again
+    area_level: str = "die"  # the area the decision metric divides by: datapath, core or die
 
     def __post_init__(self) -> None:  # patterns become values at the boundary, dense first, no repeats
         patterns = tuple(dict.fromkeys(parse_pattern(p) for p in (Pattern.dense(), *self.patterns)))
@@ -283,21 +285,22 @@ def simulation_stage(shape: ModelShape, designs: Designs, patterns: tuple[Patter
 # --- stage 5: tables ------------------------------------------------------------------------------------------------
 def tables_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, ...],
                  traces: dict[Pattern, TraceData | None], simulated: Simulated, accuracy_rows: pd.DataFrame,
-                 inputs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Every table of the report, in the order the report lists them."""
+                 inputs: pd.DataFrame, area_level: str = "die") -> dict[str, pd.DataFrame]:
+    """Every table of the report, in the order the report lists them; area decisions at ``area_level``."""
     results = simulated.results
     natives = {p: s for p, s in designs.natives.items() if p in patterns}
     perf = tables.performance(results, designs.designs, patterns)
-    areas = tables.area_summary(designs.designs)
+    areas = tables.area_summary(designs.designs, area_level)
     out = {
         "accuracy": tables.best_accuracy(accuracy_rows, shape.name),
         "performance": perf,
         "area_summary": areas,
         "area_components": tables.area_components(designs.designs),
+        "area_levels": tables.area_levels(designs.designs),
         "io_formats": tables.io_formats(traces, natives, results),
         "decode_fetch": tables.decode_fetch(traces, shape),
         "layers": tables.layer_speedups(tables.layer_cases(natives, designs.designs), results),
-        "sensitivity": sens.sensitivity(results),
+        "sensitivity": sens.sensitivity(results, area_level=area_level),
     }
     out["break_even"] = sens.break_even(out["sensitivity"])
     if simulated.sweep is not None:
@@ -386,7 +389,8 @@ def run(request: RunRequest) -> Path:
 
         stage("tables")  # from the results; nothing simulates after this
         inputs = tables.inputs(designs.designs, traces, accuracy, request.sweep)
-        result = tables_stage(shape, designs, request.patterns, traces, simulated, accuracy_rows, inputs)
+        result = tables_stage(shape, designs, request.patterns, traces, simulated, accuracy_rows, inputs,
+                              request.area_level)
         bar.update()
 
         stage("report")  # figures, CSV + Parquet, Markdown and HTML, swapped in whole
@@ -484,6 +488,7 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
         log.info("measured column: %s", note)
     gemms = {name: gemm_table(run, measured_speedups) for name, run in runs.items()}  # tables
     area = design_area(spec)
+    levels = design_area_levels(spec)
     payload = {
         "run": describe(next(iter(runs.values()))),
         "sources": {name: (run.statistics if name == "trace" else "idealised N/M (every token of a tile keeps the "
@@ -495,7 +500,9 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
                  "total_low_mm2": area.total_low_mm2, "total_high_mm2": area.total_high_mm2,
                  "dense_mm2": area.dense_mm2, "overhead_pct": area.overhead_pct,
                  "overhead_low_pct": area.overhead_low_pct, "overhead_high_pct": area.overhead_high_pct,
-                 "components": area.rows()},
+                 "components": area.rows(),
+                 "levels": {level: levels.level_summary(level) for level in AREA_LEVELS},
+                 "level_components": levels.rows(), "warnings": list(levels.warnings)},
         "measured_note": note,
         "ideal_memory": request.ideal_memory,
         "inference": {name: run.summary() for name, run in inference.items()},

@@ -43,7 +43,7 @@ def test_nmsim_run_reproduces_the_committed_report(tmp_path, monkeypatch):
     assert main(["run", "--report-root", str(out)]) == 0
     written = out / "smollm2-135m"
     expected = _files(COMMITTED)
-    assert len(expected) == 11 * 2 + 8 * 2
+    assert len(expected) == 12 * 2 + 8 * 2
     assert _files(written) == expected
     assert _without_command((written / "report.md").read_text()) == _without_command(
         (COMMITTED / "report.md").read_text())

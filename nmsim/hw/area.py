@@ -58,8 +58,9 @@ from nmsim.patterns import Pattern, metadata_bits
 CALIBRATION_FILE = Path(__file__).with_name("calibration") / "cells.yaml"
 UM2_PER_MM2 = 1e6
 
-AREA_CELLS = ("mux2", "multiplier_4bit", "multiplier_8bit", "multiplier_16bit", "multiplier_32bit", "adder",
-              "comparator", "register_bit", "half_adder")
+AREA_CELLS = ("mux2", "multiplier_4bit", "multiplier_8bit", "multiplier_16bit", "multiplier_32bit", "fp32_multiplier",
+              "bf16_multiplier", "fp8_multiplier", "fp16_adder", "fp32_adder", "adder", "comparator", "register_bit",
+              "half_adder")
 ENERGY_ACTIONS = ("mac_4bit", "mac_8bit", "mac_16bit", "mac_32bit", "mac_gated_8bit", "comparator", "sram_read",
                   "dram_access")
 SPARSE_COMPONENTS = ("operand_select_muxes", "metadata", "selection_network", "extra_buffering")
@@ -110,13 +111,52 @@ class NodeScaling:
 
 
 @dataclass(frozen=True)
+class DensityScaling:
+    """Area between nodes from published densities: a block's area at node b is its area at node a times
+    density(a) / density(b) (logic: MTr/mm²) or cell(b) / cell(a) (SRAM: bit-cell µm²), log-log between listed
+    nodes; ``low``, ``high``: uncertainty factors on that ratio."""
+
+    kind: str  # logic | sram
+    table: tuple[tuple[float, float], ...]  # (node nm, density or cell area), sorted by node
+    low: float
+    high: float
+    source: str
+
+    @property
+    def nodes(self) -> tuple[float, float]:
+        """The range the table covers (nm)."""
+        return self.table[0][0], self.table[-1][0]
+
+    def factor(self, from_nm: float, to_nm: float) -> float:
+        """The area factor from ``from_nm`` to ``to_nm``."""
+        if from_nm == to_nm:
+            return 1.0
+        if self.kind == "logic":
+            return _interpolate(self.table, from_nm) / _interpolate(self.table, to_nm)
+        return _interpolate(self.table, to_nm) / _interpolate(self.table, from_nm)
+
+
+def _interpolate(table: tuple[tuple[float, float], ...], node_nm: float) -> float:
+    """The table's value at ``node_nm``, log-log between the listed nodes (beyond them, from the nearest two)."""
+    for node, value in table:
+        if node == node_nm:
+            return value
+    below = [pair for pair in table if pair[0] < node_nm]
+    above = [pair for pair in table if pair[0] > node_nm]
+    a, b = (below[-1], above[0]) if below and above else (table[0], table[1]) if not below else (table[-2], table[-1])
+    t = (math.log(node_nm) - math.log(a[0])) / (math.log(b[0]) - math.log(a[0]))
+    return math.exp(math.log(a[1]) + t * (math.log(b[1]) - math.log(a[1])))
+
+
+@dataclass(frozen=True)
 class Calibration:
     """The contents of a calibration file (see ``calibration/cells.yaml`` for the schema)."""
 
     path: str
     area: Mapping[str, CalibrationEntry]  # cell -> µm²
     energy: Mapping[str, CalibrationEntry]  # action -> pJ
-    area_scaling: NodeScaling
+    logic_scaling: DensityScaling  # area of logic cells between nodes
+    sram_scaling: DensityScaling  # area of SRAM between nodes
     energy_scaling: NodeScaling
     accumulator_min_bits: int
     metadata_pipeline_stages: int
@@ -213,6 +253,25 @@ def _entries(data: LinedDict, file: Path, table: str, names: tuple[str, ...], un
     return entries
 
 
+def _density(section: LinedDict, file: Path, kind: str) -> DensityScaling:
+    path = f"node_scaling.{kind}"
+    raw = section[kind]
+    if not isinstance(raw, LinedDict):
+        raise ConfigError(file, section.lines.get(kind), path, "expected a mapping")
+    keys = {"table", "uncertainty", "source", "date", "note"}
+    check_keys(raw, file, path, keys, keys - {"note"})
+    table = raw["table"]
+    good = isinstance(table, list) and len(table) >= 2 and all(
+        isinstance(pair, list) and len(pair) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in pair) for pair in table)
+    if not good or len({pair[0] for pair in table}) != len(table):
+        raise ConfigError(file, raw.lines.get("table"), f"{path}.table",
+                          "expected [[node_nm, positive value], …] with at least two distinct nodes")
+    low, high = _pair(raw, file, path, "uncertainty")
+    return DensityScaling(kind, tuple(sorted((float(n), float(v)) for n, v in table)), low, high,
+                          _source(raw, file, path))
+
+
 def _scaling(section: LinedDict, file: Path, kind: str) -> NodeScaling:
     path = f"node_scaling.{kind}"
     raw = section[kind]
@@ -251,7 +310,7 @@ def _read_calibration(file: Path) -> Calibration:
     check_keys(data, file, "", top, top)
     if data["version"] != 1:
         raise ConfigError(file, data.lines.get("version"), "version", f"unsupported version {data['version']!r}")
-    scaling = _section(data, file, "node_scaling", ("area", "energy"))
+    scaling = _section(data, file, "node_scaling", ("logic", "sram", "energy"))
     datapath = _section(data, file, "datapath", tuple(_DATAPATH))
     counts = {}
     for name, unit_key in _DATAPATH.items():
@@ -269,7 +328,8 @@ def _read_calibration(file: Path) -> Calibration:
         path=str(file),
         area=MappingProxyType(_entries(data, file, "area", AREA_CELLS, "area_um2")),
         energy=MappingProxyType(_entries(data, file, "energy", ENERGY_ACTIONS, "energy_pJ")),
-        area_scaling=_scaling(scaling, file, "area"),
+        logic_scaling=_density(scaling, file, "logic"),
+        sram_scaling=_density(scaling, file, "sram"),
         energy_scaling=_scaling(scaling, file, "energy"),
         **counts,
     )
@@ -299,6 +359,30 @@ def value_range(terms: Terms, node_nm: float, scaling: NodeScaling) -> tuple[flo
         scale = ratio ** scaling.exponent if entry.scales_with_node else 1.0
         nominal += quantity * (entry.value * 1.0 * scale)
     return nominal, min(lows), max(highs)
+
+
+def area_range(terms: Terms, node_nm: float, scaling: DensityScaling, *,
+               node_uncertainty: bool = True) -> tuple[float, float, float]:
+    """(nominal, low, high) µm² of Σ quantity × cell area at ``node_nm``: each cell scaled from its own node by
+    ``scaling``; low (high) puts every cell, and with ``node_uncertainty`` the scaling ratio, at its low (high)
+    factor."""
+    nominal = low = high = 0.0
+    scale_low, scale_high = (scaling.low, scaling.high) if node_uncertainty else (1.0, 1.0)
+    for entry, quantity in terms:
+        scales = entry.scales_with_node
+        value = quantity * entry.value * (scaling.factor(entry.node_nm, node_nm) if scales else 1.0)
+        nominal += value
+        low += value * entry.low * (scale_low if scales else 1.0)
+        high += value * entry.high * (scale_high if scales else 1.0)
+    return nominal, low, high
+
+
+def cell_um2(cal: Calibration, name: str, node_nm: float, corner: str = "nominal") -> float:
+    """One area cell at ``node_nm`` (logic scaling), at the corner's factor."""
+    entry = cal.area[name]
+    factor = {"low": entry.low * cal.logic_scaling.low, "nominal": 1.0,
+              "high": entry.high * cal.logic_scaling.high}[corner]
+    return entry.value * cal.logic_scaling.factor(entry.node_nm, node_nm) * factor
 
 
 def _bits(entry: CalibrationEntry, bits: float) -> float:
@@ -339,13 +423,55 @@ def slot_fan_in(patterns: Iterable[Pattern]) -> tuple[int, tuple[int, ...]]:
     return window, tuple(fan_in)
 
 
+# Floating-point operand types: (mantissa bits with the hidden one, exponent bits) of one operand.
+FLOAT_FIELDS = {"fp8": (4, 4), "fp16": (11, 5), "bf16": (8, 8), "fp32": (24, 8)}
+ACCUMULATOR_BITS = {"int32": 32, "fp16": 16, "fp32": 32}
+ACCUMULATOR_MANTISSA = {"fp16": 11, "fp32": 24}
+
+
+def _multiplier(cal: Calibration, value: str, bits: int) -> CalibrationEntry:
+    """The multiplier cell of an operand type: integer by width, FP16 the 16-bit (Horowitz FP16) entry."""
+    if value in ("fp32", "bf16", "fp8"):
+        return cal.area[f"{value}_multiplier"]
+    return cal.by_width("area", "multiplier", bits)
+
+
 def _mac_array(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
-    w, macs = spec.compute.value_bits, spec.compute.dense_macs_per_cycle
-    acc = max(2 * w, cal.accumulator_min_bits)
-    adder, register = cal.area["adder"], cal.area["register_bit"]
-    terms = ((cal.by_width("area", "multiplier", w), macs), (adder, macs * _bits(adder, acc)),
-             (register, macs * _bits(register, 2 * w + acc)))
-    return terms, f"{macs} MACs, each a {w}-bit multiplier, a {acc}-bit accumulator and {2 * w + acc} register bits"
+    """Dot-product units as tensor cores build them: D = ``dot_product_width`` products share one adder tree and one
+    accumulator. Per D products: D multipliers of the operand type; for floats, each product's mantissa aligned to
+    the largest exponent (a barrel shifter of ⌈log2(accumulator mantissa + product mantissa)⌉ MUX2 levels, and a
+    D−1 comparator tree over the exponents); D−1 integer adders of the product width (+⌈log2 D⌉ carry bits); one
+    accumulator adder of the accumulator type (FP adder with normalisation, or an integer adder); registers for
+    the 2·D operands and the accumulator. D = 1 is a MAC per accumulator (a systolic PE)."""
+    compute = spec.compute
+    w, macs, d = compute.value_bits, compute.dense_macs_per_cycle, compute.dot_product_width
+    value, accumulator = compute.value, compute.accumulator_type
+    adder, register, mux, comparator = (cal.area[name] for name in ("adder", "register_bit", "mux2", "comparator"))
+    acc_bits = max(ACCUMULATOR_BITS[accumulator], cal.accumulator_min_bits if value.startswith("int") else 0)
+    units = macs / d  # dot-product units
+    terms = [(_multiplier(cal, value, w), macs)]
+    if value in FLOAT_FIELDS:
+        mantissa, exponent = FLOAT_FIELDS[value]
+        product = 2 * mantissa
+        if d > 1:
+            levels = math.ceil(math.log2(ACCUMULATOR_MANTISSA.get(accumulator, 24) + product))
+            terms += [(mux, macs * _bits(mux, product * levels)),
+                      (comparator, units * (d - 1) * _bits(comparator, exponent + 1))]
+        accumulate = cal.area[f"{accumulator}_adder"]
+        terms.append((accumulate, units))
+    else:
+        product = 2 * w
+        terms.append((adder, units * _bits(adder, acc_bits)))
+    if d > 1:
+        terms.append((adder, units * (d - 1) * _bits(adder, product + math.ceil(math.log2(d)))))
+    terms.append((register, units * _bits(register, 2 * w * d + acc_bits)))
+    if d == 1:
+        note = f"{macs} MACs, each a {value} multiplier, a {accumulator} accumulator and {2 * w + acc_bits} register bits"
+    else:
+        note = (f"{units:g} dot-product units of {d} {value} products: {d} multipliers"
+                + (", mantissa alignment" if value in FLOAT_FIELDS else "")
+                + f", a {d - 1}-adder tree and one {accumulator} accumulator each")
+    return tuple(terms), note
 
 
 def _operand_select_muxes(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
@@ -472,19 +598,16 @@ def design_area(spec: AcceleratorSpec, calibration: Calibration | None = None) -
     names = ("mac_array",) if spec.sparsity.operand == "none" else ("mac_array", *SPARSE_COMPONENTS)
     if spec.sparsity.operand == "weight":
         names = tuple(n for n in names if n != "selection_network")  # pruned offline: no online selector
-    node, scaling = spec.technology_nm, cal.area_scaling
+    node, scaling = spec.technology_nm, cal.logic_scaling
     built = {name: _BUILDERS[name](spec, cal) for name in names}
     components = []
     for name, (terms, note) in built.items():
-        nominal, low, high = value_range(terms, node, scaling)
+        nominal, low, high = area_range(terms, node, scaling)
         components.append(AreaComponent(name, nominal / UM2_PER_MM2, low / UM2_PER_MM2, high / UM2_PER_MM2, note))
-    total = value_range(tuple(t for terms, _ in built.values() for t in terms), node, scaling)
-    dense_terms = built["mac_array"][0]
-    extra_terms = tuple(t for name, (terms, _) in built.items() if name != "mac_array" for t in terms)
-
-    def ratio(extra_corner: str, dense_corner: str, exponent: float) -> float:
-        return 100 * _sum(extra_terms, node, exponent, extra_corner) / _sum(dense_terms, node, exponent, dense_corner)
-
+    total = area_range(tuple(t for terms, _ in built.values() for t in terms), node, scaling)
+    dense = area_range(built["mac_array"][0], node, scaling, node_uncertainty=False)  # the node ratio cancels:
+    extra = area_range(tuple(t for name, (terms, _) in built.items() if name != "mac_array" for t in terms), node,
+                       scaling, node_uncertainty=False)  # extras and array scale alike
     return AreaReport(
         design=spec.name,
         technology_nm=node,
@@ -494,9 +617,9 @@ def design_area(spec: AcceleratorSpec, calibration: Calibration | None = None) -
         total_low_mm2=total[1] / UM2_PER_MM2,
         total_high_mm2=total[2] / UM2_PER_MM2,
         dense_mm2=components[0].nominal_mm2,
-        overhead_pct=ratio("nominal", "nominal", scaling.exponent),
-        overhead_low_pct=min(ratio("low", "high", e) for e in scaling.exponents),
-        overhead_high_pct=max(ratio("high", "low", e) for e in scaling.exponents),
+        overhead_pct=100 * extra[0] / dense[0],
+        overhead_low_pct=100 * extra[1] / dense[2],
+        overhead_high_pct=100 * extra[2] / dense[1],
     )
 
 

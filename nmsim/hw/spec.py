@@ -53,6 +53,11 @@ def parse_tile(text: str) -> TileShape | None:
 
 
 
+VALUE_TYPES = {"int4": 4, "int8": 8, "fp8": 8, "fp16": 16, "bf16": 16, "fp32": 32}  # operand type → bits
+DEFAULT_VALUE_TYPE = {4: "int4", 8: "int8", 16: "fp16", 32: "fp32"}
+ACCUMULATORS = {"int": ("int32",), "fp": ("fp16", "fp32")}  # what each kind of operand may accumulate in
+
+
 @dataclass(frozen=True)
 class ComputeSpec:
     kind: Literal["systolic", "tensor_core"]
@@ -64,6 +69,19 @@ class ComputeSpec:
     macs_per_unit_per_cycle: int = 0  # tensor core: dense MACs per cycle per unit
     cores: int = 0  # tensor core: the cores (SMs) a tile is scheduled on, units ÷ cores tensor cores each
     tile_shapes: tuple[TileShape, ...] = ()  # tensor core: the tiles its library offers; (): timing.yaml's
+    value_type: str = ""  # int4 | int8 | fp8 | fp16 | bf16 | fp32 (default from value_bits: int ≤ 8, else fp)
+    accumulator: str = ""  # int32 | fp16 | fp32 (default: int32 for integers, fp32 for floats)
+    dot_product_width: int = 1  # products that share one adder tree and accumulator (1: a MAC per accumulator)
+
+    @property
+    def value(self) -> str:
+        """The operand type (``value_type``, else the default for ``value_bits``)."""
+        return self.value_type or DEFAULT_VALUE_TYPE[self.value_bits]
+
+    @property
+    def accumulator_type(self) -> str:
+        """The accumulator type (``accumulator``, else INT32 for integer operands and FP32 for floats)."""
+        return self.accumulator or ("int32" if self.value.startswith("int") else "fp32")
 
     @property
     def units_per_core(self) -> int:
@@ -126,6 +144,20 @@ class InterconnectSpec:
 
 
 @dataclass(frozen=True)
+class DieSpec:
+    """What the die holds beyond the enabled parts the simulator times (die-level area): all its cores (SMs), its
+    caches in MiB (0: the enabled capacity), HBM stacks, chip-to-chip links and their PHY, and the register file
+    per core."""
+
+    physical_cores: int = 0  # 0: compute.cores
+    physical_cache_MiB: float = 0.0  # the caches between HBM and the cores; 0: the memory levels' capacity
+    memory_stacks: int = 0
+    interconnect_links: int = 0
+    interconnect_phy: str = ""  # nvlink3 | nvlink4 | pcie4 (a PHY entry of calibration/die.yaml)
+    register_file_KiB_per_core: float = 0.0
+
+
+@dataclass(frozen=True)
 class AcceleratorSpec:
     name: str
     description: str
@@ -139,6 +171,7 @@ class AcceleratorSpec:
     vector: VectorSpec | None = None  # None: no vector unit described (linear-only simulation)
     interconnect: InterconnectSpec | None = None  # None: a single device (no tensor parallelism)
     kv_cache_bits: int = 0  # bits per KV-cache value; 0: compute.value_bits
+    die: DieSpec | None = None  # None: no die described (die-level area counts the datapath and memories only)
 
     __hash__ = hash_once  # specs key every simulation cache
 
@@ -168,11 +201,14 @@ class AcceleratorSpec:
 
 
 _TOP = {"base", "name", "description", "technology_nm", "frequency_GHz", "sustained_frequency_GHz", "compute",
-        "sparsity", "memory", "vector", "interconnect", "kv_cache_bits"}
+        "sparsity", "memory", "vector", "interconnect", "kv_cache_bits", "die"}
+_DIE = {"physical_cores", "physical_cache_MiB", "memory_stacks", "interconnect_links", "interconnect_phy",
+        "register_file_KiB_per_core"}
+DIE_PHYS = ("nvlink3", "nvlink4", "pcie4")
 _VECTOR = {"units", "flops_per_cycle_per_unit", "special_ops_per_cycle_per_unit", "kernel_fixed_us"}
 _INTERCONNECT = {"bandwidth_GBps", "latency_ns"}
 _COMPUTE = {"kind", "units", "value_bits", "rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores",
-            "tile_shapes"}
+            "tile_shapes", "value_type", "accumulator", "dot_product_width"}
 _SPARSITY = {"operand", "patterns", "hierarchical", "metadata_format", "selector", "selector_groups_per_cycle"}
 _LEVEL = {"name", "capacity_KiB", "capacity_MiB", "capacity_GiB", "bandwidth_GBps", "bandwidth_bytes_per_cycle",
           "efficiency", "latency_ns", "double_buffered"}
@@ -221,7 +257,17 @@ def _compute(file: Path, data) -> ComputeSpec:
         macs_per_unit_per_cycle=r.get("macs_per_unit_per_cycle", int, 0, minimum=1),
         cores=r.get("cores", int, 0, minimum=1),
         tile_shapes=_tile_shapes(r, data.get("tile_shapes")),
+        value_type=r.get("value_type", str, "", choices=tuple(VALUE_TYPES)),
+        accumulator=r.get("accumulator", str, "", choices=("int32", "fp16", "fp32")),
+        dot_product_width=r.get("dot_product_width", int, 1, minimum=1),
     )
+    if spec.value_type and VALUE_TYPES[spec.value_type] != spec.value_bits:
+        raise r.error("value_type", f"{spec.value_type} is {VALUE_TYPES[spec.value_type]} bits, but value_bits is "
+                                    f"{spec.value_bits}")
+    allowed = ACCUMULATORS[spec.value[:3] if spec.value.startswith("int") else "fp"]
+    if spec.accumulator_type not in allowed:
+        raise r.error("accumulator", f"{spec.value} operands accumulate in {' or '.join(allowed)}, not "
+                                     f"{spec.accumulator_type}")
     own = {"rows", "cols", "dataflow"} if kind == "systolic" else {"macs_per_unit_per_cycle", "cores", "tile_shapes"}
     foreign = ({"rows", "cols", "dataflow", "macs_per_unit_per_cycle", "cores", "tile_shapes"} - own) & set(data)
     if foreign:
@@ -304,6 +350,21 @@ def _interconnect(file: Path, data) -> InterconnectSpec | None:
                             latency_ns=r.get("latency_ns", float, minimum=0))
 
 
+def _die(file: Path, data) -> DieSpec | None:
+    if data is None:
+        return None
+    r = _Reader(file, data, "die", _DIE, set())
+    die = DieSpec(physical_cores=r.get("physical_cores", int, 0, minimum=1),
+                  physical_cache_MiB=r.get("physical_cache_MiB", float, 0.0, minimum=0),
+                  memory_stacks=r.get("memory_stacks", int, 0, minimum=0),
+                  interconnect_links=r.get("interconnect_links", int, 0, minimum=0),
+                  interconnect_phy=r.get("interconnect_phy", str, "", choices=DIE_PHYS),
+                  register_file_KiB_per_core=r.get("register_file_KiB_per_core", float, 0.0, minimum=0))
+    if die.interconnect_links and not die.interconnect_phy:
+        raise r.error("interconnect_links", f"links need interconnect_phy ({', '.join(DIE_PHYS)})")
+    return die
+
+
 def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError(file, line, "memory", "expected a list of memory levels, outermost (DRAM) first")
@@ -373,7 +434,7 @@ def load_accelerator(path: str | Path, overrides: dict[str, object] | None = Non
     for key_path, value in (overrides or {}).items():
         _override(data, path, key_path, value)
     r = _Reader(path, data, "", _TOP, _TOP - {"base", "description", "sparsity", "sustained_frequency_GHz", "vector",
-                                             "interconnect", "kv_cache_bits"})
+                                             "interconnect", "kv_cache_bits", "die"})
     spec = AcceleratorSpec(
         name=r.get("name", str),
         description=r.get("description", str, ""),
@@ -387,6 +448,7 @@ def load_accelerator(path: str | Path, overrides: dict[str, object] | None = Non
         vector=_vector(path, data.get("vector")),
         interconnect=_interconnect(path, data.get("interconnect")),
         kv_cache_bits=r.get("kv_cache_bits", int, 0, choices=(4, 8, 16, 32)),
+        die=_die(path, data.get("die")),
     )
     return spec
 

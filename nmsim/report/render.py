@@ -16,8 +16,9 @@ from nmsim.report.figures import FIGURES
 from nmsim.report.tables import DECODE_BATCHES, PREFILL_BATCHES, SEQ_TOKENS
 
 CAPTIONS = {
-    "accuracy_vs_area": "Perplexity of the best method per pattern against the datapath area each design adds; the "
-                        "step line is the Pareto front (nothing else is both more accurate and smaller).",
+    "accuracy_vs_area": "Perplexity of the best method per pattern against the area each design adds (at the "
+                        "report's area level, die by default: see the area table); the step line is the Pareto "
+                        "front (nothing else is both more accurate and smaller).",
     "accuracy_vs_speedup": "Perplexity against simulated prefill speedup (filled) and the roofline estimate "
                            "(hollow); the step line is the Pareto front.",
     "speedup_by_pattern": "Speedup of every design on each pattern it supports, prefill and decode at several batch "
@@ -29,8 +30,8 @@ CAPTIONS = {
     "layer_heatmap": "Prefill speedup per layer and projection on each native design, from the real masks.",
     "decode_weight_fetch": "Fraction of weight rows a decode batch must fetch (the union of its tokens' masks), "
                            "from the real traces; dotted: if tokens chose their values independently.",
-    "sensitivity_8of16_vs_16of32": "16:32's throughput per datapath area over 8:16's while one hardware parameter "
-                                   "is scaled on both designs; at 1 the two break even.",
+    "sensitivity_8of16_vs_16of32": "16:32's throughput per area (at the report's area level) over 8:16's while one "
+                                   "hardware parameter is scaled on both designs; at 1 the two break even.",
 }
 
 
@@ -67,6 +68,7 @@ def case_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     trade, io = tables["tradeoff"], tables["io_formats"]
     trade = trade[trade.source == "preset"]
     areas = tables["area_summary"].set_index("design")
+    level = _area_level(tables)
     prefill_b8 = tables["performance"][(tables["performance"].phase == "prefill")
                                        & (tables["performance"].batch == PREFILL_BATCHES[-1])]
     rows = []
@@ -78,8 +80,10 @@ def case_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         rows.append({
             "design": row.design, "pattern": row.pattern, "operand": row.operand, "best method": row.method or "–",
             "PPL": _fmt(row.perplexity), "Δ vs dense %": _fmt(row.delta_pct_vs_dense, 1),
-            "area over dense % [range]": "0" if row.pattern == "dense" else
-            f"{area.area_overhead_pct:.1f} [{area.area_overhead_low_pct:.1f}–{area.area_overhead_high_pct:.1f}]",
+            f"{level} area over dense % [range]": "0" if row.pattern == "dense" else
+            f"{area.area_overhead_pct:.2f} [{area.area_overhead_low_pct:.2f}–{area.area_overhead_high_pct:.2f}]",
+            "area % datapath / core / die": "0" if row.pattern == "dense" else
+            f"{area.datapath_overhead_pct:.1f} / {area.core_overhead_pct:.2f} / {area.die_overhead_pct:.2f}",
             f"prefill ×, B={PREFILL_BATCHES[0]} / {PREFILL_BATCHES[-1]}":
                 f"{_fmt(row.prefill_speedup)} / {_fmt(b8.speedup_vs_dense_same_design.iloc[0] if len(b8) else None)}",
             "decode ×, B=" + "/".join(map(str, DECODE_BATCHES)):
@@ -97,6 +101,12 @@ def case_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("–")
 
 
+def _area_level(tables: dict[str, pd.DataFrame]) -> str:
+    """The area level the report's decisions use (the area table says it)."""
+    areas = tables["area_summary"]
+    return str(areas.area_level.iloc[0]) if "area_level" in areas and len(areas) else "datapath"
+
+
 def _row(trade: pd.DataFrame, design: str | None, pattern: str):
     found = trade[(trade.design == design) & (trade.pattern == pattern)]
     return found.iloc[0] if len(found) else None
@@ -106,6 +116,7 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
     """Plain sentences, every number from the tables: 8:16 against 2:4, 4:8, 16:32 and a hierarchical design."""
     trade, areas = tables["tradeoff"], tables["area_summary"]
     natives = native_designs(areas)
+    level = _area_level(tables)
     main = _row(trade, natives.get("8:16"), "8:16")
     if main is None:
         return [("No design in this set supports 8:16 natively on activations, so the report draws no conclusion "
@@ -120,8 +131,8 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
             f"- **8:16 vs {pattern}**: perplexity {main.perplexity:.2f} vs {other.perplexity:.2f} "
             f"({main.delta_pct_vs_dense:+.1f} % vs {other.delta_pct_vs_dense:+.1f} % over dense); prefill speedup "
             f"{main.prefill_speedup:.3f}× vs {other.prefill_speedup:.3f}×; decode (batch 1) "
-            f"{main.decode_b1_speedup:.3f}× vs {other.decode_b1_speedup:.3f}×; datapath area "
-            f"+{main.area_overhead_pct:.1f} % vs +{other.area_overhead_pct:.1f} %.")
+            f"{main.decode_b1_speedup:.3f}× vs {other.decode_b1_speedup:.3f}×; {level} area "
+            f"+{main.area_overhead_pct:.2f} % vs +{other.area_overhead_pct:.2f} %.")
 
     for pattern in ("2:4", "4:8", "16:32"):
         compare(pattern)
@@ -133,18 +144,27 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
         sixteen = _row(trade, natives.get("16:32"), "16:32")
         if sixteen is not None and not math.isnan(ratio):
             gain = main.perplexity - sixteen.perplexity
-            lines.append(
-                f"- **16:32's price**: at the preset values 16:32 delivers {ratio:.3f}× the prefill throughput per "
-                f"datapath area of 8:16, i.e. it costs {100 * (1 - ratio):.1f} % efficiency for {gain:.2f} "
-                f"perplexity points ({100 * (1 - ratio) / gain if gain > 0 else math.nan:.1f} % per point).")
-            verdict.append(f"16:32 is {100 * (1 - ratio):.0f} % less efficient per mm² for {gain:.2f} PPL")
+            if ratio < 1:
+                lines.append(
+                    f"- **16:32's price**: at the preset values 16:32 delivers {ratio:.3f}× the prefill throughput "
+                    f"per {level} area of 8:16, i.e. it costs {100 * (1 - ratio):.1f} % efficiency for {gain:.2f} "
+                    f"perplexity points ({100 * (1 - ratio) / gain if gain > 0 else math.nan:.1f} % per point).")
+                verdict.append(f"16:32 is {100 * (1 - ratio):.1f} % less efficient per {level} mm² for "
+                               f"{gain:.2f} PPL")
+            else:
+                lines.append(
+                    f"- **16:32 costs nothing here**: at the preset values 16:32 delivers {ratio:.3f}× the prefill "
+                    f"throughput per {level} area of 8:16, and {gain:.2f} perplexity points more accuracy: its "
+                    f"larger front end is too small a share of the {level} to matter.")
+                verdict.append(f"16:32 is {100 * (ratio - 1):.1f} % more efficient per {level} mm² and {gain:.2f} "
+                               "PPL better")
     hier = trade[(trade.pattern == "8:16") & trade.design.isin(areas[areas.hierarchical].design)]
     if len(hier):
         h = hier.iloc[0]
         lines.append(
             f"- **Hierarchical composition ({h.design})**: the same 8:16 masks run at prefill "
-            f"{h.prefill_speedup:.3f}× (native {main.prefill_speedup:.3f}×) for +{h.area_overhead_pct:.1f} % area "
-            f"(native +{main.area_overhead_pct:.1f} %): real 8:16 masks are not 2:4-aligned, so the composed "
+            f"{h.prefill_speedup:.3f}× (native {main.prefill_speedup:.3f}×) for +{h.area_overhead_pct:.2f} % {level} "
+            f"area (native +{main.area_overhead_pct:.2f} %): real 8:16 masks are not 2:4-aligned, so the composed "
             "datapath spends extra passes on groups that keep 3 or 4 of 4.")
         two_four = _row(trade, h.design, "2:4")
         layers = tables["layers"]

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nmsim.hw.area import design_area
-from nmsim.hw.spec import AcceleratorSpec
+from nmsim.hw.die import design_area_levels
+from nmsim.hw.spec import DEFAULT_VALUE_TYPE, AcceleratorSpec
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import PREFILL_SEQ_TOKENS
 from nmsim.sim.cases import SimCase, SimulationResults
@@ -67,6 +67,16 @@ def _settings(parameter: Parameter, spec: AcceleratorSpec) -> list[tuple[float, 
     return steps
 
 
+def _overrides(key_path: str, value: float) -> dict[str, object]:
+    """The design keys one step sets: a value width also sets the operand and accumulator types it implies
+    (4 and 8 bits: INT4/INT8 into INT32; 16: FP16 into FP32)."""
+    if key_path != "compute.value_bits":
+        return {key_path: value}
+    value_type = DEFAULT_VALUE_TYPE[int(value)]
+    return {key_path: value, "compute.value_type": value_type,
+            "compute.accumulator": "int32" if value_type.startswith("int") else "fp32"}
+
+
 @dataclass(frozen=True)
 class _Step:
     parameter: Parameter
@@ -86,7 +96,7 @@ def _steps(parameters: tuple[Parameter, ...]) -> tuple[_Step, ...]:
         preset = _preset_value(presets[PAIR[0][0]], parameter.key_path)
         for index, (x, _) in enumerate(settings[PAIR[0][0]]):
             values = tuple(settings[pattern][index][1] for pattern, _ in PAIR)
-            specs = tuple(AcceleratorSpec.from_name(name, {parameter.key_path: value})
+            specs = tuple(AcceleratorSpec.from_name(name, _overrides(parameter.key_path, value))
                           for (_, name), value in zip(PAIR, values))
             steps.append(_Step(parameter, x, x / preset if parameter.values else x, values, specs))
     return tuple(steps)
@@ -102,7 +112,8 @@ def sensitivity_cases(parameters: tuple[Parameter, ...] = PARAMETERS) -> list[Si
             for (pattern, _), spec in zip(PAIR, step.specs)]
 
 
-def sensitivity(results: SimulationResults, parameters: tuple[Parameter, ...] = PARAMETERS) -> pd.DataFrame:
+def sensitivity(results: SimulationResults, parameters: tuple[Parameter, ...] = PARAMETERS,
+                area_level: str = "die") -> pd.DataFrame:
     """One row per parameter step and phase: ``x`` (the factor, or the absolute value of a parameter given by
     values), ``x_relative`` (x over 8:16's preset value), both designs' speedup, area overhead and efficiency, and
     ``efficiency_ratio`` (16:32 over 8:16)."""
@@ -118,7 +129,7 @@ def sensitivity(results: SimulationResults, parameters: tuple[Parameter, ...] = 
                 found = results.totals_of(_case(spec, pattern, phase, batch))
                 speedup = found.speedup_vs_dense_same_design
                 row[f"statistics_{name}"] = found.statistics
-                overhead = design_area(spec).overhead_pct
+                overhead = design_area_levels(spec).overhead_pct(area_level)
                 row[f"speedup_{name}"] = speedup
                 row[f"area_overhead_{name}_pct"] = overhead
                 row[f"efficiency_{name}"] = speedup / (1 + overhead / 100)

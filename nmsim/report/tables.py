@@ -29,6 +29,7 @@ from nmsim import __version__
 from nmsim.accuracy.table import KEY_COLUMNS, NOT_APPLICABLE, read_rows
 from nmsim.errors import NmsimError
 from nmsim.hw.area import CALIBRATION_FILE, design_area
+from nmsim.hw.die import AREA_LEVELS, design_area_levels
 from nmsim.hw.spec import AcceleratorSpec
 from nmsim.patterns import METADATA_FORMATS, Pattern
 from nmsim.registry import DECODE_BATCHES, PREFILL_BATCHES, PREFILL_SEQ_TOKENS, ModelShape
@@ -103,27 +104,44 @@ def performance(results: SimulationResults, designs: list[AcceleratorSpec], patt
         .reset_index(drop=True)
 
 
-def area_summary(designs: list[AcceleratorSpec]) -> pd.DataFrame:
-    """Per design: what it supports and its datapath area (mm², % over its dense datapath, low/high bounds)."""
+def area_summary(designs: list[AcceleratorSpec], level: str = "die") -> pd.DataFrame:
+    """Per design: what it supports and its area at every level (datapath, core, die: mm² and % over the same
+    design without sparsity); ``area_mm2``, ``dense_area_mm2`` and ``area_overhead_pct`` (with low/high bounds) are
+    those of ``level`` (``area_level``), the one the report's decisions use; ``area_warnings`` says where the die
+    model extrapolates."""
     rows = []
     for spec in designs:
-        area = design_area(spec)
-        rows.append({"design": spec.name, "kind": spec.compute.kind, "sparse_operand": spec.sparsity.operand,
-                     "supported_patterns": " ".join(str(p) for p in spec.sparsity.patterns) or "dense",
-                     "hierarchical": spec.sparsity.hierarchical, "metadata_format": spec.sparsity.metadata_format,
-                     "technology_nm": spec.technology_nm, "area_mm2": area.total_mm2,
-                     "dense_area_mm2": area.dense_mm2, "area_overhead_pct": area.overhead_pct,
-                     "area_overhead_low_pct": area.overhead_low_pct,
-                     "area_overhead_high_pct": area.overhead_high_pct})
+        levels = design_area_levels(spec)
+        chosen = levels.level_summary(level)
+        row = {"design": spec.name, "kind": spec.compute.kind, "sparse_operand": spec.sparsity.operand,
+               "supported_patterns": " ".join(str(p) for p in spec.sparsity.patterns) or "dense",
+               "hierarchical": spec.sparsity.hierarchical, "metadata_format": spec.sparsity.metadata_format,
+               "technology_nm": spec.technology_nm, "area_level": level, "area_mm2": chosen["area_mm2"],
+               "dense_area_mm2": chosen["dense_area_mm2"], "area_overhead_pct": chosen["overhead_pct"],
+               "area_overhead_low_pct": chosen["overhead_low_pct"],
+               "area_overhead_high_pct": chosen["overhead_high_pct"]}
+        for name in AREA_LEVELS:
+            summary = levels.level_summary(name)
+            row[f"{name}_area_mm2"] = summary["area_mm2"]
+            row[f"{name}_overhead_pct"] = summary["overhead_pct"]
+        row["area_warnings"] = "; ".join(levels.warnings)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def area_components(designs: list[AcceleratorSpec]) -> pd.DataFrame:
     """Per design and area component (mac_array, operand_select_muxes, metadata, selection_network,
     extra_buffering): area_mm2 with its low/high bounds and the share of the dense datapath."""
-    rows = [row for spec in designs for row in design_area(spec).rows() if row["component"] != "total"]
+    rows = [dict(row, level="datapath") for spec in designs for row in design_area(spec).rows()
+            if row["component"] != "total"]
     return pd.DataFrame(rows).rename(columns={"low_mm2": "area_low_mm2", "high_mm2": "area_high_mm2",
                                               "pct_of_dense": "pct_of_dense_datapath"})
+
+
+def area_levels(designs: list[AcceleratorSpec]) -> pd.DataFrame:
+    """Per design, the components of one core (SM) and of the die: level, component, area_mm2 and its bounds."""
+    rows = [row for spec in designs for row in design_area_levels(spec).rows()]
+    return pd.DataFrame(rows).rename(columns={"low_mm2": "area_low_mm2", "high_mm2": "area_high_mm2"})
 
 
 def _lookup(perf: pd.DataFrame, design: str, pattern: str, phase: str, batch: int, column: str) -> float:

@@ -208,10 +208,11 @@ class SimulateOutput:
         lines += ["", "linear GEMMs, totals:",
                   pd.DataFrame(self.payload["totals"]).to_string(float_format=lambda v: f"{v:.4g}")]
         area = self.payload["area"]
-        lines += ["", (f"area ({area['technology_nm']} nm, datapath only): {area['total_mm2']:.3f} mm2 "
-                       f"[{area['total_low_mm2']:.3f}-{area['total_high_mm2']:.3f}], "
-                       f"{area['overhead_pct']:.1f}% over dense [{area['overhead_low_pct']:.1f}-"
-                       f"{area['overhead_high_pct']:.1f}%]")]
+        lines += ["", f"area at {area['technology_nm']} nm (over the same design without sparsity):"]
+        for level, summary in area.get("levels", {}).items():
+            lines.append(f"  {level:8s} {summary['area_mm2']:10.3f} mm2, +{summary['overhead_pct']:.2f}% "
+                         f"[{summary['overhead_low_pct']:.2f}-{summary['overhead_high_pct']:.2f}%]")
+        lines += [f"  warning: {warning}" for warning in area.get("warnings", [])]
         band = self.payload.get("sensitivity_band")
         if band:
             main = self.payload["totals"][next(iter(self.tables))]

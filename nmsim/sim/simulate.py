@@ -157,7 +157,7 @@ def cache_counts() -> tuple[int, int]:
 def _dense_part(spec: AcceleratorSpec) -> AcceleratorSpec:
     """``spec`` without what only sparse runs read (its sparsity, its name): the part a dense run times."""
     return dataclasses.replace(spec, name="", description="", source="", sparsity=NO_SPARSITY, vector=None,
-                               interconnect=None, kv_cache_bits=0)
+                               interconnect=None, kv_cache_bits=0, die=None)
 
 
 def simulate_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, *, timing: Timing | None = None,

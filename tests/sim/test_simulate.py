@@ -194,7 +194,7 @@ def test_cli_simulate_writes_deterministic_json(tmp_path, capsys):
             "--ideal", "--phase", "decode", "--batch", "4"]
     assert main([*args, "--gemms", "--json", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
-    assert "ideal_cycles" in out and "totals:" in out and "over dense" in out
+    assert "ideal_cycles" in out and "totals:" in out and "without sparsity" in out and "  die " in out
     assert "TTFT" in out and "TPOT" in out and "time per op class" in out and "0-29 (x30)" in out
     assert main([*args, "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
