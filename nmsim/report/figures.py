@@ -171,9 +171,14 @@ def area_breakdown(components: pd.DataFrame) -> plt.Figure:
                            for d in designs])
         ax.bar(range(len(designs)), values, bottom=bottom, color=color, label=label)
         bottom += values
-    ax.set_xticks(range(len(designs)), designs, rotation=45, ha="right")
+    nodes = {d: int(components[components.design == d].technology_nm.iloc[0]) for d in designs} \
+        if "technology_nm" in components else {}
+    labels = [f"{d} ({nodes[d]} nm)" if nodes else d for d in designs]
+    ax.set_xticks(range(len(designs)), labels, rotation=45, ha="right")
     ax.set_ylabel("datapath area (mm², at each design's node)")
-    ax.set_title("Area breakdown per design")
+    mixed = len(set(nodes.values())) > 1
+    ax.set_title("Area breakdown per design" + (": designs at different nodes (labels), not like for like"
+                                                if mixed else ""), fontsize=9 if mixed else None)
     ax.legend(fontsize=7)
     return fig
 

@@ -25,8 +25,9 @@ CAPTIONS = {
                           "sizes, driven by the real traces.",
     "bytes_per_level": "Bytes moved per memory level in one 512-token prefill, split into activation values, "
                        "metadata, weight values and outputs.",
-    "area_breakdown": "Datapath area per design: MAC array, operand-select muxes, the online top-N selection "
-                      "network, metadata registers and decoders, extra buffering.",
+    "area_breakdown": "Datapath area per design at its own process node (in the label; designs at different "
+                      "nodes do not compare like for like): MAC array, operand-select muxes, the online top-N "
+                      "selection network, metadata registers and decoders, extra buffering.",
     "layer_heatmap": "Prefill speedup per layer and projection on each native design, from the real masks.",
     "decode_weight_fetch": "Fraction of weight rows a decode batch must fetch (the union of its tokens' masks), "
                            "from the real traces; dotted: if tokens chose their values independently.",

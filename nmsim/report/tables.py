@@ -132,8 +132,8 @@ def area_summary(designs: list[AcceleratorSpec], level: str = "die") -> pd.DataF
 def area_components(designs: list[AcceleratorSpec]) -> pd.DataFrame:
     """Per design and area component (mac_array, operand_select_muxes, metadata, selection_network,
     extra_buffering): area_mm2 with its low/high bounds and the share of the dense datapath."""
-    rows = [dict(row, level="datapath") for spec in designs for row in design_area(spec).rows()
-            if row["component"] != "total"]
+    rows = [dict(row, level="datapath", technology_nm=spec.technology_nm) for spec in designs
+            for row in design_area(spec).rows() if row["component"] != "total"]
     return pd.DataFrame(rows).rename(columns={"low_mm2": "area_low_mm2", "high_mm2": "area_high_mm2",
                                               "pct_of_dense": "pct_of_dense_datapath"})
 
