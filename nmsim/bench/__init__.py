@@ -26,7 +26,7 @@ class BenchResult:
 
 def best_of(work: Callable[[], object], repeats: int, *, before: Callable[[], object] | None = None) -> float:
     """The best wall seconds of ``repeats`` runs of ``work()``, each preceded by ``before()`` (untimed), e.g.
-    :func:`nmsim.sim.simulate.clear_cache` so every run starts from a cold GEMM cache."""
+    :func:`nmsim.sim.inference.clear_cache` so every run starts from cold caches."""
     if repeats < 1:
         raise ValueError(f"repeats {repeats}: need at least one run")
     best = math.inf

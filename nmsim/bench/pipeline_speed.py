@@ -15,7 +15,7 @@ from nmsim.registry import DEFAULT_MODEL
 from nmsim.bench import BenchResult, best_of
 from nmsim.pipeline import RunRequest, run as build_report
 from nmsim.sim.param_sweep import SweepPlan, run_sweep
-from nmsim.sim.simulate import clear_cache
+from nmsim.sim.inference import clear_cache
 
 GOAL_SECONDS = 10  # the goal for `nmsim run` from committed traces on 2 cores
 SWEEP = SweepPlan(source="benchmark", design="act-8of16", model=DEFAULT_MODEL,

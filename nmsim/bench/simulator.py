@@ -27,7 +27,8 @@ from nmsim.registry import REPORT_PATTERNS as SWEEP_PATTERNS
 from nmsim.registry import design_names as preset_names
 from nmsim.registry import models as preset_shapes
 from nmsim.sim.cases import grid_cases, simulate_cases
-from nmsim.sim.simulate import cache_counts, clear_cache, simulate_gemm, simulate_model
+from nmsim.sim.inference import clear_cache
+from nmsim.sim.simulate import cache_counts, simulate_gemm, simulate_model
 from nmsim.sim.timing import Timing, load_timing
 from nmsim.sim.usage import DENSE, layer_use
 from nmsim.registry import model_shape

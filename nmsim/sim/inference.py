@@ -42,6 +42,7 @@ from nmsim.registry import ModelShape
 from nmsim.sim.kernels import (SOFTMAX_FLOPS, KernelWork, allreduce_cycles, kernel_time, norm_work, require_vector_unit,
                                softmax_work)
 from nmsim.sim.simulate import GemmRow, ModelRun, simulate_gemm, simulate_model
+from nmsim.sim.simulate import clear_cache as clear_gemm_cache
 from nmsim.sim.timing import Timing, load_timing
 from nmsim.sim.usage import DENSE, LayerUse, layer_use
 from nmsim.sim.workload import Gemm, check_divides
@@ -479,8 +480,10 @@ def _attention_mean(ctx: _Ctx, attention: tuple, first: int, steps: int, spec: A
     return means
 
 
-def clear_kernel_cache() -> None:
-    """Forget cached kernel and attention times."""
+def clear_cache() -> None:
+    """Forget every cached simulation: the GEMMs (:func:`nmsim.sim.simulate.clear_cache`), the kernel and
+    attention times and the layer plans (benchmarks time cold runs)."""
+    clear_gemm_cache()
     _kernel_times.cache_clear()
     _attention_mean.cache_clear()
     _plan.cache_clear()

@@ -11,7 +11,7 @@ A sweep file (YAML, strict like the design files) names the design and the value
     patterns: [dense, 8:16]            # default: dense and every pattern the design supports
     phases: [prefill, decode]          # default: both
     batch_sizes: [1, 4]                # default: [1]
-    seq_tokens: 512                    # prefill tokens per sequence (default: 512)
+    seq_tokens: 512                    # prompt tokens: prefill length and the context decode starts from (512)
     baseline: a100-dense               # dense baseline design (default: a100-dense)
 
 Every point is validated like a design file before any work starts, so a bad value stops the sweep with the key

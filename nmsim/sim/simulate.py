@@ -138,13 +138,11 @@ def _simulate_shape(m: int, k: int, n: int, spec: AcceleratorSpec, use: LayerUse
 
 
 def clear_cache() -> None:
-    """Forget cached GEMM results, tiling choices and kernel times (benchmarks time cold runs)."""
-    from nmsim.sim.inference import clear_kernel_cache
-
+    """Forget cached GEMM results and tiling choices (benchmarks time cold runs; :func:`nmsim.sim.inference.
+    clear_cache` also forgets the non-GEMM kernels)."""
     _simulate_shape.cache_clear()
     _best_tiling.cache_clear()
     _timed.cache_clear()
-    clear_kernel_cache()
 
 
 def cache_counts() -> tuple[int, int]:
