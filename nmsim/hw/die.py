@@ -39,6 +39,8 @@ MIB = 1 << 20
 
 @dataclass(frozen=True)
 class DieEntry:
+    """One die-level constant at ``node_nm`` (unit in its name), how it scales and its [low, high] factors."""
+
     name: str
     value: float
     node_nm: float
@@ -50,6 +52,9 @@ class DieEntry:
 
 @dataclass(frozen=True)
 class DieCalibration:
+    """``calibration/die.yaml``: its constants, the nodes it was calibrated and checked at, and the density
+    tables (from ``cells.yaml``) that scale them."""
+
     path: str
     validated_nodes_nm: tuple[float, float]
     logic: DensityScaling
