@@ -61,8 +61,9 @@ UM2_PER_MM2 = 1e6
 AREA_CELLS = ("mux2", "multiplier_4bit", "multiplier_8bit", "multiplier_16bit", "multiplier_32bit", "fp32_multiplier",
               "bf16_multiplier", "fp8_multiplier", "fp16_adder", "fp32_adder", "adder", "comparator", "register_bit",
               "half_adder")
-ENERGY_ACTIONS = ("mac_4bit", "mac_8bit", "mac_16bit", "mac_32bit", "mac_gated_8bit", "comparator", "sram_read",
-                  "dram_access")
+ENERGY_ACTIONS = ("mac_8bit", "int4_multiply", "int8_multiply", "fp8_multiply", "bf16_multiply", "fp16_multiply",
+                  "fp32_multiply", "int_add", "fp16_add", "fp32_add", "mac_gated_8bit", "comparator",
+                  "sram_8KiB_read", "sram_32KiB_read", "sram_1MiB_read", "hbm_access", "dram_access")
 SPARSE_COMPONENTS = ("operand_select_muxes", "metadata", "selection_network", "extra_buffering")
 
 _ENTRY_COMMON = {"width_bits", "source", "node_nm", "date", "uncertainty", "note", "scales_with_node"}

@@ -4,14 +4,15 @@ Per-action energies come from ``calibration/cells.yaml`` (the ``energy`` table),
 ``spec.technology_nm`` by the calibration's ``node_scaling.energy`` (first order: linear in the node) unless the
 entry says ``scales_with_node: false`` (DRAM):
 
-- ``mac``: macs × E_mac(w) + gated_macs × E_mac(w) × E_gated(8 bit) / E_mac(8 bit), with w =
-  ``compute.value_bits`` and E_mac looked up by width (``mac_<w>bit``); a gated or skipped slot keeps the
-  INT8 ratio of the Sparseloop ERT (about 3% of a MAC).
+- ``mac``: macs × E_mac + gated_macs × E_mac × E_gated / E_mac(INT8) (Sparseloop's ratio, about 3 %), with E_mac
+  built like the datapath (:func:`mac_terms`): a multiply of the operand type (Horowitz ISSCC 2014), its share of
+  the dot-product tree's integer adds and 1/D of the accumulator add (FP32, FP16 or INT32);
 - ``selector``: selector_groups × comparators of the ``spec.sparsity.selector`` network for groups of
   ``selector_group_size`` × E_compare(32 bit) × w / 32 (linear in width).
-- one component per memory level: bytes × 8 × pJ per bit. Simplification: the outermost level of the design
-  (``spec.memory[0]``, DRAM or HBM) uses the DRAM per-bit energy, every other level the on-chip SRAM per-bit
-  energy (one 256-bit shared-memory read), whatever its size or port width.
+- one component per memory level: bytes × 8 × pJ per bit. The outermost level is HBM (3.9 pJ/bit, O'Connor et
+  al. MICRO 2017) when its name says so, else DRAM (8 pJ/bit, Sparseloop); an on-chip level reads an SRAM of its
+  capacity per core, log-log between Horowitz's 8 KB, 32 KB and 1 MB read energies. Wires between levels are not
+  counted.
 
 Range: as for area (:mod:`nmsim.hw.area`): each entry's [low, high] factor and the exponent range's ends give
 bounds on each component and the total.
@@ -19,10 +20,11 @@ bounds on each component and the total.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from nmsim.errors import NmsimError
-from nmsim.hw.area import Calibration, Terms, load_calibration, value_range
+from nmsim.hw.area import FLOAT_FIELDS, Calibration, Terms, load_calibration, value_range
 from nmsim.hw.complexity import selection_network
 from nmsim.hw.spec import AcceleratorSpec
 
@@ -91,11 +93,54 @@ class EnergyReport:
         return rows
 
 
+def mac_terms(spec: AcceleratorSpec, cal: Calibration) -> Terms:
+    """One MAC as the datapath builds it (:func:`nmsim.hw.area._mac_array`): a multiply of the operand type, its
+    share of the D−1 integer adds of the dot-product tree (product bits + ⌈log2 D⌉ wide) and 1/D of the
+    accumulator add (FP32, FP16 or INT32)."""
+    compute = spec.compute
+    value, accumulator, d = compute.value, compute.accumulator_type, compute.dot_product_width
+    add = cal.energy["int_add"]
+    terms = [(cal.energy[f"{value}_multiply"], 1.0)]
+    product = 2 * FLOAT_FIELDS[value][0] if value in FLOAT_FIELDS else 2 * compute.value_bits
+    if d > 1:
+        terms.append((add, (d - 1) / d * (product + math.ceil(math.log2(d))) / add.width_bits))
+    if accumulator == "int32":
+        terms.append((add, 1 / d))
+    else:
+        terms.append((cal.energy[f"{accumulator}_add"], 1 / d))
+    return tuple(terms)
+
+
 def _mac_terms(counts: ActionCounts, spec: AcceleratorSpec, cal: Calibration) -> Terms:
-    w = spec.compute.value_bits
-    mac, mac_8 = cal.by_width("energy", "mac", w), cal.by_width("energy", "mac", 8)
+    """The MACs at :func:`mac_terms` each; a gated or skipped slot at the Sparseloop ratio of a gated to a full
+    INT8 MAC (about 3 %)."""
+    per_mac = mac_terms(spec, cal)
+    full = sum(entry.value * quantity for entry, quantity in per_mac)
     gated = cal.energy["mac_gated_8bit"]
-    return (mac, counts.macs), (gated, counts.gated_macs * mac.value / mac_8.value)
+    ratio = full / cal.energy["mac_8bit"].value
+    return tuple((entry, quantity * counts.macs) for entry, quantity in per_mac) + \
+        ((gated, counts.gated_macs * ratio),)
+
+
+SRAM_SIZES = (("sram_8KiB_read", 8 << 10), ("sram_32KiB_read", 32 << 10), ("sram_1MiB_read", 1 << 20))
+
+
+def sram_bit_terms(capacity_bytes: float, cal: Calibration) -> Terms:
+    """One bit read from an SRAM of ``capacity_bytes``: log-log between the table's sizes (the nearest two beyond
+    them), as a weighted pair of the neighbouring entries so each keeps its source, node and range."""
+    sizes = [(cal.energy[name], size) for name, size in SRAM_SIZES]
+    if capacity_bytes <= sizes[0][1]:
+        low, high = sizes[0], sizes[1]
+    elif capacity_bytes >= sizes[-1][1]:
+        low, high = sizes[-2], sizes[-1]
+    else:
+        low, high = next((a, b) for a, b in zip(sizes, sizes[1:]) if a[1] <= capacity_bytes <= b[1])
+    t = math.log(capacity_bytes / low[1]) / math.log(high[1] / low[1])
+    per_bit = math.exp((1 - t) * math.log(low[0].value / low[0].width_bits) + t * math.log(
+        high[0].value / high[0].width_bits))
+    # expressed on the nearer entry, so its source, node scaling and range apply
+    nearer = low[0] if t < 0.5 else high[0]
+    return ((nearer, per_bit / (nearer.value / nearer.width_bits) / nearer.width_bits),)
 
 
 def _selector_terms(counts: ActionCounts, spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
@@ -123,10 +168,19 @@ def gemm_energy(counts: ActionCounts, spec: AcceleratorSpec, calibration: Calibr
         ("mac", "compute", _mac_terms(counts, spec, cal), f"{counts.macs:g} MACs, {counts.gated_macs:g} gated"),
         ("selector", "selector", *_selector_terms(counts, spec, cal)),
     ]
+    cores = spec.compute.cores or spec.compute.units
+    capacity = {level.name: level.capacity_bytes for level in spec.memory}
     for name, moved in counts.bytes_by_level:
-        entry = cal.energy["dram_access" if name == levels[0] else "sram_read"]
-        parts.append((name, "memory", ((entry, moved * BITS_PER_BYTE / entry.width_bits),),
-                      f"{moved:g} bytes at {entry.value / entry.width_bits:.3g} pJ/bit ({entry.name})"))
+        if name == levels[0]:  # off chip: HBM, else DRAM
+            entry = cal.energy["hbm_access" if name.lower().startswith("hbm") else "dram_access"]
+            terms = ((entry, moved * BITS_PER_BYTE / entry.width_bits),)
+            per_bit, label = entry.value / entry.width_bits, entry.name
+        else:  # on chip: an SRAM of the level's capacity per core
+            bit = sram_bit_terms(capacity[name] / cores, cal)
+            terms = tuple((entry, quantity * moved * BITS_PER_BYTE) for entry, quantity in bit)
+            per_bit = sum(entry.value * quantity for entry, quantity in bit)
+            label = f"SRAM of {capacity[name] / cores / 1024:.0f} KiB per core"
+        parts.append((name, "memory", terms, f"{moved:g} bytes at {per_bit:.3g} pJ/bit at 45 nm ({label})"))
     node, scaling = spec.technology_nm, cal.energy_scaling
     components = tuple(EnergyComponent(name, kind, *value_range(terms, node, scaling), note)
                        for name, kind, terms, note in parts)

@@ -174,8 +174,8 @@ def test_calibration_entries_carry_provenance():
     assert CAL.area["half_adder"].value == pytest.approx(278 / 32 / 2)
     assert CAL.area["bf16_multiplier"].value == pytest.approx(282 + 278 * 8 / 32, rel=1e-3)
     assert CAL.area["fp8_multiplier"].value == pytest.approx(70.5 + 278 * 5 / 32, rel=1e-3)
-    assert CAL.energy["mac_16bit"].value == pytest.approx(0.561 * 1640 / 282, rel=1e-4)
-    assert CAL.energy["mac_4bit"].value == pytest.approx(0.561 * 70.5 / 282)
+    assert CAL.energy["int4_multiply"].value == pytest.approx(0.2 * (4 / 8) ** 2)
+    assert CAL.energy["bf16_multiply"].value == pytest.approx(0.2 + 0.1 * 8 / 32)
     assert CAL.energy_scaling.exponent == 1.0 and CAL.logic_scaling.nodes == (3, 45)
 
 
@@ -216,8 +216,8 @@ def test_calibration_semantic_errors(tmp_path, old, new, message):
 
 
 def test_calibration_missing_entry(tmp_path):
-    path = _broken(tmp_path, "  sram_read:\n", "  sram_read_:\n")
-    with pytest.raises(ConfigError, match="energy.sram_read_: unknown key"):
+    path = _broken(tmp_path, "  sram_32KiB_read:\n", "  sram_32KiB_read_:\n")
+    with pytest.raises(ConfigError, match="energy.sram_32KiB_read_: unknown key"):
         load_calibration(path)
 
 

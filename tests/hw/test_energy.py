@@ -1,6 +1,7 @@
 """Per-action energy: ERT numbers at the reference node, width and node scaling, and bad counts."""
 
 import dataclasses
+import math
 
 import pytest
 
@@ -17,9 +18,13 @@ ACT_8OF16 = AcceleratorSpec.from_name("act-8of16")  # FP16, 7 nm
 def test_int8_macs_and_memory_at_the_reference_node():
     counts = ActionCounts(macs=1000, gated_macs=500, bytes_by_level=(("dram", 1024.0), ("scratchpad", 4096.0)))
     report = gemm_energy(counts, SYSTOLIC)
-    assert report.component("mac").nominal_pJ == pytest.approx(1000 * 0.561 + 500 * 0.018)
+    mac = 0.2 + 0.1  # Horowitz, 45 nm: an 8-bit multiply and a 32-bit (INT32 accumulator) add
+    assert report.component("mac").nominal_pJ == pytest.approx(1000 * mac + 500 * mac * 0.018 / 0.561)
     assert report.component("dram").nominal_pJ == pytest.approx(1024 * 8 * 8)  # 512 pJ / 64 bit = 8 pJ/bit
-    assert report.component("scratchpad").nominal_pJ == pytest.approx(4096 * 8 * 285.7 / 256)
+    # a 640 KiB scratchpad: log-log between Horowitz's 32 KB (20 pJ) and 1 MB (100 pJ) 64-bit reads
+    t = math.log(640 / 32) / math.log(1024 / 32)
+    per_bit = math.exp((1 - t) * math.log(20 / 64) + t * math.log(100 / 64))
+    assert report.component("scratchpad").nominal_pJ == pytest.approx(4096 * 8 * per_bit)
     assert report.component("selector").nominal_pJ == 0
     assert report.total_pJ == pytest.approx(sum(c.nominal_pJ for c in report.components))
     assert [c.kind for c in report.components] == ["compute", "selector", "memory", "memory"]
@@ -31,10 +36,32 @@ def test_selector_energy_counts_network_compares():
     assert report.component("selector").nominal_pJ == pytest.approx(100 * 46 * 0.0295 * 16 / 32 * 7 / 40)
 
 
-def test_fp16_mac_and_gated_ratio():
+def test_fp16_mac_accumulates_in_fp32_and_gated_ratio():
     report = gemm_energy(ActionCounts(macs=10, gated_macs=10), dataclasses.replace(ACT_8OF16, technology_nm=45))
-    fp16 = 0.561 * 1640 / 282
-    assert report.component("mac").nominal_pJ == pytest.approx(10 * fp16 + 10 * fp16 * 0.018 / 0.561, rel=1e-4)
+    # an FP16 multiply, 7/8 of a 25-bit add of the 8-wide tree, 1/8 of the FP32 accumulator add (Horowitz, 45 nm)
+    fp16 = 1.1 + 7 / 8 * 0.1 * 25 / 32 + 0.9 / 8
+    assert report.component("mac").nominal_pJ == pytest.approx(10 * fp16 + 10 * fp16 * 0.018 / 0.561, rel=1e-9)
+
+
+def test_hbm_levels_use_the_hbm_energy_and_sram_grows_with_size():
+    report = gemm_energy(ActionCounts(macs=0, bytes_by_level=(("hbm2", 1.0), ("l2", 1.0), ("shared_memory", 1.0))),
+                         dataclasses.replace(ACT_8OF16, technology_nm=45))
+    assert report.component("hbm2").nominal_pJ == pytest.approx(8 * 250 / 64)  # 3.9 pJ/bit, O'Connor 2017
+    assert report.component("l2").nominal_pJ > report.component("shared_memory").nominal_pJ  # 379 vs 164 KiB/SM
+
+
+def test_a100_energy_per_fma_is_below_its_tdp_figure():
+    # 400 W at 312 dense FP16 TFLOPS (156 T FMA/s): 2.56 pJ per FMA for everything the board does at TDP
+    from nmsim.sim.simulate import simulate_gemm
+    from nmsim.sim.usage import DENSE, LayerUse
+    from nmsim.sim.workload import Gemm
+
+    spec = AcceleratorSpec.from_name("a100-80gb-sxm")
+    result = simulate_gemm(Gemm(0, "q", "prefill", 4096, 4096, 4096), spec, LayerUse(DENSE, "none", 1.0))
+    per_fma = result.energy.total_pJ / 4096 ** 3
+    tdp = 400 / 156e12 * 1e12
+    # the model counts arithmetic and memory traffic, not register files, clocks, control or leakage
+    assert 0.05 * tdp < per_fma < 0.5 * tdp
 
 
 def test_energy_scales_linearly_with_the_node_except_dram():
@@ -42,7 +69,7 @@ def test_energy_scales_linearly_with_the_node_except_dram():
     at_14, at_7 = (gemm_energy(counts, dataclasses.replace(ACT_8OF16, technology_nm=n)) for n in (14, 7))
     assert at_14.component("mac").nominal_pJ / at_7.component("mac").nominal_pJ == pytest.approx(2)
     assert at_14.component("l2").nominal_pJ / at_7.component("l2").nominal_pJ == pytest.approx(2)
-    assert at_14.component("hbm2").nominal_pJ == at_7.component("hbm2").nominal_pJ == pytest.approx(1e3 * 64)
+    assert at_14.component("hbm2").nominal_pJ == at_7.component("hbm2").nominal_pJ == pytest.approx(1e3 * 8 * 250 / 64)
 
 
 def test_ranges_are_ordered():
