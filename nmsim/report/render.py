@@ -92,7 +92,8 @@ def case_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "activation I/O saved %, bitmask / index / enumerative":
                 " / ".join(_fmt(saving.get(f), 1) for f in ("bitmask", "index", "enumerative")) if len(saving)
                 else "–",
-            "prefill energy vs dense": _fmt(row.prefill_energy_vs_dense, 3),
+            "energy vs dense, prefill / decode B=1": f"{_fmt(row.prefill_energy_vs_dense, 3)} / "
+                                                      f"{_fmt(row.decode_b1_energy_vs_dense, 3)}",
         })
     accuracy = tables["accuracy"]
     for row in accuracy[~accuracy.pattern.isin(trade.pattern) & (accuracy.operand == "activation")].itertuples():

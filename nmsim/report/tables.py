@@ -208,6 +208,7 @@ def tradeoff(perf: pd.DataFrame, areas: pd.DataFrame, accuracy: pd.DataFrame,
             row["decode_b1_offchip_bytes_vs_dense"] = _lookup(perf, design.design, pattern, "decode", 1,
                                                                "offchip_bytes_vs_dense")
             row["prefill_energy_vs_dense"] = prefill.energy_vs_dense
+            row["decode_b1_energy_vs_dense"] = _lookup(perf, design.design, pattern, "decode", 1, "energy_vs_dense")
             row["statistics"] = prefill.statistics
             rows.append(row)
     table = pd.DataFrame(rows).assign(source="preset")

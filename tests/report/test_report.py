@@ -33,7 +33,8 @@ ACCURACY = [  # (pattern, operand, criterion, mitigation, perplexity): a made-up
 TRADEOFF_COLUMNS = {"design", "pattern", "operand", "method", "perplexity", "delta_pct_vs_dense", "area_overhead_pct",
                     "area_mm2", "prefill_speedup", "prefill_roofline_speedup", "decode_b1_speedup",
                     "decode_b4_speedup", "decode_b16_speedup", "decode_b64_speedup",
-                    "prefill_offchip_bytes_vs_dense", "prefill_energy_vs_dense", "pareto_area", "pareto_speedup",
+                    "prefill_offchip_bytes_vs_dense", "prefill_energy_vs_dense", "decode_b1_energy_vs_dense",
+                    "pareto_area", "pareto_speedup",
                     "source"}
 FIGURES = ("accuracy_vs_area", "accuracy_vs_speedup", "speedup_by_pattern", "bytes_per_level", "area_breakdown",
            "layer_heatmap", "decode_weight_fetch", "sensitivity_8of16_vs_16of32")
