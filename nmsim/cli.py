@@ -483,8 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "the cycles, bytes, energy and area of every linear GEMM")
     simulate.add_argument("--hw", required=True, help="accelerator: a preset in hw_configs/ (e.g. act-8of16) or a "
                                                       "YAML file")
-    simulate.add_argument("--model", required=True, help="shape preset (smollm2-135m, llama-2-7b, llama-3.1-8b, "
-                                                         "qwen2.5-7b, gemma-3-4b), a config.json or a .gguf file")
+    simulate.add_argument("--model", required=True, help="shape preset (smollm2-135m, gemma3-270m, llama-2-7b, "
+                                                         "llama-3.1-8b, qwen2.5-7b, gemma-3-4b, llama-3-70b, "
+                                                         "mixtral-8x7b), a Hugging Face config.json (Llama, Mistral, "
+                                                         "Mixtral, Qwen, Qwen-MoE, Gemma, GPT-2, OPT) or a .gguf "
+                                                         "file")
     simulate.add_argument("--traces", help="a trace directory (e.g. traces/smollm2-135m_8of16_magnitude_none): "
                                            "layer patterns and statistics from real masks (default: the model's "
                                            "committed trace for the pattern, else a transplanted profile)")
