@@ -2,15 +2,16 @@
 
 Accelergy-ART style: each component is a list of (cell, quantity) terms. Cell areas come from
 ``calibration/cells.yaml`` (value, source, node, date, uncertainty), each scaled from its own node to
-``spec.technology_nm``::
+``spec.technology_nm`` by the ratio of published logic densities (:class:`DensityScaling`)::
 
-    area [µm²] = Σ quantity × area_um2 × (technology_nm / node_nm) ** exponent        (reported in mm²)
+    area [µm²] = Σ quantity × area_um2 × density(node_nm) / density(technology_nm)        (reported in mm²)
 
-Components, with w = ``compute.value_bits``, MACs = ``compute.dense_macs_per_cycle`` (the physical multipliers)
-and a = max(2·w, ``accumulator_min_bits``); formulas from ``shared/reference/hw_reference.md`` §5–7:
+Components, with w = ``compute.value_bits``, MACs = ``compute.dense_macs_per_cycle`` (the physical multipliers);
+formulas from ``shared/reference/hw_reference.md`` §5–7:
 
-- ``mac_array``: per MAC one w-bit multiplier, one a-bit accumulator adder and 2·w + a register bits (two
-  operands and the accumulator). Multipliers are looked up by width; adders scale linearly in width.
+- ``mac_array``: dot-product units of ``compute.dot_product_width`` products, as :func:`_mac_array` describes
+  (multipliers of the operand type, float alignment, an adder tree, one accumulator of the accumulator type,
+  registers). Multipliers are looked up by type and width; adders, comparators and MUX2 scale linearly in width.
 - ``operand_select_muxes``: the dense operand is routed from M candidates to each kept slot. With ordered
   indices slot j of a group reaches positions j … M−N+j, an (M−N+1):1 mux, i.e. (M−N)·w MUX2 per MAC. A design
   supporting several patterns needs, per slot, the union of what each pattern reaches (:func:`slot_fan_in`);
@@ -31,10 +32,9 @@ and a = max(2·w, ``accumulator_min_bits``); formulas from ``shared/reference/hw
 A dense design (operand none) has only ``mac_array``. Not counted: SRAM macros and buffers outside the
 datapath, wiring and routing, control, clock tree.
 
-Range: every cell carries [low, high] factors and the node exponent a range. A component's low (high) is every
-cell at its low (high) factor, at the exponent, among the range's ends and the nominal, that gives the smallest
-(largest) sum: bounds, not a confidence interval. The overhead range divides the extras' low by the dense
-array's high (and the reverse) at the same exponent.
+Range: every cell carries [low, high] factors and the density ratio one too. A component's low (high) is every
+cell and the ratio at its low (high) factor: bounds, not a confidence interval. The overhead range divides the
+extras' low by the dense array's high (and the reverse) without the ratio's factor, which cancels.
 """
 
 from __future__ import annotations
@@ -339,14 +339,10 @@ def _read_calibration(file: Path) -> Calibration:
 Terms = tuple[tuple[CalibrationEntry, float], ...]  # (cell or action, quantity in units of its width_bits)
 
 
-def _sum(terms: Terms, node_nm: float, exponent: float, corner: str) -> float:
-    return sum(quantity * entry.at(node_nm, exponent, corner) for entry, quantity in terms)
-
-
 def value_range(terms: Terms, node_nm: float, scaling: NodeScaling) -> tuple[float, float, float]:
     """(nominal, low, high) of Σ quantity × value at ``node_nm``, in the entries' unit (see the module docstring):
-    low is the smallest low-corner sum over the scaling exponents, high the largest high-corner one. One pass over
-    the terms, adding in the same order as :func:`_sum` would (the hot path of every GEMM's energy)."""
+    low is the smallest low-corner sum over the scaling exponents, high the largest high-corner one; one pass over
+    the terms (the hot path of every GEMM's energy)."""
     exponents = scaling.exponents
     nominal = 0
     lows = [0, 0, 0]
@@ -467,7 +463,8 @@ def _mac_array(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
         terms.append((adder, units * (d - 1) * _bits(adder, product + math.ceil(math.log2(d)))))
     terms.append((register, units * _bits(register, 2 * w * d + acc_bits)))
     if d == 1:
-        note = f"{macs} MACs, each a {value} multiplier, a {accumulator} accumulator and {2 * w + acc_bits} register bits"
+        note = (f"{macs} MACs, each a {value} multiplier, a {accumulator} accumulator and {2 * w + acc_bits} "
+                "register bits")
     else:
         note = (f"{units:g} dot-product units of {d} {value} products: {d} multipliers"
                 + (", mantissa alignment" if value in FLOAT_FIELDS else "")

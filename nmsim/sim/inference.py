@@ -1,6 +1,6 @@
 """End-to-end inference: every op of a decoder step, time to first token, time per output token, memory.
 
-One step is the op graph of the model (:func:`step_ops`), per layer in execution order:
+One step is the op graph of the model (:func:`layer_nodes`, :func:`edge_nodes`), per layer in execution order:
 
     attn_norm (+ residual add)   [qk_norm]   q k v   [rotary]   kv_write   attention   o   [all-reduce]
     [post_attn_norm]   mlp_norm (+ residual add)   gate up | router dispatch experts combine [shared]   act   down
