@@ -39,8 +39,8 @@ from nmsim.errors import NmsimError
 from nmsim.hw.spec import AcceleratorSpec
 from nmsim.patterns import Pattern, compressed_row_bytes
 from nmsim.registry import ModelShape
-from nmsim.sim.kernels import (SOFTMAX_FLOPS, KernelWork, allreduce_cycles, kernel_time, norm_work, require_vector_unit,
-                               softmax_work)
+from nmsim.sim.kernels import (SOFTMAX_FLOPS, KernelWork, allgather_cycles, allreduce_cycles, kernel_time, norm_work,
+                               require_vector_unit, softmax_work)
 from nmsim.sim.simulate import GemmRow, ModelRun, simulate_gemm, simulate_model
 from nmsim.sim.simulate import clear_cache as clear_gemm_cache
 from nmsim.sim.timing import Timing, load_timing
@@ -417,13 +417,8 @@ def edge_nodes(ctx: _Ctx) -> tuple[list[_Node], list[_Node]]:
 
 
 def _comm_us(node: _Node, devices: int, spec: AcceleratorSpec) -> float:
-    if node.gather:  # ring all-gather: (N−1)/N of the gathered bytes, N−1 steps
-        link = spec.interconnect
-        allreduce_cycles(0, devices, spec)  # raises when there is no link
-        seconds = (devices - 1) / devices * node.message_bytes * devices / (link.bandwidth_GBps * 1e9) \
-            + (devices - 1) * link.latency_ns * 1e-9
-        return seconds * 1e6
-    return allreduce_cycles(node.message_bytes, devices, spec) / spec.clock_GHz / 1e3
+    cycles = (allgather_cycles if node.gather else allreduce_cycles)(node.message_bytes, devices, spec)
+    return cycles / spec.clock_GHz / 1e3
 
 
 def _time_node(node: _Node, spec: AcceleratorSpec, baseline: AcceleratorSpec, devices: int) -> OpTime:

@@ -105,18 +105,35 @@ def softmax_passes(row_elements: int, single_pass_max: int) -> int:
     return 1 if row_elements <= single_pass_max else 3
 
 
+def _link(spec: AcceleratorSpec):
+    link = spec.interconnect
+    if link is None:
+        raise NmsimError(f"design {spec.name!r} ({spec.source}) describes no interconnect, so it cannot run tensor "
+                         "parallel; add `interconnect: {bandwidth_GBps, latency_ns}` (per direction)")
+    return link
+
+
+def _ring_cycles(link_bytes: float, steps: int, spec: AcceleratorSpec) -> float:
+    """Cycles at ``spec``'s clock of ``steps`` ring steps moving ``link_bytes`` through each device's link."""
+    link = _link(spec)
+    seconds = link_bytes / (link.bandwidth_GBps * 1e9) + steps * link.latency_ns * 1e-9
+    return seconds * spec.clock_GHz * 1e9
+
+
 def allreduce_cycles(message_bytes: float, devices: int, spec: AcceleratorSpec) -> float:
     """Ring all-reduce of ``message_bytes`` per device over ``devices``: 2(N−1)/N of the bytes through the link,
     2(N−1) steps of its latency; cycles at ``spec``'s clock (0 on one device)."""
     if devices <= 1:
         return 0.0
-    link = spec.interconnect
-    if link is None:
-        raise NmsimError(f"design {spec.name!r} ({spec.source}) describes no interconnect, so it cannot run tensor "
-                         "parallel; add `interconnect: {bandwidth_GBps, latency_ns}` (per direction)")
-    seconds = 2 * (devices - 1) / devices * message_bytes / (link.bandwidth_GBps * 1e9) \
-        + 2 * (devices - 1) * link.latency_ns * 1e-9
-    return seconds * spec.clock_GHz * 1e9
+    return _ring_cycles(2 * (devices - 1) / devices * message_bytes, 2 * (devices - 1), spec)
+
+
+def allgather_cycles(share_bytes: float, devices: int, spec: AcceleratorSpec) -> float:
+    """Ring all-gather of ``share_bytes`` from each of ``devices``: the other N−1 shares through the link, N−1
+    steps of its latency; cycles at ``spec``'s clock (0 on one device)."""
+    if devices <= 1:
+        return 0.0
+    return _ring_cycles((devices - 1) * share_bytes, devices - 1, spec)
 
 
 # --- the work of the vector kernels (FLOPs per element are the arithmetic of a straightforward kernel) ----------

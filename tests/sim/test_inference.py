@@ -13,7 +13,7 @@ from nmsim.hw.spec import AcceleratorSpec
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import ModelShape, model_shape
 from nmsim.sim.inference import _Ctx, _visible_pairs, attention_works, capacity_message, simulate_inference
-from nmsim.sim.kernels import KernelWork, allreduce_cycles, kernel_time, softmax_work
+from nmsim.sim.kernels import KernelWork, allgather_cycles, allreduce_cycles, kernel_time, softmax_work
 from nmsim.sim.workload import active_experts, linear_gemms
 
 A100 = AcceleratorSpec.from_name("a100-80gb-sxm")
@@ -79,6 +79,8 @@ def test_ring_allreduce_by_hand():
     seconds = 2 * 3 / 4 * 8e6 / 300e9 + 2 * 3 * 1e-6
     assert cycles == pytest.approx(seconds * A100.clock_GHz * 1e9)
     assert allreduce_cycles(8e6, 1, A100) == 0
+    gather = allgather_cycles(1e6, 4, A100)  # each device's 1 MB share to the 3 others: 3 shares, 3 steps
+    assert gather == pytest.approx((3 * 1e6 / 300e9 + 3 * 1e-6) * A100.clock_GHz * 1e9)
     systolic = AcceleratorSpec.from_name("systolic-32x32-os")
     with pytest.raises(NmsimError, match="no interconnect"):
         allreduce_cycles(1, 2, systolic)
