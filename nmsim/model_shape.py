@@ -100,15 +100,20 @@ class ModelShape:
         the final norm (hidden) and an untied LM head (vocab × hidden). Biases are ignored, as are OPT's two spare
         position rows and Qwen-MoE's shared-expert gate (hidden values a layer)."""
         hidden = self.hidden_size
-        attention = sum(k * n for k, n in map(self.projection_shape, ("q", "k", "v", "o")))
-        mlp = sum(k * n for k, n in map(self.projection_shape, self.projections[4:]))
+        per_layer = self.norms_per_layer * hidden + (2 * self.head_dim if self.qk_norm else 0)
         if self.is_moe:
-            mlp = mlp * self.num_experts + hidden * self.num_experts + 3 * hidden * self.shared_expert_intermediate_size
-        norms = self.norms_per_layer * hidden + (2 * self.head_dim if self.qk_norm else 0)
+            per_layer += hidden * self.num_experts + 3 * hidden * self.shared_expert_intermediate_size
         embedding = self.vocab_size * hidden
         positions = self.max_positions * hidden if self.positions == "learned" else 0
         head = 0 if self.tied_embeddings else embedding
-        return embedding + positions + self.num_layers * (attention + mlp + norms) + hidden + head
+        return embedding + positions + self.projection_weight_count() + self.num_layers * per_layer + hidden + head
+
+    def projection_weight_count(self) -> int:
+        """Weight values of every layer's projections: q, k, v, o and the MLP (× num_experts for a MoE); what a
+        weight-sparse design stores compressed."""
+        attention = sum(k * n for k, n in map(self.projection_shape, ("q", "k", "v", "o")))
+        mlp = sum(k * n for k, n in map(self.projection_shape, self.projections[4:]))
+        return self.num_layers * (attention + mlp * (self.num_experts if self.is_moe else 1))
 
 
 def pattern_windows(num_layers: int, window: int, pattern: int = 0) -> tuple[int, ...]:

@@ -566,10 +566,7 @@ def memory_use(spec: AcceleratorSpec, shape: ModelShape, batch: int, context: in
     cache of ``batch`` sequences at ``context`` tokens (min(context, window) on sliding-window layers), and
     ``largest_activation``."""
     vb = spec.compute.value_bits / 8
-    linear = sum(k * n for k, n in (shape.projection_shape(p) for p in shape.projections)) * shape.num_layers
-    if shape.is_moe:
-        attention = sum(k * n for k, n in (shape.projection_shape(p) for p in ("q", "k", "v", "o")))
-        linear = shape.num_layers * attention + (linear - shape.num_layers * attention) * shape.num_experts
+    linear = shape.projection_weight_count()
     other = shape.weight_count() - linear
     weights = (linear * weight_compression + other) * vb / devices
     per_token = 2 * (shape.num_kv_heads // devices) * shape.head_dim * spec.kv_bits / 8
