@@ -44,7 +44,7 @@ from nmsim.sim.kernels import (SOFTMAX_FLOPS, KernelWork, allgather_cycles, allr
 from nmsim.sim.simulate import GemmRow, ModelRun, simulate_gemm, simulate_model
 from nmsim.sim.simulate import clear_cache as clear_gemm_cache
 from nmsim.sim.timing import Timing, load_timing
-from nmsim.sim.usage import DENSE, LayerUse, layer_use
+from nmsim.sim.usage import DENSE_USE, layer_use
 from nmsim.sim.workload import Gemm, check_divides
 from nmsim.traces.reader import TraceData
 
@@ -489,11 +489,10 @@ def _lm_head_row(spec: AcceleratorSpec, baseline: AcceleratorSpec, shape: ModelS
     """The LM head on the last position of each sequence: M = batch, K = hidden, N = vocabulary ÷ devices."""
     gemm = Gemm(shape.num_layers, "lm_head", "prefill", batch, shape.hidden_size,
                 math.ceil(shape.vocab_size / devices), prunable=prune)
-    dense_use = LayerUse(DENSE, "none", 1.0)
-    use = layer_use(spec, pattern, None, ideal=True, fallback_dense=True) if prune else dense_use
-    dense = simulate_gemm(gemm, spec, dense_use, timing=timing, ideal_memory=ideal_memory)
+    use = layer_use(spec, pattern, None, ideal=True, fallback_dense=True) if prune else DENSE_USE
+    dense = simulate_gemm(gemm, spec, DENSE_USE, timing=timing, ideal_memory=ideal_memory)
     sparse = simulate_gemm(gemm, spec, use, timing=timing, ideal_memory=ideal_memory) if use.sparse else dense
-    base = simulate_gemm(gemm, baseline, dense_use, timing=timing, ideal_memory=ideal_memory)
+    base = simulate_gemm(gemm, baseline, DENSE_USE, timing=timing, ideal_memory=ideal_memory)
     return GemmRow(gemm=gemm, use=use, sparse=sparse, dense=dense, baseline=base)
 
 

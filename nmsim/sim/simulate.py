@@ -32,7 +32,7 @@ from nmsim.sim.tiling import TIMED_CANDIDATES, TileChoice
 from nmsim.sim.roofline import roofline
 from nmsim.sim.timing import Timing, load_timing
 from nmsim.traces.reader import TraceData
-from nmsim.sim.usage import DENSE, LayerUse, layer_use
+from nmsim.sim.usage import DENSE, DENSE_USE, LayerUse, layer_use
 from nmsim.sim.workload import Gemm, ModelShape, Phase, linear_gemms
 
 log = logging.getLogger(__name__)
@@ -221,18 +221,17 @@ def simulate_model(
     if trace is not None:
         trace.check_model(shape)
     rows = []
-    dense_use = LayerUse(DENSE, "none", 1.0)
     dense_runs: dict[tuple[int, int, int], tuple[GemmSimulation, GemmSimulation]] = {}  # every layer has the shapes
     for gemm in linear_gemms(shape, phase, batch, seq, devices):
         if gemm.prunable:
             stats = trace.for_gemm(_StatsKey(gemm.phase, gemm.layer, gemm.role)) if trace is not None else None
             use = layer_use(spec, pattern, stats, ideal=ideal, fallback_dense=fallback_dense)
         else:
-            use = dense_use
+            use = DENSE_USE
         size = (gemm.m, gemm.k, gemm.n)
         if size not in dense_runs:
-            dense_runs[size] = (simulate_gemm(gemm, spec, dense_use, timing=timing, ideal_memory=ideal_memory),
-                                simulate_gemm(gemm, baseline, dense_use, timing=timing, ideal_memory=ideal_memory))
+            dense_runs[size] = (simulate_gemm(gemm, spec, DENSE_USE, timing=timing, ideal_memory=ideal_memory),
+                                simulate_gemm(gemm, baseline, DENSE_USE, timing=timing, ideal_memory=ideal_memory))
         dense, base = dense_runs[size]
         rows.append(GemmRow(gemm=gemm, use=use, dense=dense, baseline=base,
                             sparse=simulate_gemm(gemm, spec, use, timing=timing, ideal_memory=ideal_memory)))

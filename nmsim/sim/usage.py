@@ -75,6 +75,9 @@ class LayerUse:
         return f0 + weight * (f1 - f0)
 
 
+DENSE_USE = LayerUse(DENSE, "none", 1.0)  # a layer run dense, with no statistics (dense runs, routers, LM heads)
+
+
 def _overflow_density(base: Pattern, histogram: dict[int, float]) -> float:
     """MAC slots per position when groups of ``base.m`` with ``kept`` values each take ⌈kept/n⌉ passes."""
     passes = sum(fraction * math.ceil(kept / base.n) for kept, fraction in histogram.items())

@@ -35,7 +35,7 @@ from nmsim.patterns import parse_pattern
 from nmsim.sim.kernels import kernel_time, norm_work, softmax_passes, softmax_work
 from nmsim.sim.simulate import GemmSimulation, simulate_gemm
 from nmsim.sim.timing import Timing, load_timing
-from nmsim.sim.usage import DENSE, LayerUse, layer_use
+from nmsim.sim.usage import DENSE_USE, layer_use
 from nmsim.sim.workload import Gemm
 from nmsim.yaml_io import ConfigError, check_keys, load_yaml
 
@@ -191,11 +191,10 @@ def predict(measurement: MeasurementSet, timing: Timing | None = None) -> pd.Dat
     dense_spec = AcceleratorSpec.from_name(measurement.design)
     sparse_spec = AcceleratorSpec.from_name(measurement.sparse_design) if measurement.sparse_design else None
     extra = _host_us(measurement, timing)
-    dense_use = LayerUse(DENSE, "none", 1.0)
     rows = []
     for record in frame.itertuples(index=False):
         gemm = Gemm(0, "q", "prefill", int(record.M), int(record.K), int(record.N))
-        kernels = [("dense", dense_spec, dense_use, record.measured_dense_us)]
+        kernels = [("dense", dense_spec, DENSE_USE, record.measured_dense_us)]
         if sparse_spec is not None:
             kernels.append(("2:4", sparse_spec, layer_use(sparse_spec, TWO_OF_FOUR, None, ideal=True),
                             record.measured_2of4_us))

@@ -53,11 +53,11 @@ def test_hbm_levels_use_the_hbm_energy_and_sram_grows_with_size():
 def test_a100_energy_per_fma_is_below_its_tdp_figure():
     # 400 W at 312 dense FP16 TFLOPS (156 T FMA/s): 2.56 pJ per FMA for everything the board does at TDP
     from nmsim.sim.simulate import simulate_gemm
-    from nmsim.sim.usage import DENSE, LayerUse
+    from nmsim.sim.usage import DENSE_USE
     from nmsim.sim.workload import Gemm
 
     spec = AcceleratorSpec.from_name("a100-80gb-sxm")
-    result = simulate_gemm(Gemm(0, "q", "prefill", 4096, 4096, 4096), spec, LayerUse(DENSE, "none", 1.0))
+    result = simulate_gemm(Gemm(0, "q", "prefill", 4096, 4096, 4096), spec, DENSE_USE)
     per_fma = result.energy.total_pJ / 4096 ** 3
     tdp = 400 / 156e12 * 1e12
     # the model counts arithmetic and memory traffic, not register files, clocks, control or leakage

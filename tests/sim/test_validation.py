@@ -16,11 +16,10 @@ from nmsim.sim.mapping import tilings
 from nmsim.sim.results import speedup_excess
 from nmsim.sim.simulate import simulate_gemm
 from nmsim.sim.timing import load_timing
-from nmsim.sim.usage import DENSE, LayerUse, layer_use
+from nmsim.sim.usage import DENSE_USE, layer_use
 from nmsim.sim.validation import MeasurementSet, package_sets, predict, read_measurements, validate
 from nmsim.sim.workload import Gemm, linear_gemms
 
-DENSE_USE = LayerUse(DENSE, "none", 1.0)
 
 
 @pytest.fixture(scope="module")
