@@ -426,6 +426,18 @@ ACCUMULATOR_BITS = {"int32": 32, "fp16": 16, "fp32": 32}
 ACCUMULATOR_MANTISSA = {"fp16": 11, "fp32": 24}
 
 
+def product_bits(compute) -> int:
+    """Bits of one product in the dot-product tree: twice the mantissa (with its hidden bit) for floats, twice
+    the width for integers."""
+    value = compute.value
+    return 2 * FLOAT_FIELDS[value][0] if value in FLOAT_FIELDS else 2 * compute.value_bits
+
+
+def tree_adder_bits(compute) -> int:
+    """Width of each of the D−1 integer adders of a dot-product tree: a product plus ⌈log2 D⌉ carry bits."""
+    return product_bits(compute) + math.ceil(math.log2(compute.dot_product_width))
+
+
 def _multiplier(cal: Calibration, value: str, bits: int) -> CalibrationEntry:
     """The multiplier cell of an operand type: integer by width, FP16 the 16-bit (Horowitz FP16) entry."""
     if value in ("fp32", "bf16", "fp8"):
@@ -447,9 +459,9 @@ def _mac_array(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
     acc_bits = max(ACCUMULATOR_BITS[accumulator], cal.accumulator_min_bits if value.startswith("int") else 0)
     units = macs / d  # dot-product units
     terms = [(_multiplier(cal, value, w), macs)]
+    product = product_bits(compute)
     if value in FLOAT_FIELDS:
-        mantissa, exponent = FLOAT_FIELDS[value]
-        product = 2 * mantissa
+        exponent = FLOAT_FIELDS[value][1]
         if d > 1:
             levels = math.ceil(math.log2(ACCUMULATOR_MANTISSA.get(accumulator, 24) + product))
             terms += [(mux, macs * _bits(mux, product * levels)),
@@ -457,10 +469,9 @@ def _mac_array(spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
         accumulate = cal.area[f"{accumulator}_adder"]
         terms.append((accumulate, units))
     else:
-        product = 2 * w
         terms.append((adder, units * _bits(adder, acc_bits)))
     if d > 1:
-        terms.append((adder, units * (d - 1) * _bits(adder, product + math.ceil(math.log2(d)))))
+        terms.append((adder, units * (d - 1) * _bits(adder, tree_adder_bits(compute))))
     terms.append((register, units * _bits(register, 2 * w * d + acc_bits)))
     if d == 1:
         note = (f"{macs} MACs, each a {value} multiplier, a {accumulator} accumulator and {2 * w + acc_bits} "

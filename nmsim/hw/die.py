@@ -68,10 +68,14 @@ class DieCalibration:
         return (self.logic if kind == "logic" else self.sram).factor(from_nm, to_nm)
 
     def at(self, name: str, node_nm: float) -> float:
-        """Entry ``name`` at ``node_nm`` (a density of transistors scales inversely to area)."""
+        """Entry ``name`` (an area) at ``node_nm``."""
         entry = self.entries[name]
-        factor = self.scale(entry.scales_as, entry.node_nm, node_nm)
-        return entry.value / factor if name == "realized_logic_MTr_per_mm2" else entry.value * factor
+        return entry.value * self.scale(entry.scales_as, entry.node_nm, node_nm)
+
+    def density_MTr_per_mm2(self, node_nm: float) -> float:
+        """Realized logic density at ``node_nm``: it grows as areas shrink."""
+        entry = self.entries["realized_logic_MTr_per_mm2"]
+        return entry.value / self.scale(entry.scales_as, entry.node_nm, node_nm)
 
 
 @functools.cache
@@ -183,7 +187,7 @@ def _entry(cal: DieCalibration, name: str, node: float, count: float = 1.0) -> t
 
 def _transistors(cal: DieCalibration, name: str, node: float, count: float) -> tuple[float, float, float]:
     """mm² of ``count`` × entry ``name`` million transistors at ``node``."""
-    entry, density = cal.entries[name], cal.at("realized_logic_MTr_per_mm2", node)
+    entry, density = cal.entries[name], cal.density_MTr_per_mm2(node)
     value = count * entry.value / density  # a transistor count does not scale; the density does
     return value, value * entry.low, value * entry.high
 

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 from nmsim.errors import NmsimError
-from nmsim.hw.area import FLOAT_FIELDS, Calibration, Terms, load_calibration, value_range
+from nmsim.hw.area import Calibration, Terms, load_calibration, tree_adder_bits, value_range
 from nmsim.hw.complexity import selection_network
 from nmsim.hw.spec import AcceleratorSpec
 
@@ -101,9 +101,8 @@ def mac_terms(spec: AcceleratorSpec, cal: Calibration) -> Terms:
     value, accumulator, d = compute.value, compute.accumulator_type, compute.dot_product_width
     add = cal.energy["int_add"]
     terms = [(cal.energy[f"{value}_multiply"], 1.0)]
-    product = 2 * FLOAT_FIELDS[value][0] if value in FLOAT_FIELDS else 2 * compute.value_bits
     if d > 1:
-        terms.append((add, (d - 1) / d * (product + math.ceil(math.log2(d))) / add.width_bits))
+        terms.append((add, (d - 1) / d * tree_adder_bits(compute) / add.width_bits))
     if accumulator == "int32":
         terms.append((add, 1 / d))
     else:
