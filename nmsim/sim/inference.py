@@ -118,8 +118,12 @@ class Step:
 
     def linear_time_us(self, which: str = "time_us") -> float:
         """The decoder layers' linear GEMMs (the LM head excluded): what a linear-only model times."""
-        return sum(getattr(op, which) for _, op in self.entries
-                   if op.op_class.endswith("_linear") and op.name != "lm_head")
+        return sum(getattr(op, which) for _, op in self.entries if _decoder_linear(op))
+
+
+def _decoder_linear(op: OpTime) -> bool:
+    """A linear GEMM of a decoder layer (not the LM head): what the linear-only speedup counts."""
+    return op.op_class.endswith("_linear") and op.name != "lm_head"
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,7 @@ class InferenceRun:
             sums["selector"] += op.selector_bytes
             classes[op.op_class] += op.time_us - op.kv_time_us
             classes["kv_cache"] += op.kv_time_us
-            if op.op_class.endswith("_linear") and op.name != "lm_head":
+            if _decoder_linear(op):
                 sums["linear"] += op.time_us
                 sums["linear_dense"] += op.dense_time_us
         out = {"e2e_time_us": sums["time"], "tokens_per_s": tokens / (sums["time"] * 1e-6)}
@@ -272,12 +276,19 @@ def attention_works(ctx: _Ctx, window: int, out_bytes_per_token: float) -> list[
     return [("attn_scores", scores, k_bytes), ("attn_softmax", softmax, 0.0), ("attn_av", weighted, k_bytes)]
 
 
+def activation_work(elements: float, activation: str, gated: bool, value_bytes: float) -> KernelWork:
+    """The MLP's activation over ``elements`` values (read once, written once); a gated MLP also reads up and
+    multiplies by it."""
+    flops, special = ACTIVATION_WORK[activation]
+    return KernelWork(vector_flops=(flops + gated) * elements, special_ops=special * elements,
+                      bytes_read=(1 + gated) * elements * value_bytes, bytes_written=elements * value_bytes)
+
+
 @dataclass(frozen=True)
 class _Node:
     """One op before timing: a kernel, an all-reduce or all-gather, or a linear GEMM's place (op class
-    ``linear``)."""
+    ``linear``); its layer is the step entry's."""
 
-    layer: int
     name: str
     op_class: str
     work: KernelWork | None = None
@@ -319,7 +330,7 @@ def layer_nodes(ctx: _Ctx, first: bool, window: int, compressed: tuple[float | N
     timed per layer). ``compressed``: :func:`layer_consumers`."""
     s, vb, t = ctx.shape, ctx.value_bytes, ctx.tokens
     hidden, heads, kv_heads = s.hidden_size, s.num_heads // ctx.devices, s.num_kv_heads // ctx.devices
-    d, layer = s.head_dim, 0  # the ops' layer is set per entry of the step
+    d = s.head_dim
     into = dict(zip(CONSUMERS, compressed))
     nodes: list[_Node] = []
 
@@ -332,15 +343,15 @@ def layer_nodes(ctx: _Ctx, first: bool, window: int, compressed: tuple[float | N
         if per_token is not None:
             selector = rows * per_token
             work = replace(work, bytes_written=work.bytes_written - rows * width * vb + selector)
-        nodes.append(_Node(layer, name, op_class, work, dense, kv_bytes=kv, selector_bytes=selector,
+        nodes.append(_Node(name, op_class, work, dense, kv_bytes=kv, selector_bytes=selector,
                            activation_bytes=work.bytes_total - kv))
 
     def linear(*projections: str) -> None:
-        nodes.extend(_Node(layer, projection, "linear") for projection in projections)
+        nodes.extend(_Node(projection, "linear") for projection in projections)
 
     def allreduce(name: str) -> None:
         if ctx.devices > 1:
-            nodes.append(_Node(layer, name, "communication", message_bytes=t * hidden * vb))
+            nodes.append(_Node(name, "communication", message_bytes=t * hidden * vb))
 
     kernel("attn_norm", norm_work(t, hidden, vb, s.norm, residual=not first), consumer="q", width=hidden)
     if s.qk_norm:
@@ -358,7 +369,7 @@ def layer_nodes(ctx: _Ctx, first: bool, window: int, compressed: tuple[float | N
     dense_attention = attention_works(ctx, window, o_width * vb) if out_per_token is not None else attention
     for index, ((name, work, kv), (_, dense, _)) in enumerate(zip(attention, dense_attention)):
         selector = t * out_per_token if out_per_token is not None and name in ("attention", "attn_av") else 0.0
-        nodes.append(_Node(layer, name, "attention", work, dense, kv_bytes=kv, selector_bytes=selector,
+        nodes.append(_Node(name, "attention", work, dense, kv_bytes=kv, selector_bytes=selector,
                            activation_bytes=work.bytes_total - kv,
                            attention=(window, out_per_token, o_width * vb, index)))
     linear("o")
@@ -372,12 +383,8 @@ def layer_nodes(ctx: _Ctx, first: bool, window: int, compressed: tuple[float | N
         routed = t * s.experts_per_token
         kernel("moe_dispatch", KernelWork(bytes_read=t * hidden * vb, bytes_written=routed * hidden * vb))
     linear(*s.projections[4:-1])  # gate, up (or up alone)
-    gated = s.mlp == "gated"
-    flops, special = ACTIVATION_WORK[s.activation]
     width = s.intermediate_size // ctx.devices
-    elements = routed * width  # a MoE layer's activation covers every routed token
-    kernel("act", KernelWork(vector_flops=(flops + gated) * elements, special_ops=special * elements,
-                             bytes_read=(1 + gated) * elements * vb, bytes_written=elements * vb),
+    kernel("act", activation_work(routed * width, s.activation, s.mlp == "gated", vb),  # every routed token
            consumer="down", width=width, rows=routed)
     linear("down")
     if s.is_moe:
@@ -386,9 +393,8 @@ def layer_nodes(ctx: _Ctx, first: bool, window: int, compressed: tuple[float | N
         if s.shared_expert_intermediate_size:
             shared = s.shared_expert_intermediate_size // ctx.devices
             linear("shared_gate", "shared_up")
-            kernel("shared_act", KernelWork(vector_flops=(flops + 1) * t * shared, special_ops=special * t * shared,
-                                            bytes_read=2 * t * shared * vb, bytes_written=t * shared * vb),
-                   consumer="shared_down", width=shared)
+            kernel("shared_act", activation_work(t * shared, s.activation, True, vb), consumer="shared_down",
+                   width=shared)
             linear("shared_down")
     allreduce("mlp_allreduce")
     if s.norms_per_layer >= 4:
@@ -400,19 +406,18 @@ def edge_nodes(ctx: _Ctx) -> tuple[list[_Node], list[_Node]]:
     """The ops before the decoder layers (embedding lookup, its all-reduce under tensor parallelism) and after them
     (final norm with the last residual add, the LM head as a placeholder, the logits' all-gather)."""
     s, vb, t = ctx.shape, ctx.value_bytes, ctx.tokens
-    hidden, end = s.hidden_size, s.num_layers
+    hidden = s.hidden_size
     positions = 2 if s.positions == "learned" else 1  # the token row, and the position row added to it
     embedding = KernelWork(vector_flops=(positions - 1) * t * hidden, bytes_read=positions * t * hidden * vb,
                            bytes_written=t * hidden * vb)
-    before = [_Node(-1, "embedding", "vector", embedding, embedding, activation_bytes=embedding.bytes_total)]
+    before = [_Node("embedding", "vector", embedding, embedding, activation_bytes=embedding.bytes_total)]
     final = norm_work(t, hidden, vb, s.norm, residual=True)
-    after = [_Node(end, "final_norm", "vector", final, final, activation_bytes=final.bytes_total),
-             _Node(end, "lm_head", "linear")]
+    after = [_Node("final_norm", "vector", final, final, activation_bytes=final.bytes_total),
+             _Node("lm_head", "linear")]
     if ctx.devices > 1:
-        before.append(_Node(-1, "embedding_allreduce", "communication", message_bytes=t * hidden * vb))
+        before.append(_Node("embedding_allreduce", "communication", message_bytes=t * hidden * vb))
         vocab = math.ceil(s.vocab_size / ctx.devices)
-        after.append(_Node(end, "logits_allgather", "communication", message_bytes=ctx.batch * vocab * vb,
-                           gather=True))
+        after.append(_Node("logits_allgather", "communication", message_bytes=ctx.batch * vocab * vb, gather=True))
     return before, after
 
 
@@ -426,12 +431,12 @@ def _time_node(node: _Node, spec: AcceleratorSpec, baseline: AcceleratorSpec, de
     if node.work is None:  # communication
         time = _comm_us(node, devices, spec)
         base = _comm_us(node, devices, baseline) if devices > 1 else 0.0
-        return OpTime(node.layer, node.name, node.op_class, time, time, base)
+        return OpTime(0, node.name, node.op_class, time, time, base)  # layer: the step entry's
     time, kv_time = _kernel_times(node.work, node.kv_bytes, node.op_class, spec)
     dense = _kernel_times(node.dense_work, 0.0, "", spec)[0] if node.dense_work is not node.work else time
     base = _kernel_times(node.dense_work or node.work, 0.0, "", baseline)[0]
     work = node.work
-    return OpTime(node.layer, node.name, node.op_class, time, dense, base, kv_time,
+    return OpTime(0, node.name, node.op_class, time, dense, base, kv_time,
                   flops=work.tensor_flops + work.vector_flops, bytes=work.bytes_total, kv_bytes=node.kv_bytes,
                   selector_bytes=node.selector_bytes, activation_bytes=node.activation_bytes)
 
