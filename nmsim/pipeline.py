@@ -32,7 +32,6 @@ from tqdm import tqdm
 from nmsim import __version__
 from nmsim.accuracy.table import expected_tokens, method_labels, read_rows, row_key
 from nmsim.errors import NmsimError
-from nmsim.hw.area import design_area
 from nmsim.hw.die import AREA_LEVELS, design_area_levels
 from nmsim.hw.spec import AcceleratorSpec
 from nmsim.io import atomic_write_text, write_table
@@ -487,8 +486,8 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
         measured_speedups, note = measure_run(next(iter(runs.values())))
         log.info("measured column: %s", note)
     gemms = {name: gemm_table(run, measured_speedups) for name, run in runs.items()}  # tables
-    area = design_area(spec)
     levels = design_area_levels(spec)
+    area = levels.datapath
     payload = {
         "run": describe(next(iter(runs.values()))),
         "sources": {name: (run.statistics if name == "trace" else "idealised N/M (every token of a tile keeps the "
