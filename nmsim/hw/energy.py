@@ -137,9 +137,8 @@ def sram_bit_terms(capacity_bytes: float, cal: Calibration) -> Terms:
     t = math.log(capacity_bytes / low[1]) / math.log(high[1] / low[1])
     per_bit = math.exp((1 - t) * math.log(low[0].value / low[0].width_bits) + t * math.log(
         high[0].value / high[0].width_bits))
-    # expressed on the nearer entry, so its source, node scaling and range apply
-    nearer = low[0] if t < 0.5 else high[0]
-    return ((nearer, per_bit / (nearer.value / nearer.width_bits) / nearer.width_bits),)
+    nearer = low[0] if t < 0.5 else high[0]  # counted in the nearer entry, whose source, scaling and range apply
+    return ((nearer, per_bit / nearer.value),)
 
 
 def _selector_terms(counts: ActionCounts, spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
