@@ -227,6 +227,17 @@ def _validate(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     written = write_table(table, args.out, "validation") + write_table(summary, args.out, "validation_summary")
     written += [path.name for path in validation_figure(table, args.out)]
+    if not args.only_user_set:  # the area model against published area ratios (docs/area_model.md)
+        import pandas as pd
+
+        from nmsim.hw.area_validation import area_validation_rows
+
+        area = pd.DataFrame(area_validation_rows())
+        with _wide_display():
+            print()
+            print(area[["name", "quantity", "published", "nmsim", "nmsim_low", "nmsim_high", "error_pct"]].to_string(
+                index=False, float_format=lambda v: f"{v:.4g}"))
+        written += write_table(area, args.out, "area_validation")
     print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
@@ -531,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate", help="nmsim against measured GPUs: every measurement set in the package (and --set), predicted "
-                         "vs measured per GEMM or vector op, errors per set, a table and a figure")
+                         "vs measured per GEMM or vector op, errors per set, a table and a figure; and the area "
+                         "model against published area ratios")
     validate.add_argument("--set", type=Path, dest="user_set", metavar="CSV",
                           help="also validate this measurement CSV (M,K,N with latency_ms or latency_us; or M,N,K with "
                                "dense_…_us and sparse_2of4_…_us; with --kind softmax|layernorm, M,N with "
@@ -546,8 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "timing.yaml's host_dispatch_us) (default: %(default)s)")
     validate.add_argument("--only-user-set", action="store_true", help="with --set: skip the package's sets")
     validate.add_argument("--out", type=Path, default=Path("reports/validation"),
-                          help="directory of validation.csv/.parquet, validation_summary.csv/.parquet and "
-                               "validation.png/.svg (default: %(default)s)")
+                          help="directory of validation.csv/.parquet, validation_summary.csv/.parquet, "
+                               "area_validation.csv/.parquet and validation.png/.svg (default: %(default)s)")
     validate.set_defaults(handler=_validate)
 
     traces = commands.add_parser("traces", help="verify a trace, compute its statistics and profile, validate profile "

@@ -63,7 +63,8 @@ AREA_CELLS = ("mux2", "multiplier_4bit", "multiplier_8bit", "multiplier_16bit", 
               "half_adder")
 ENERGY_ACTIONS = ("mac_8bit", "int4_multiply", "int8_multiply", "fp8_multiply", "bf16_multiply", "fp16_multiply",
                   "fp32_multiply", "int_add", "fp16_add", "fp32_add", "mac_gated_8bit", "comparator",
-                  "sram_8KiB_read", "sram_32KiB_read", "sram_1MiB_read", "hbm_access", "dram_access")
+                  "sram_8KiB_read", "sram_32KiB_read", "sram_1MiB_read", "hbm2_access", "hbm2e_access", "hbm3_access",
+                  "dram_access", "wire_mm")
 SPARSE_COMPONENTS = ("operand_select_muxes", "metadata", "selection_network", "extra_buffering")
 
 _ENTRY_COMMON = {"width_bits", "source", "node_nm", "date", "uncertainty", "note", "scales_with_node"}
@@ -601,14 +602,20 @@ class AreaReport:
         return rows
 
 
-def design_area(spec: AcceleratorSpec, calibration: Calibration | None = None) -> AreaReport:
-    """Datapath area of ``spec`` at ``spec.technology_nm`` (formulas in the module docstring)."""
+def design_terms(spec: AcceleratorSpec, calibration: Calibration | None = None) -> dict[str, tuple[Terms, str]]:
+    """Each datapath component of ``spec``: its (cell, quantity) terms at the cells' own nodes and a note."""
     cal = calibration if calibration is not None else load_calibration()
     names = ("mac_array",) if spec.sparsity.operand == "none" else ("mac_array", *SPARSE_COMPONENTS)
     if spec.sparsity.operand == "weight":
         names = tuple(n for n in names if n != "selection_network")  # pruned offline: no online selector
+    return {name: _BUILDERS[name](spec, cal) for name in names}
+
+
+def design_area(spec: AcceleratorSpec, calibration: Calibration | None = None) -> AreaReport:
+    """Datapath area of ``spec`` at ``spec.technology_nm`` (formulas in the module docstring)."""
+    cal = calibration if calibration is not None else load_calibration()
     node, scaling = spec.technology_nm, cal.logic_scaling
-    built = {name: _BUILDERS[name](spec, cal) for name in names}
+    built = design_terms(spec, cal)
     components = []
     for name, (terms, note) in built.items():
         nominal, low, high = area_range(terms, node, scaling)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nmsim.errors import NmsimError
-from nmsim.hw.area import (AreaReport, DensityScaling, _number, _pair, _source, cell_um2, design_area,
-                           load_calibration)
+from nmsim.hw.area import (AreaReport, Calibration, DensityScaling, _number, _pair, _source, cell_um2,
+                           design_area, load_calibration)
 from nmsim.hw.spec import AcceleratorSpec
 from nmsim.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
 
@@ -196,11 +196,14 @@ def _sram(cal: DieCalibration, node: float, bytes_: float) -> tuple[float, float
     return _entry(cal, "sram_mm2_per_MiB", node, bytes_ / MIB)
 
 
-def design_area_levels(spec: AcceleratorSpec) -> DesignArea:
-    """``spec``'s area as a datapath, one core and the die (see the module docstring)."""
-    cal, cells = load_die_calibration(), load_calibration()
+def design_area_levels(spec: AcceleratorSpec, calibration: Calibration | None = None,
+                       die_calibration: DieCalibration | None = None) -> DesignArea:
+    """``spec``'s area as a datapath, one core and the die (see the module docstring); the packaged calibration
+    files unless given."""
+    cells = calibration if calibration is not None else load_calibration()
+    cal = die_calibration if die_calibration is not None else load_die_calibration()
     node = spec.technology_nm
-    datapath = design_area(spec)
+    datapath = design_area(spec, cells)
     cores = spec.compute.cores or spec.compute.units
     die = spec.die
     physical = die.physical_cores if die is not None and die.physical_cores else cores
@@ -256,3 +259,21 @@ def design_area_levels(spec: AcceleratorSpec) -> DesignArea:
         parts["other"] = _entry(cal, "die_other_mm2", node)
     die_area = LevelArea(parts, sparse * physical, sparse_low * physical, sparse_high * physical)
     return DesignArea(spec.name, node, datapath, core, die_area, physical, tuple(warnings))
+
+
+def preset_levels_markdown(names: list[str] | None = None) -> str:
+    """A markdown table of the presets' area at the three levels (all of ``hw_configs/`` by default), as in
+    ``docs/area_model.md``."""
+    from nmsim.registry import design_names
+
+    lines = ["| design | node (nm) | datapath mm² | over dense % | core (SM) mm² | over dense % | die mm² [low–high] "
+             "| over dense % [low–high] |", "|" + " --- |" * 8]
+    for name in design_names() if names is None else names:
+        levels = design_area_levels(AcceleratorSpec.from_name(name))
+        low, high = levels.die.overhead_range_pct
+        lines.append(f"| {name} | {levels.technology_nm} | {levels.datapath.total_mm2:.3f} "
+                     f"| {levels.datapath.overhead_pct:.1f} | {levels.core.total_mm2:.3f} "
+                     f"| {levels.core.overhead_pct:.2f} | {levels.die.total_mm2:.1f} "
+                     f"[{levels.die.low_mm2:.0f}–{levels.die.high_mm2:.0f}] | {levels.die.overhead_pct:.2f} "
+                     f"[{low:.2f}–{high:.2f}] |")
+    return "\n".join(lines)

@@ -9,10 +9,15 @@ entry says ``scales_with_node: false`` (DRAM):
   the dot-product tree's integer adds and 1/D of the accumulator add (FP32, FP16 or INT32);
 - ``selector``: selector_groups × comparators of the ``spec.sparsity.selector`` network for groups of
   ``selector_group_size`` × E_compare(32 bit) × w / 32 (linear in width).
-- one component per memory level: bytes × 8 × pJ per bit. The outermost level is HBM (3.9 pJ/bit, O'Connor et
-  al. MICRO 2017) when its name says so, else DRAM (8 pJ/bit, Sparseloop); an on-chip level reads an SRAM of its
-  capacity per core, log-log between Horowitz's 8 KB, 32 KB and 1 MB read energies. Wires between levels are not
-  counted.
+- one component per memory level: bytes × 8 × pJ per bit. The outermost level by its ``technology``: HBM2 3.97
+  pJ/bit (O'Connor et al. MICRO 2017), HBM2e and HBM3 derived from it and from HBM3E, DRAM 8 pJ/bit
+  (Sparseloop); an on-chip level reads an SRAM of its capacity per core, log-log between Horowitz's 8 KB, 32 KB
+  and 1 MB read energies;
+- ``wires``: every byte read from a level other than the innermost crosses the die on global wires on its way in
+  (memory PHY at the die's edge → L2, L2 → a core): bits × pJ per bit and mm × half the side of the die
+  (:func:`wire_mm`, the mean Manhattan distance from a point of a square die to its centre), the die from
+  :func:`nmsim.hw.die.design_area_levels`. Wires inside a core (innermost level → datapath) are in the SRAM
+  read energy.
 
 Range: as for area (:mod:`nmsim.hw.area`): each entry's [low, high] factor and the exponent range's ends give
 bounds on each component and the total.
@@ -20,6 +25,8 @@ bounds on each component and the total.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -58,8 +65,8 @@ class ActionCounts:
 
 @dataclass(frozen=True)
 class EnergyComponent:
-    name: str  # "mac", "selector" or a memory level's name
-    kind: str  # "compute", "selector" or "memory"
+    name: str  # "mac", "selector", a memory level's name or "wires"
+    kind: str  # "compute", "selector", "memory" or "wire"
     nominal_pJ: float
     low_pJ: float
     high_pJ: float
@@ -141,6 +148,29 @@ def sram_bit_terms(capacity_bytes: float, cal: Calibration) -> Terms:
     return ((nearer, per_bit / nearer.value),)
 
 
+@functools.lru_cache(maxsize=256)
+def wire_mm(spec: AcceleratorSpec) -> float:
+    """Mean global-wire length in mm a byte travels between two levels of ``spec``: the mean Manhattan distance
+    from a uniformly placed point of a square die to its centre, half the die's side. The die is
+    :func:`nmsim.hw.die.design_area_levels`'s without the sparse front end (under 1 % of it), so a design's dense
+    and sparse runs see the same wires."""
+    from nmsim.hw.die import design_area_levels  # die imports area, as this module does; kept local to stay light
+    from nmsim.hw.spec import NO_SPARSITY
+
+    return math.sqrt(design_area_levels(dataclasses.replace(spec, sparsity=NO_SPARSITY)).die.total_mm2) / 2
+
+
+def _wire_terms(counts: ActionCounts, spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
+    innermost = spec.memory[-1].name if len(spec.memory) > 1 else None
+    crossing = sum(moved for name, moved in counts.bytes_by_level if name != innermost)
+    if not crossing:
+        return (), "no bytes cross the die"
+    entry, length = cal.energy["wire_mm"], wire_mm(spec)
+    note = (f"{crossing:g} bytes over {length:.1f} mm of global wire at {entry.value:g} pJ/bit/mm "
+            "(half the die's side)")
+    return ((entry, crossing * BITS_PER_BYTE * length / entry.width_bits),), note
+
+
 def _selector_terms(counts: ActionCounts, spec: AcceleratorSpec, cal: Calibration) -> tuple[Terms, str]:
     if not counts.selector_groups:
         return (), "no selector groups"
@@ -169,8 +199,8 @@ def gemm_energy(counts: ActionCounts, spec: AcceleratorSpec, calibration: Calibr
     cores = spec.compute.cores or spec.compute.units
     capacity = {level.name: level.capacity_bytes for level in spec.memory}
     for name, moved in counts.bytes_by_level:
-        if name == levels[0]:  # off chip: HBM, else DRAM
-            entry = cal.energy["hbm_access" if name.lower().startswith("hbm") else "dram_access"]
+        if name == levels[0]:  # off chip: HBM or DRAM, by its technology
+            entry = cal.energy[f"{spec.memory[0].technology}_access"]
             terms = ((entry, moved * BITS_PER_BYTE / entry.width_bits),)
             per_bit, label = entry.value / entry.width_bits, entry.name
         else:  # on chip: an SRAM of the level's capacity per core
@@ -179,6 +209,7 @@ def gemm_energy(counts: ActionCounts, spec: AcceleratorSpec, calibration: Calibr
             per_bit = sum(entry.value * quantity for entry, quantity in bit)
             label = f"SRAM of {capacity[name] / cores / 1024:.0f} KiB per core"
         parts.append((name, "memory", terms, f"{moved:g} bytes at {per_bit:.3g} pJ/bit at 45 nm ({label})"))
+    parts.append(("wires", "wire", *_wire_terms(counts, spec, cal)))
     node, scaling = spec.technology_nm, cal.energy_scaling
     components = tuple(EnergyComponent(name, kind, *value_range(terms, node, scaling), note)
                        for name, kind, terms, note in parts)

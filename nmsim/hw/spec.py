@@ -112,6 +112,7 @@ class MemoryLevel:
     double_buffered: bool
     bandwidth_bytes_per_cycle: float = 0.0  # on-chip: peak bytes per clock (scales with it); 0: fixed GB/s
     efficiency: float = 1.0  # achievable fraction of the peak bandwidth
+    technology: str = "sram"  # what it is built of (its energy per bit): OFF_CHIP_TECHNOLOGIES or sram
 
     def peak_bytes_per_cycle(self, clock_GHz: float) -> float:
         """Peak bytes per cycle at ``clock_GHz``."""
@@ -211,7 +212,8 @@ _COMPUTE = {"kind", "units", "value_bits", "rows", "cols", "dataflow", "macs_per
             "tile_shapes", "value_type", "accumulator", "dot_product_width"}
 _SPARSITY = {"operand", "patterns", "hierarchical", "metadata_format", "selector", "selector_groups_per_cycle"}
 _LEVEL = {"name", "capacity_KiB", "capacity_MiB", "capacity_GiB", "bandwidth_GBps", "bandwidth_bytes_per_cycle",
-          "efficiency", "latency_ns", "double_buffered"}
+          "efficiency", "latency_ns", "double_buffered", "technology"}
+OFF_CHIP_TECHNOLOGIES = ("hbm2", "hbm2e", "hbm3", "dram")
 _CAPACITY_UNITS = {"capacity_KiB": 1 << 10, "capacity_MiB": 1 << 20, "capacity_GiB": 1 << 30}
 
 
@@ -365,6 +367,20 @@ def _die(file: Path, data) -> DieSpec | None:
     return die
 
 
+def _technology(r: _Reader, index: int) -> str:
+    """The outermost level is off-chip memory (default: its name when that is an HBM generation, else dram); the
+    others are on-chip SRAM."""
+    if index == 0:
+        name = r.mapping["name"]
+        default = name.lower() if isinstance(name, str) and name.lower() in OFF_CHIP_TECHNOLOGIES else "dram"
+        return r.get("technology", str, default, choices=OFF_CHIP_TECHNOLOGIES)
+    technology = r.get("technology", str, "sram")
+    if technology != "sram":
+        raise r.error("technology", f"{technology!r}: only the outermost level (memory[0]) is off-chip; on-chip "
+                                    "levels are sram")
+    return technology
+
+
 def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError(file, line, "memory", "expected a list of memory levels, outermost (DRAM) first")
@@ -391,6 +407,7 @@ def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
             double_buffered=r.get("double_buffered", bool, False),
             bandwidth_bytes_per_cycle=r.get("bandwidth_bytes_per_cycle", float, 0.0, minimum=1e-9),
             efficiency=r.get("efficiency", float, 1.0, minimum=1e-3),
+            technology=_technology(r, index),
         ))
         if levels[-1].efficiency > 1:
             raise r.error("efficiency", f"{levels[-1].efficiency} is above 1 (the achievable fraction of the peak)")

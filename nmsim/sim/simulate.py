@@ -153,9 +153,10 @@ def cache_counts() -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=256)
 def _dense_part(spec: AcceleratorSpec) -> AcceleratorSpec:
-    """``spec`` without what only sparse runs read (its sparsity, its name): the part a dense run times."""
-    return dataclasses.replace(spec, name="", description="", source="", sparsity=NO_SPARSITY, vector=None,
-                               interconnect=None, kv_cache_bits=0, die=None)
+    """``spec`` without what only sparse runs read (its sparsity, its name): the part a dense run times. The die
+    and vector unit stay: they set the die's size, and with it the wire energy (:func:`nmsim.hw.energy.wire_mm`)."""
+    return dataclasses.replace(spec, name="", description="", source="", sparsity=NO_SPARSITY,
+                               interconnect=None, kv_cache_bits=0)
 
 
 def simulate_gemm(gemm: Gemm, spec: AcceleratorSpec, use: LayerUse, *, timing: Timing | None = None,

@@ -58,9 +58,9 @@ def test_overhead_grows_with_m_at_half_density():
 
 
 def test_int8_mux_per_mac_matches_the_hand_count():
-    # 8:16 at INT8: (M − N)·w = 8·8 MUX2 per MAC at 1.86 µm² (NanGate45, the design's own node).
+    # 8:16 at INT8: (M − N)·w = 8·8 MUX2 per MAC at 1.862 µm² (NanGate45, the design's own node).
     report = design_area(_int8_45nm("8:16"))
-    assert _per_mac_um2(report, "operand_select_muxes") == pytest.approx(8 * 8 * 1.86)
+    assert _per_mac_um2(report, "operand_select_muxes") == pytest.approx(8 * 8 * 1.862)
     assert _per_mac_um2(report, "operand_select_muxes") / 282 == pytest.approx(0.42, abs=0.005)  # §7.4: 42%
 
 
@@ -99,7 +99,7 @@ def test_flexible_and_mixed_density_muxes():
     assert muxes[0] == muxes[1]
     # (6 + 6 + 2 + 2) MUX2 per 4 MACs and bit = 4 per MAC bit, at INT8.
     mixed = design_area(_int8_45nm("2:4", "2:8"))
-    assert _per_mac_um2(mixed, "operand_select_muxes") == pytest.approx(4 * 8 * 1.86)
+    assert _per_mac_um2(mixed, "operand_select_muxes") == pytest.approx(4 * 8 * 1.862)
     assert _per_mac_um2(mixed, "extra_buffering") == pytest.approx(_at("register_bit") * 8)
 
 
@@ -135,7 +135,7 @@ def test_selector_is_activation_only_and_counts_instances():
     # half_split of 16 at INT8: 38 CEs (comparator + 2·8 MUX2) and 8 max stages (comparator + 8 MUX2), 4 instances.
     report = design_area(_int8_45nm("8:16", groups=4))
     comparator = 71 * CAL.logic_scaling.factor(40, 45) * 8 / 32  # 32-bit Aladdin comparator at 40 nm → 8 bits, 45 nm
-    per_instance = 38 * (comparator + 16 * 1.86) + 8 * (comparator + 8 * 1.86)
+    per_instance = 38 * (comparator + 16 * 1.862) + 8 * (comparator + 8 * 1.862)
     assert report.component("selection_network").nominal_mm2 * 1e6 == pytest.approx(4 * per_instance)
 
 
@@ -165,7 +165,7 @@ def test_area_scales_with_published_logic_density():
 
 def test_calibration_entries_carry_provenance():
     for entry in [*CAL.area.values(), *CAL.energy.values()]:
-        assert entry.source and entry.date in ("2026-11-29", "2026-12-02") and entry.node_nm in (40, 45)
+        assert entry.source and entry.date in ("2026-11-29", "2026-12-02") and entry.node_nm in (14, 40, 45)
     width = {tag: [e.high / e.low for e in [*CAL.area.values(), *CAL.energy.values()] if f"[{tag}]" in e.source]
              for tag in "VMD"}
     assert min(width["M"]) > max(width["V"]) and min(width["D"]) >= max(width["V"])
@@ -188,7 +188,7 @@ def _broken(tmp_path, old, new):
 
 
 def test_calibration_unknown_key_names_the_path(tmp_path):
-    path = _broken(tmp_path, "    area_um2: 1.86\n", "    area_um2: 1.86\n    aera_um2: 1.9\n")
+    path = _broken(tmp_path, "    area_um2: 1.862\n", "    area_um2: 1.862\n    aera_um2: 1.9\n")
     with pytest.raises(ConfigError, match=r"cells.yaml:\d+: area.mux2.aera_um2: unknown key; did you mean "
                                           r"'area_um2'") as info:
         load_calibration(path)
@@ -196,7 +196,7 @@ def test_calibration_unknown_key_names_the_path(tmp_path):
 
 
 def test_calibration_duplicate_key_names_the_key(tmp_path):
-    path = _broken(tmp_path, "    area_um2: 1.86\n", "    area_um2: 1.86\n    area_um2: 1.9\n")
+    path = _broken(tmp_path, "    area_um2: 1.862\n", "    area_um2: 1.862\n    area_um2: 1.9\n")
     with pytest.raises(ConfigError, match="area_um2: duplicate key") as info:
         load_calibration(path)
     assert info.value.line is not None
@@ -205,7 +205,7 @@ def test_calibration_duplicate_key_names_the_key(tmp_path):
 @pytest.mark.parametrize("old, new, message", [
     ("  half_adder:\n", "  half_addr:\n", "area.half_addr: unknown key"),
     ('32-bit adder, hwcomponents-library aladdin.py [D]"', 'adder"', "half_adder.source: needs a provenance tag"),
-    ("uncertainty: [0.7, 1.4]", "uncertainty: [1.2, 1.4]", "area.mux2.uncertainty: need 0 < low <= 1 <= high"),
+    ("uncertainty: [0.85, 1.3]", "uncertainty: [1.2, 1.4]", "area.mux2.uncertainty: need 0 < low <= 1 <= high"),
     ("exponent: 1.0", "exponent: 1.5", "node_scaling.energy.exponent: 1.5 lies outside"),
     ("[[45, 3.33], [16, 28.88]", "[[45, 3.33], [45, 28.88]", "node_scaling.logic.table: expected"),
     ("    stages: 2\n", "    stages: two\n", "datapath.metadata_pipeline_stages.stages: expected a positive integer"),

@@ -255,7 +255,8 @@ def test_nmsim_validate_reproduces_the_committed_tables(tmp_path, capsys):
     committed = Path(__file__).resolve().parents[2] / "reports" / "validation"
     assert main(["validate", "--out", str(tmp_path)]) == 0
     for name in ("validation.csv", "validation_summary.csv", "validation.parquet", "validation_summary.parquet",
-                 "validation.png", "validation.svg"):
+                 "validation.png", "validation.svg", "area_validation.csv", "area_validation.parquet"):
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name
     out = capsys.readouterr().out
     assert "a100_fp16_square_2of4_slidesparse" in out and "a100_fp16_layernorm_llmcompass" in out
+    assert "stonne_switch" in out and "sta_dbb" in out  # the area model against published ratios
