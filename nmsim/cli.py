@@ -36,6 +36,11 @@ def _int_at_least(low: int):
 
 
 _positive_int = _int_at_least(1)
+
+
+def _max_tokens(text: str) -> int | None:
+    """A positive token count, or ``all`` (None: the whole test split)."""
+    return None if text.strip().lower() == "all" else _positive_int(text)
 _non_negative_int = _int_at_least(0)
 
 
@@ -88,9 +93,9 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--prefill-only", action="store_true", help="leave decode tokens dense")
     parser.add_argument("--seqlen", type=_positive_int, default=512,
                         help="window length in tokens (default: %(default)s)")
-    parser.add_argument("--max-tokens", type=_positive_int, default=defaults["max_tokens"],
-                        help="evaluate only the first max(1, N//seqlen) test windows "
-                             "(default: %(default)s; None = the whole test split)")
+    parser.add_argument("--max-tokens", type=_max_tokens, default=defaults["max_tokens"],
+                        help="evaluate only the first max(1, N//seqlen) test windows; 'all' for the whole test split "
+                             "(default: %(default)s, the same for eval and run)")
     parser.add_argument("--data-dir", help="directory with wiki.test.raw and wiki.valid.raw "
                                            "(default: $NMSIM_DATA, then ../shared/data)")
     parser.add_argument("--batch-size", type=_positive_int, default=1, help="windows per forward pass (default: 1)")
@@ -456,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="perplexity for a grid of dense + pattern × criterion × mitigation × targets"
     )
-    _add_study_arguments(evaluate, {**DEFAULT_STUDY, "patterns": ["8:16"], "mitigations": ["none"], "max_tokens": None})
+    _add_study_arguments(evaluate, {**DEFAULT_STUDY, "patterns": ["8:16"], "mitigations": ["none"]})
     evaluate.set_defaults(handler=_run_study)
 
     capture = commands.add_parser("capture", help="capture activation traces from a real dense or pruned run")

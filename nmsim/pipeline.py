@@ -206,12 +206,20 @@ def trace_stage(model: str, patterns: tuple[Pattern, ...], root: Path, data_dir:
 
 
 # --- stage 3: trace statistics --------------------------------------------------------------------------------------
+def case_patterns(patterns: tuple[Pattern, ...]) -> tuple[Pattern, ...]:
+    """Every pattern the report's cases simulate: the run's, then the sensitivity pair's (which runs whatever
+    ``--patterns`` says), so none of them falls back to the idealised answer unnoticed."""
+    return tuple(dict.fromkeys((*patterns, *(pattern for pattern, _ in sens.PAIR))))
+
+
 def statistics_stage(shape: ModelShape, patterns: tuple[Pattern, ...], root: Path | None,
                      allow_ideal: bool = False) -> dict[Pattern, TraceData | None]:
-    """Each pattern's mask statistics: measured from the model's committed trace, else transplanted from the traced
-    model that stands in for it (:mod:`nmsim.traces.sources`), checked against the model. A sparse pattern with
-    neither stops the run, unless ``allow_ideal`` lets it use the idealised N/M answer (dense needs none)."""
-    traces = {pattern: statistics_for(shape, pattern, root=root) for pattern in patterns}  # a damaged one stops here
+    """Each pattern's mask statistics (``patterns`` and the others the report's cases simulate,
+    :func:`case_patterns`): measured from the model's committed trace, else transplanted from the traced model that
+    stands in for it (:mod:`nmsim.traces.sources`), checked against the model. A sparse pattern with neither stops
+    the run, unless ``allow_ideal`` lets it use the idealised N/M answer (dense needs none)."""
+    traces = {pattern: statistics_for(shape, pattern, root=root)  # a damaged one stops here
+              for pattern in case_patterns(patterns)}
     for pattern, trace in traces.items():
         if trace is not None:
             trace.check_model(shape)
@@ -288,6 +296,7 @@ def tables_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, .
     """Every table of the report, in the order the report lists them; area decisions at ``area_level``."""
     results = simulated.results
     natives = {p: s for p, s in designs.natives.items() if p in patterns}
+    traces = {p: t for p, t in traces.items() if p in patterns}  # the run's patterns (the sensitivity reads results)
     perf = tables.performance(results, designs.designs, patterns)
     areas = tables.area_summary(designs.designs, area_level)
     out = {
@@ -310,7 +319,7 @@ def tables_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, .
 
 
 # --- stage 6: figures and the rendered report -----------------------------------------------------------------------
-def report_stage(result: dict[str, pd.DataFrame], shape: ModelShape, baseline: AcceleratorSpec, command: str,
+def report_stage(result: dict[str, pd.DataFrame], shape: ModelShape, baseline: AcceleratorSpec,
                  target: Path) -> Path:
     """Figures, tables (CSV + Parquet), report.md and report.html, written into a staging folder beside ``target``
     and swapped in at the end, so a failure leaves the previous report as it was."""
@@ -324,7 +333,8 @@ def report_stage(result: dict[str, pd.DataFrame], shape: ModelShape, baseline: A
         written = []
         for name, frame in result.items():
             written += write_table(frame, staging, name)
-        markdown = report_markdown(result, ReportContext(shape.name, baseline.name, command, __version__), written)
+        # the text names no command line: the same inputs give the same report, however it was invoked
+        markdown = report_markdown(result, ReportContext(shape.name, baseline.name, __version__), written)
         atomic_write_text(staging / "report.md", markdown + "\n")
         atomic_write_text(staging / "report.html", report_html(markdown, staging, f"nmsim trade-off report: "
                                                                                    f"{shape.name}"))
@@ -393,7 +403,7 @@ def run(request: RunRequest) -> Path:
         bar.update()
 
         stage("report")  # figures, CSV + Parquet, Markdown and HTML, swapped in whole
-        target = report_stage(result, shape, designs.baseline, request.command, request.out_root / request.name)
+        target = report_stage(result, shape, designs.baseline, request.out_root / request.name)
         bar.update()
     finally:
         bar.close()

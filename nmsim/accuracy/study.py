@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nmsim import __version__
+from nmsim.errors import NmsimError
 from nmsim.accuracy.table import (COLUMNS, KEY_COLUMNS, NOT_APPLICABLE, method_labels, read_rows,  # noqa: F401
                                   row_key, write_tables)
 from nmsim.llm.data import evaluation_windows, load_split
@@ -119,6 +120,7 @@ def run_study(
     out_prefix = Path(out_prefix)
     split = load_split("test", settings.data_dir)
     rows = [] if recompute else read_rows(out_prefix.with_suffix(".csv"))
+    _check_settings(rows, {"seqlen_tokens": settings.seqlen, "data": split.name}, out_prefix.with_suffix(".csv"))
     lm = load_model(settings.model)
     windows = evaluation_windows(lm.token_ids(split), settings.seqlen, bos_id=lm.window_bos,
                                  max_tokens=settings.max_tokens)
@@ -139,6 +141,7 @@ def run_study(
     if command:
         meta["command"] = command
     common = {"model": lm.name, "seqlen_tokens": settings.seqlen, "tokens_evaluated": tokens, "data": split.name}
+    _check_settings(rows, common, out_prefix.with_suffix(".csv"))
     done = {row_key(r) for r in rows}
     stats = None
     for index, config in enumerate(tqdm(grid, desc="accuracy grid", unit="row")):
@@ -161,6 +164,18 @@ def run_study(
         write_tables(rows, out_prefix, json_path, meta)
         log.info("%s: perplexity %.4f", label, row["perplexity"])
     return write_tables(rows, out_prefix, json_path, meta)
+
+
+def _check_settings(rows: list[dict], common: dict[str, object], csv_path: Path) -> None:
+    """One table, one setting: refuse to add rows evaluated otherwise (model, window length, tokens, data) to a
+    table whose rows, header and deltas describe another."""
+    for row in rows:
+        differ = [key for key, value in common.items() if str(row[key]) != str(value)]
+        if differ:
+            have = ", ".join(f"{key} {row[key]}" for key in differ)
+            want = ", ".join(f"{key} {common[key]}" for key in differ)
+            raise NmsimError(f"{csv_path}: its rows were evaluated with {have}; this run has {want}. Write these "
+                             "rows to another table (--out PREFIX), or pass --recompute to start this one over")
 
 
 def targets_from_args(presets: list[str], layers: str | None, exclude_layers: str | None, prefill_only: bool):
