@@ -189,3 +189,18 @@ def test_narrowed_patterns_keep_the_sensitivity_pair_on_its_traces(tmp_path, mon
     pd.testing.assert_frame_equal(narrow_sens, full_sens)
     assert "16:32" not in set(pd.read_csv(narrow / "performance.csv").pattern)  # the tables keep to the run's
     assert "16of32" in pd.read_csv(narrow / "inputs.csv").to_string()  # the trace it read is listed
+
+
+def test_a_users_design_beside_the_presets_reads_plainly(tmp_path, monkeypatch):
+    """A regression test: with a user's 8:16 design in the run the conclusion read "native 8:16 is dominated … by
+    act-8of16 8:16; on the accuracy vs area front"; it now names the design it speaks of and joins its clauses."""
+    monkeypatch.chdir(REPO)
+    mine = tmp_path / "my-8of16.yaml"
+    mine.write_text("base: act-8of16\nname: my-8of16\ndescription: a user's 8:16 design\n"
+                    "sparsity: {selector_groups_per_cycle: 8}\n", encoding="utf-8")
+    folder = pipeline.run(_request(tmp_path, name="mine", patterns=("8:16", "16:32"),
+                                   designs=("a100-dense", str(mine), "act-8of16", "act-16of32")))
+    text = (folder / "report.md").read_text(encoding="utf-8")
+    (line,) = [x for x in text.splitlines() if x.startswith("**Conclusion for")]
+    assert "native 8:16 (my-8of16) is " in line and "; on the" not in line and "; dominated" not in line
+    assert "front" in line

@@ -188,9 +188,11 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
         rivals = trade[(trade.perplexity <= main.perplexity) & (trade.pattern != "dense")
                        & (sign * trade[x] <= sign * main[x])
                        & ((trade.perplexity < main.perplexity) | (trade[x] != main[x]))]
-        names = ", ".join(f"{r.design} {r.pattern}" for r in rivals.itertuples())
-        fronts.append(f"dominated on {what} by {names}")
-    lines.insert(0, f"**Conclusion for {model}:** native 8:16 is " + "; ".join(fronts) + ". "
+        names = [f"{r.design} {r.pattern}" for r in rivals.itertuples()]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        fronts.append(f"dominated on {what} (by {listed})")
+    # the design is named: with a user's design beside the presets, "native 8:16" alone is ambiguous
+    lines.insert(0, f"**Conclusion for {model}:** native 8:16 ({main.design}) is " + ", and ".join(fronts) + ". "
                  + ("; ".join(verdict) + "." if verdict else ""))
     if even is not None and len(even):
         crossing = even[even.break_even_x.notna()]
