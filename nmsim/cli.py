@@ -15,7 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nmsim import __version__
 from nmsim.errors import NmsimError
-from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL, PROJECTIONS
+from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL, PROJECTIONS, TARGET_MODELS
 
 log = logging.getLogger("nmsim")
 
@@ -36,6 +36,17 @@ def _int_at_least(low: int):
 
 
 _positive_int = _int_at_least(1)
+
+
+def _pattern_pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """'8:16/16:32,2:4/8:16' → (("8:16", "16:32"), ("2:4", "8:16")); each item must be A/B."""
+    pairs = []
+    for item in _csv(text):
+        parts = [p.strip() for p in item.split("/")]
+        if len(parts) != 2 or not all(parts):
+            raise NmsimError(f"--sensitivity-pairs: {item!r} is not A/B (write e.g. 8:16/16:32)")
+        pairs.append((parts[0], parts[1]))
+    return tuple(pairs)
 
 
 def _max_tokens(text: str) -> int | None:
@@ -160,7 +171,10 @@ def _run(args: argparse.Namespace) -> int:
                          trace_root=Path(args.trace_root) if args.trace_root else RunRequest.trace_root,
                          sweep=args.sweep, out_root=Path(args.report_root), command=args.command_line,
                          workers=args.workers, scheduler=args.scheduler, allow_ideal=args.ideal, study=study,
-                         recapture=args.recompute, area_level=args.area_level)
+                         recapture=args.recompute, area_level=args.area_level,
+                         target_models=() if args.target_models.strip().lower() == "none"
+                         else tuple(_csv(args.target_models)),
+                         sensitivity_pairs=_pattern_pairs(args.sensitivity_pairs))
     try:
         run(request)
     except KeyboardInterrupt:
@@ -190,7 +204,10 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default=BASELINE_DESIGN, help="dense baseline design (default: %(default)s)")
     parser.add_argument("--accuracy", type=Path, nargs="*",
                         help="more accuracy tables whose rows compete for the best method per pattern, besides "
-                             "--out's (default: reports/study_smollm2_16k.csv when it exists)")
+                             "--out's; a table with rows of a target model (e.g. from `nmsim eval` on the real 8B "
+                             "model) is that target's accuracy, otherwise the traced model's rows stand in as a proxy "
+                             "(default: reports/study_smollm2_16k.csv and reports/study_gemma3_16k.csv where they "
+                             "exist)")
     parser.add_argument("--trace-root", help="committed traces (default: the package's, traces/ in a checkout)")
     parser.add_argument("--ideal", action="store_true",
                         help="patterns without a trace use the idealised N/M answer (default: a missing trace "
@@ -202,6 +219,14 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--area-level", choices=["datapath", "core", "die"], default="die",
                         help="the area the decision metric (speedup / (1 + area overhead)) divides by: the MAC "
                              "datapath, one core (SM) or the die (default: %(default)s)")
+    parser.add_argument("--sensitivity-pairs", default="",
+                        help="pattern pairs the hardware sensitivity compares, A/B comma-separated (e.g. "
+                             "'8:16/16:32,2:4/8:16'), each on its native design among --designs (default: 8:16/16:32 "
+                             "when the designs have both)")
+    parser.add_argument("--target-models", default=",".join(TARGET_MODELS),
+                        help="models reported end to end at deployment scale: presets, config.json files or model "
+                             "directories, comma-separated, or 'none' (default: the seed study's four and the traced "
+                             "models, %(default)s)")
 
 
 def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ totals, area.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -37,8 +38,9 @@ from nmsim.hw.spec import AcceleratorSpec
 from nmsim.io import atomic_write_text, write_table
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import (BASELINE_DESIGN, DEFAULT_MODEL, REPORT_PATTERNS, STUDY_CRITERIA, STUDY_MAX_TOKENS,
-                            STUDY_MITIGATIONS, STUDY_PATTERNS, STUDY_TARGETS, TRACE_ROOT, ModelShape, band_source,
-                            design_names, find_model, model_shape)
+                            STUDY_MITIGATIONS, STUDY_PATTERNS, STUDY_TARGETS, TARGET_MODELS, TRACE_ROOT, ModelShape,
+                            band_source, design_names, find_model, model_shape)
+from nmsim.report import deployment as dep
 from nmsim.report import sensitivity as sens
 from nmsim.report import tables
 from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
@@ -53,7 +55,8 @@ from nmsim.traces.sources import missing_message, statistics_for
 log = logging.getLogger(__name__)
 
 REPORTS = Path("reports")
-STUDY_TABLES = (REPORTS / "study_smollm2_16k.csv",)  # committed study rows that join the main job's own table
+# committed study rows that join the main job's own table (Gemma 3 270M's stand in for the Gemma targets)
+STUDY_TABLES = (REPORTS / "study_smollm2_16k.csv", REPORTS / "study_gemma3_16k.csv")
 
 
 # --- requests --------------------------------------------------------------------------------------------------------
@@ -110,10 +113,14 @@ class RunRequest:
     study: AccuracyRequest | None = None  # the accuracy stage; None: use the tables in ``accuracy`` as they are
     recapture: bool = False  # capture the traces of ``patterns`` again
     area_level: str = "die"  # the area the decision metric divides by: datapath, core or die
+    target_models: tuple[str, ...] = TARGET_MODELS  # end to end at deployment scale; () = none
+    sensitivity_pairs: tuple[tuple[Pattern, Pattern], ...] = ()  # () = 8:16 vs 16:32 where the run has both
 
     def __post_init__(self) -> None:  # patterns become values at the boundary, dense first, no repeats
         patterns = tuple(dict.fromkeys(parse_pattern(p) for p in (Pattern.dense(), *self.patterns)))
         object.__setattr__(self, "patterns", patterns)
+        pairs = tuple(dict.fromkeys((parse_pattern(a), parse_pattern(b)) for a, b in self.sensitivity_pairs))
+        object.__setattr__(self, "sensitivity_pairs", pairs)
 
 
 @dataclass(frozen=True)
@@ -206,20 +213,22 @@ def trace_stage(model: str, patterns: tuple[Pattern, ...], root: Path, data_dir:
 
 
 # --- stage 3: trace statistics --------------------------------------------------------------------------------------
-def case_patterns(patterns: tuple[Pattern, ...]) -> tuple[Pattern, ...]:
-    """Every pattern the report's cases simulate: the run's, then the sensitivity pair's (which runs whatever
-    ``--patterns`` says), so none of them falls back to the idealised answer unnoticed."""
-    return tuple(dict.fromkeys((*patterns, *(pattern for pattern, _ in sens.PAIR))))
+def case_patterns(patterns: tuple[Pattern, ...], pairs: tuple[sens.Pair, ...] | None = None) -> tuple[Pattern, ...]:
+    """Every pattern the report's cases simulate: the run's, then the sensitivity pairs' (which run whatever
+    ``--patterns`` says; None: the default pair), so none of them falls back to the idealised answer unnoticed."""
+    extra = sens.DEFAULT_PAIR if pairs is None else tuple(p for pair in pairs for p in (pair.a, pair.b))
+    return tuple(dict.fromkeys((*patterns, *extra)))
 
 
 def statistics_stage(shape: ModelShape, patterns: tuple[Pattern, ...], root: Path | None,
-                     allow_ideal: bool = False) -> dict[Pattern, TraceData | None]:
+                     allow_ideal: bool = False, pairs: tuple[sens.Pair, ...] | None = None
+                     ) -> dict[Pattern, TraceData | None]:
     """Each pattern's mask statistics (``patterns`` and the others the report's cases simulate,
     :func:`case_patterns`): measured from the model's committed trace, else transplanted from the traced model that
     stands in for it (:mod:`nmsim.traces.sources`), checked against the model. A sparse pattern with neither stops
     the run, unless ``allow_ideal`` lets it use the idealised N/M answer (dense needs none)."""
     traces = {pattern: statistics_for(shape, pattern, root=root)  # a damaged one stops here
-              for pattern in case_patterns(patterns)}
+              for pattern in case_patterns(patterns, pairs)}
     for pattern, trace in traces.items():
         if trace is not None:
             trace.check_model(shape)
@@ -265,36 +274,66 @@ class Simulated:
 
     results: SimulationResults
     sweep: pd.DataFrame | None  # a parameter sweep's points, when the run has one
+    deployment: Deployment | None = None  # the target models end to end, when the run has targets
+    validation: pd.DataFrame | None = None  # the performance model against the packaged GPU measurements
 
 
-def report_cases(designs: Designs, patterns: tuple[Pattern, ...], traces: dict[Pattern, TraceData | None]
-                 ) -> list[SimCase]:
-    """Every case the report's tables and the sensitivity analysis read."""
+@dataclass(frozen=True)
+class Deployment:
+    """The target models at deployment scale (:mod:`nmsim.report.deployment`)."""
+
+    targets: list[dep.Target]
+    pairs: list[tuple[AcceleratorSpec, Pattern]]
+    table: pd.DataFrame
+    band: pd.DataFrame
+
+
+def deployment_stage(targets: list[dep.Target], designs: Designs, patterns: tuple[Pattern, ...],
+                     workers: int | None = None) -> Deployment | None:
+    """Every target model end to end in every deployment scenario, and the statistics' band."""
+    if not targets:
+        return None
+    runnable = tuple(p for p in patterns if p.kind in ("dense", "nm"))
+    pairs = dep.deployment_pairs(designs.designs, designs.baseline, designs.natives, runnable)
+    table = dep.run_deployment(targets, pairs, designs.baseline, workers=workers)
+    band = dep.band_table(targets, pairs, designs.baseline, table, workers=workers)
+    return Deployment(targets, pairs, table, band)
+
+
+def report_cases(designs: Designs, patterns: tuple[Pattern, ...], traces: dict[Pattern, TraceData | None],
+                 pairs: tuple[sens.Pair, ...] | None = None) -> list[SimCase]:
+    """Every case the report's tables and the sensitivity analysis read (``pairs``: None, the default pair)."""
+    pairs = sens.run_pairs(designs.natives) if pairs is None else pairs
     natives = {p: s for p, s in designs.natives.items() if p in patterns}
     return (tables.performance_cases(designs.designs, patterns)
             + tables.io_format_cases(traces, natives)
             + tables.layer_speedup_cases(tables.layer_cases(natives, designs.designs))
-            + sens.sensitivity_cases())
+            + sens.sensitivity_cases(pairs))
 
 
 def simulation_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, ...],
                      traces: dict[Pattern, TraceData | None], sweep: SweepPlan | None = None, *,
                      trace_root: Path | None = TRACE_ROOT, workers: int | None = None,
-                     scheduler: str | None = None) -> Simulated:
+                     scheduler: str | None = None, pairs: tuple[sens.Pair, ...] | None = None) -> Simulated:
     """Run every case the report needs, each once (and the sweep's points, on local cores or a Dask cluster)."""
-    results = simulate_cases(report_cases(designs, patterns, traces), shape, baseline=designs.baseline,
+    results = simulate_cases(report_cases(designs, patterns, traces, pairs), shape, baseline=designs.baseline,
                              traces=traces)
     log.info("simulated %d whole-model cases", len(results.totals))
     points = run_sweep(sweep, workers=workers, scheduler=scheduler, trace_root=trace_root) if sweep else None
-    return Simulated(results, points)
+    from nmsim.sim.validation import package_sets, validate  # the validation figure of `nmsim validate`
+
+    validation, _ = validate(package_sets())
+    return Simulated(results, points, validation=validation)
 
 
 # --- stage 5: tables ------------------------------------------------------------------------------------------------
 def tables_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, ...],
                  traces: dict[Pattern, TraceData | None], simulated: Simulated, accuracy_rows: pd.DataFrame,
-                 inputs: pd.DataFrame, area_level: str = "die") -> dict[str, pd.DataFrame]:
+                 inputs: pd.DataFrame, area_level: str = "die", pairs: tuple[sens.Pair, ...] | None = None
+                 ) -> dict[str, pd.DataFrame]:
     """Every table of the report, in the order the report lists them; area decisions at ``area_level``."""
     results = simulated.results
+    pairs = sens.run_pairs(designs.natives) if pairs is None else pairs
     natives = {p: s for p, s in designs.natives.items() if p in patterns}
     traces = {p: t for p, t in traces.items() if p in patterns}  # the run's patterns (the sensitivity reads results)
     perf = tables.performance(results, designs.designs, patterns)
@@ -308,12 +347,23 @@ def tables_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, .
         "io_formats": tables.io_formats(traces, natives, results),
         "decode_fetch": tables.decode_fetch(traces, shape),
         "layers": tables.layer_speedups(tables.layer_cases(natives, designs.designs), results),
-        "sensitivity": sens.sensitivity(results, area_level=area_level),
+        "sensitivity": sens.sensitivity(results, pairs, area_level=area_level),
     }
     out["break_even"] = sens.break_even(out["sensitivity"])
     if simulated.sweep is not None:
         out["sweep"] = simulated.sweep
     out["tradeoff"] = tables.tradeoff(perf, areas, out["accuracy"], simulated.sweep)
+    deployment = simulated.deployment
+    if deployment is not None:
+        out["targets"] = dep.targets_table(deployment.targets, accuracy_rows, tables.best_accuracy)
+        out["deployment"] = deployment.table
+        out["deployment_band"] = deployment.band
+        out["deployment_fronts"] = dep.fronts(deployment.table, deployment.targets, deployment.pairs, accuracy_rows,
+                                              tables.best_accuracy, area_level)
+        out["deployment_summary"] = dep.summary(deployment.table, out["deployment_fronts"], deployment.band,
+                                                designs.natives)
+    if simulated.validation is not None:
+        out["validation"] = simulated.validation
     out["inputs"] = inputs
     return out
 
@@ -360,7 +410,7 @@ def _swap_in(staging: Path, target: Path) -> None:
 # --- nmsim run ------------------------------------------------------------------------------------------------------
 def run(request: RunRequest) -> Path:
     """The main job, stage by stage; returns the report folder."""
-    stages = ["inputs", "accuracy", "traces", "statistics", "simulation", "tables", "report"]
+    stages = ["inputs", "accuracy", "traces", "statistics", "simulation", "deployment", "tables", "report"]
     bar = tqdm(total=len(stages), desc="nmsim run", unit="stage")
 
     def stage(name: str) -> None:
@@ -370,6 +420,7 @@ def run(request: RunRequest) -> Path:
     try:
         stage("inputs")  # designs, model shape and sweep plan first: bad input stops before any work
         designs = load_designs(request.designs, request.baseline, request.patterns)
+        pairs = sens.run_pairs(designs.natives, request.sensitivity_pairs)
         shape = model_shape(request.model)
         plan = load_sweep(request.sweep) if request.sweep is not None else None
         bar.update()
@@ -388,18 +439,24 @@ def run(request: RunRequest) -> Path:
         bar.update()
 
         stage("statistics")  # each pattern's trace statistics, checked against the model
-        traces = statistics_stage(shape, request.patterns, request.trace_root, request.allow_ideal)
+        traces = statistics_stage(shape, request.patterns, request.trace_root, request.allow_ideal, pairs)
+        runnable = tuple(p for p in request.patterns if p.kind in ("dense", "nm"))
+        targets = dep.load_targets(request.target_models, runnable, request.trace_root)
         bar.update()
 
         stage("simulation")  # every case once
         simulated = simulation_stage(shape, designs, request.patterns, traces, plan, trace_root=request.trace_root,
-                                     workers=request.workers, scheduler=request.scheduler)
+                                     workers=request.workers, scheduler=request.scheduler, pairs=pairs)
+        bar.update()
+
+        stage("deployment")  # the target models end to end in the deployment scenarios
+        simulated = dataclasses.replace(simulated, deployment=deployment_stage(targets, designs, request.patterns))
         bar.update()
 
         stage("tables")  # from the results; nothing simulates after this
         inputs = tables.inputs(designs.designs, traces, accuracy, request.sweep)
         result = tables_stage(shape, designs, request.patterns, traces, simulated, accuracy_rows, inputs,
-                              request.area_level)
+                              request.area_level, pairs)
         bar.update()
 
         stage("report")  # figures, CSV + Parquet, Markdown and HTML, swapped in whole

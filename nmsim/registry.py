@@ -53,6 +53,14 @@ PREFILL_BATCHES = (1, 8)  # sequences of PREFILL_SEQ_TOKENS
 DECODE_BATCHES = (1, 4, 16, 64)  # sequences decoding one token each
 PREFILL_SEQ_TOKENS = 512
 
+# The report's deployment scale (nmsim run --target-models): the seed study's models plus the traced ones, end to end
+# in these scenarios; a model that does not fit one device runs tensor-parallel on the fewest that hold it.
+SEED_MODELS = ("llama-2-7b", "llama-3.1-8b", "qwen2.5-7b", "gemma-3-4b")
+DEPLOYMENT_PREFILL_TOKENS = (512, 2048, 8192)  # prompt tokens of one sequence (time to first token)
+DEPLOYMENT_DECODE_BATCHES = (1, 8, 64, 256)  # sequences decoding together (time per output token)
+DEPLOYMENT_DECODE_CONTEXTS = (2048, 32768)  # context the decode steps start from
+DEPLOYMENT_DECODE_STEPS = 16  # decode steps averaged per scenario
+
 # The committed trace set: dense, and each study pattern pruned by magnitude with and without median shift.
 COMMITTED_CRITERION = "magnitude"
 COMMITTED_METHODS: tuple[tuple[Pattern, str], ...] = ((Pattern.dense(), "none"),) + tuple(
@@ -148,6 +156,7 @@ def models() -> dict[str, ModelEntry]:
 
 
 TRACED_MODELS = ("smollm2-135m", "gemma3-270m")  # models with committed traces and profiles (traces/)
+TARGET_MODELS = (*SEED_MODELS, *TRACED_MODELS)  # nmsim run's default --target-models
 FAMILY_SOURCE = {"gemma": "gemma3-270m"}  # the traced model closest to each family; any other: smollm2-135m
 
 

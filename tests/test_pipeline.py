@@ -37,7 +37,7 @@ def test_nmsim_run_reproduces_the_committed_report(tmp_path, monkeypatch):
     assert main(["run", "--report-root", str(out)]) == 0
     written = out / "smollm2-135m"
     expected = _files(COMMITTED)
-    assert len(expected) == 12 * 2 + 8 * 2
+    assert len(expected) == 18 * 2 + 12 * 2  # tables (CSV + Parquet) and figures (PNG + SVG)
     assert _files(written) == expected
     # the text too: it names no command line, so a plain `nmsim run` leaves the tracked report as it is
     assert (written / "report.md").read_text() == (COMMITTED / "report.md").read_text()
@@ -46,7 +46,7 @@ def test_nmsim_run_reproduces_the_committed_report(tmp_path, monkeypatch):
 
 def _request(tmp: Path, **changes) -> RunRequest:
     settings = {"name": "small", "designs": SMALL, "accuracy": (REPO / "reports" / "accuracy.csv",),
-                "out_root": tmp / "reports", "command": "pytest"}
+                "out_root": tmp / "reports", "command": "pytest", "target_models": ()}
     return RunRequest(**{**settings, **changes})
 
 
@@ -86,7 +86,7 @@ def test_the_report_stages_read_results_and_never_simulate(tmp_path, monkeypatch
     inputs = tables.inputs(designs.designs, traces, request.accuracy, None)
     result = pipeline.tables_stage(shape, designs, request.patterns, traces, simulated, accuracy, inputs)
     target = pipeline.report_stage(result, shape, designs.baseline, tmp_path / "alone")
-    assert (target / "report.md").is_file() and len(list((target / "figures").glob("*.png"))) == 8
+    assert (target / "report.md").is_file() and len(list((target / "figures").glob("*.png"))) == 9  # + validation
     perf = result["performance"]
     assert set(perf.design) == set(SMALL) and set(perf.pattern) == {"dense", "8:16", "16:32"}
 
@@ -185,7 +185,8 @@ def test_narrowed_patterns_keep_the_sensitivity_pair_on_its_traces(tmp_path, mon
     narrow = pipeline.run(_request(tmp_path, name="narrow", patterns=("2:4", "8:16")))
     full = pipeline.run(_request(tmp_path, name="full", patterns=("2:4", "8:16", "16:32")))
     narrow_sens, full_sens = (pd.read_csv(folder / "sensitivity.csv") for folder in (narrow, full))
-    assert set(narrow_sens["statistics_act-16of32"]) == {"measured (smollm2-135m_16of32_magnitude_none)"}
+    assert set(narrow_sens.design_b) == {"act-16of32"}
+    assert set(narrow_sens["statistics_b"]) == {"measured (smollm2-135m_16of32_magnitude_none)"}
     pd.testing.assert_frame_equal(narrow_sens, full_sens)
     assert "16:32" not in set(pd.read_csv(narrow / "performance.csv").pattern)  # the tables keep to the run's
     assert "16of32" in pd.read_csv(narrow / "inputs.csv").to_string()  # the trace it read is listed
@@ -204,3 +205,24 @@ def test_a_users_design_beside_the_presets_reads_plainly(tmp_path, monkeypatch):
     (line,) = [x for x in text.splitlines() if x.startswith("**Conclusion for")]
     assert "native 8:16 (my-8of16) is " in line and "; on the" not in line and "; dominated" not in line
     assert "front" in line
+
+
+def test_sensitivity_runs_on_the_pairs_asked_for_with_units(tmp_path, monkeypatch):
+    """The sensitivity runs on the run's own native designs and on every pair asked for; x carries its unit (a
+    value width is bits, not a factor)."""
+    monkeypatch.chdir(REPO)
+    folder = pipeline.run(_request(tmp_path, name="pairs", patterns=("2:4", "8:16", "16:32"),
+                                   sensitivity_pairs=(("2:4", "8:16"), ("8:16", "16:32"))))
+    table = pd.read_csv(folder / "sensitivity.csv")
+    assert list(dict.fromkeys(table.pair)) == ["2:4 vs 8:16", "8:16 vs 16:32"]
+    assert set(table[table.pair == "2:4 vs 8:16"].design_a) == {"act-2of4"}
+    width = table[table.parameter == "compute.value_bits"]
+    assert set(width.unit) == {"bits"} and set(width.x) == {4, 8, 16}
+    assert set(table[table.parameter != "compute.value_bits"].unit) == {"× preset"}
+    assert not table.label.str.contains("×").any()
+    even = pd.read_csv(folder / "break_even.csv")
+    assert set(even.pair) == set(table.pair) and "unit" in even
+    figures = {p.name for p in (folder / "figures").glob("sensitivity_*.png")}
+    assert figures == {"sensitivity_2of4_vs_8of16.png", "sensitivity_8of16_vs_16of32.png"}
+    with pytest.raises(pipeline.NmsimError, match="no native activation design for 4:8"):
+        pipeline.run(_request(tmp_path, name="bad", patterns=("8:16", "16:32"), sensitivity_pairs=(("4:8", "8:16"),)))

@@ -215,3 +215,15 @@ def gemm_energy(counts: ActionCounts, spec: AcceleratorSpec, calibration: Calibr
                        for name, kind, terms, note in parts)
     total = value_range(tuple(t for _, _, terms, _ in parts for t in terms), node, scaling)
     return EnergyReport(spec.name, node, components, *total)
+
+
+def kernel_energy_pJ(spec: AcceleratorSpec, tensor_flops: float, vector_flops: float, offchip_bytes: float,
+                     calibration: Calibration | None = None) -> float:
+    """Energy of the non-GEMM work of a step (attention, norms, activations, softmax, communication): its
+    tensor-core FLOPs at the design's MAC (2 FLOPs each, :func:`mac_terms`), its vector FLOPs at an FP32 FMA (a
+    multiply and an add per 2 FLOPs), and its bytes through the outermost level with their wires; pJ at the
+    design's node. Register files and operand delivery inside a core are not counted, as for the GEMMs."""
+    cal = calibration if calibration is not None else load_calibration()
+    counts = ActionCounts(macs=tensor_flops / 2, bytes_by_level=((spec.memory[0].name, offchip_bytes),))
+    fma = ((cal.energy["fp32_multiply"], vector_flops / 2), (cal.energy["fp32_add"], vector_flops / 2))
+    return gemm_energy(counts, spec, cal).total_pJ + value_range(fma, spec.technology_nm, cal.energy_scaling)[0]

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from nmsim.patterns import parse_pattern
 from nmsim.registry import REPORT_PATTERNS
 from nmsim.io import atomic_write_bytes
 from nmsim.parallel import fork_map
@@ -84,8 +86,11 @@ def accuracy_vs_area(tradeoff: pd.DataFrame) -> plt.Figure:
     _annotate(ax, points, "area_overhead_pct")
     front = _front(ax, sparse, "area_overhead_pct", "pareto_area", True)
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis, minor=True)
     ax.margins(x=0.15)  # room for the labels
-    ax.set_xlabel("datapath area over the dense datapath (%)")
+    level = points.area_level.dropna().iloc[0] if "area_level" in points and points.area_level.notna().any() \
+        else "datapath"
+    ax.set_xlabel(f"{level} area over the same {level} without N:M support (%)")
     ax.set_ylabel("WikiText-2 perplexity (log scale, lower is better)")
     ax.set_title("Accuracy vs area (front among sparse designs; dense is the reference)", fontsize=9)
     _pattern_legend(ax, points, front)
@@ -104,6 +109,7 @@ def accuracy_vs_speedup(tradeoff: pd.DataFrame) -> plt.Figure:
                            label="roofline estimate")]
     front = _front(ax, points, "prefill_speedup", "pareto_speedup", False)
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis, minor=True)
     ax.margins(x=0.15)
     ax.set_xlabel("prefill speedup over the same design run dense (×, 512 tokens)")
     ax.set_ylabel("WikiText-2 perplexity (log scale, lower is better)")
@@ -154,8 +160,10 @@ def bytes_per_level(performance: pd.DataFrame, levels: list[str]) -> plt.Figure:
         ax.set_xticks(range(len(rows)), labels, rotation=70, ha="right", fontsize=6)
         ax.set_title(f"{level}", fontsize=9)
         ax.set_ylabel("MB moved per 512-token prefill")
-    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.legend(*np.atleast_1d(axes)[0].get_legend_handles_labels(), fontsize=7, loc="lower center",
+               ncol=len(parts), frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("Bytes moved per memory level (outermost first)")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -179,25 +187,32 @@ def area_breakdown(components: pd.DataFrame) -> plt.Figure:
     mixed = len(set(nodes.values())) > 1
     ax.set_title("Area breakdown per design" + (": designs at different nodes (labels), not like for like"
                                                 if mixed else ""), fontsize=9 if mixed else None)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
 def layer_heatmap(layers: pd.DataFrame) -> plt.Figure:
+    """Per native design: each layer's prefill speedup over that projection's mean over the layers, so the colours
+    show how the masks vary with depth (a projection's shape sets its level, which the tick labels give)."""
     designs = list(dict.fromkeys(layers.design))
     projections = list(dict.fromkeys(layers.projection))
-    fig, axes = plt.subplots(1, len(designs), figsize=(2.2 * len(designs) + 1, 5.5), sharey=True)
-    vmin, vmax = layers.speedup_vs_dense_same_design.min(), layers.speedup_vs_dense_same_design.max()
-    image = None
-    for ax, design in zip(np.atleast_1d(axes), designs):
+    fig, axes = plt.subplots(1, len(designs), figsize=(2.4 * len(designs) + 1, 5.8), sharey=True)
+    grids = {}
+    for design in designs:
         grid = layers[layers.design == design].pivot(index="layer", columns="projection",
                                                      values="speedup_vs_dense_same_design")[projections]
-        image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
-        ax.set_xticks(range(len(projections)), projections, rotation=90, fontsize=7)
+        grids[design] = (grid, grid.mean(axis=0))
+    spread = max(float(np.nanmax(np.abs(grid / mean - 1).to_numpy())) for grid, mean in grids.values()) or 1e-3
+    image = None
+    for ax, design in zip(np.atleast_1d(axes), designs):
+        grid, mean = grids[design]
+        image = ax.imshow(100 * (grid / mean - 1).to_numpy(), aspect="auto", cmap="RdBu",
+                          vmin=-100 * spread, vmax=100 * spread)
+        ax.set_xticks(range(len(projections)), [f"{p} {mean[p]:.2f}×" for p in projections], rotation=90, fontsize=7)
         ax.set_title(f"{design}\n{layers[layers.design == design].pattern.iloc[0]}", fontsize=8)
         ax.grid(False)
     np.atleast_1d(axes)[0].set_ylabel("decoder layer")
-    fig.colorbar(image, ax=axes, label="prefill speedup over dense (×)")
+    fig.colorbar(image, ax=axes, label="prefill speedup vs the projection's mean over layers (%)")
     return fig
 
 
@@ -219,23 +234,142 @@ def decode_fetch(fetch: pd.DataFrame) -> plt.Figure:
 
 
 def sensitivity(table: pd.DataFrame) -> plt.Figure:
+    """One pair's ratio of throughput per area against each parameter, one panel per phase."""
+    a, b = table.pattern_a.iloc[0], table.pattern_b.iloc[0]
     phases = list(dict.fromkeys(table.phase))
     fig, axes = plt.subplots(1, len(phases), figsize=(5.5 * len(phases), 4.2), sharey=True)
     for ax, phase in zip(np.atleast_1d(axes), phases):
         part = table[table.phase == phase]
         for _, rows in part.groupby("parameter", sort=False):
-            ax.plot(rows.x_relative, rows.efficiency_ratio, marker="o", label=rows.label.iloc[0])
+            unit = rows.unit.iloc[0]
+            values = ", ".join(f"{v:g}" for v in rows.x)
+            label = rows.label.iloc[0] + (f" ({values} {unit}, over the preset)" if unit != "× preset" else "")
+            ax.plot(rows.x_relative, rows.efficiency_ratio, marker="o", label=label)
         ax.axhline(1.0, color="black", linewidth=1)
-        ax.text(0.02, 1.0, " break-even: 16:32 as efficient as 8:16", fontsize=7, va="bottom",
+        ax.text(0.02, 1.0, f" break-even: {b} as efficient as {a}", fontsize=7, va="bottom",
                 transform=ax.get_yaxis_transform())
         ax.set_xscale("log", base=2)
         ax.set_xlabel("parameter × its preset value")
         batch = part.batch.iloc[0]
         ax.set_title(f"{phase}, batch {batch}", fontsize=9)
-    np.atleast_1d(axes)[0].set_ylabel("16:32 ÷ 8:16 throughput per datapath area")
+    np.atleast_1d(axes)[0].set_ylabel(f"{b} ÷ {a} throughput per area ({table.design_b.iloc[0]} ÷ "
+                                      f"{table.design_a.iloc[0]})")
     np.atleast_1d(axes)[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle("Which parameter moves the 8:16-vs-16:32 decision (one at a time, others at preset)")
+    fig.suptitle(f"Which parameter moves the {a}-vs-{b} decision (one at a time, others at preset)")
     return fig
+
+
+def sensitivity_figures(table: pd.DataFrame) -> list[tuple[str, Callable[[], plt.Figure]]]:
+    """One sensitivity figure per pattern pair of the table: (name, draw)."""
+    if table is None or table.empty:
+        return []
+    jobs = []
+    for _, part in table.groupby("pair", sort=False):
+        slug = f"{parse_pattern(part.pattern_a.iloc[0]).slug}_vs_{parse_pattern(part.pattern_b.iloc[0]).slug}"
+        jobs.append((f"sensitivity_{slug}", lambda part=part: sensitivity(part)))
+    return jobs
+
+
+def _series_label(operand: str, pattern: str, design: str) -> str:
+    return f"{pattern} weight ({design})" if operand == "weight" else pattern
+
+
+def deployment_latency(table: pd.DataFrame) -> plt.Figure:
+    """Time to first token (prefill 2k) and decode tokens/s (B=64 at 2k) per target model and pattern."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    models = list(dict.fromkeys(table.model))
+    series = list(dict.fromkeys(zip(table.operand, table.pattern, table.design)))
+    width = 0.8 / max(len(series), 1)
+    for ax, scenario, column, label in ((axes[0], "prefill 2k", "ttft_ms", "time to first token, 2k prompt (ms)"),
+                                        (axes[1], "decode B=64 @ 2k", "tokens_per_s",
+                                         "decode tokens/s, batch 64 at 2k context")):
+        part = table[table.scenario == scenario]
+        for index, (operand, pattern, design) in enumerate(series):
+            values = [part[(part.model == m) & (part.pattern == pattern) & (part.design == design)][column]
+                      for m in models]
+            heights = [v.iloc[0] if len(v) else np.nan for v in values]
+            ax.bar(np.arange(len(models)) + (index - (len(series) - 1) / 2) * width, heights, width,
+                   color=PATTERN_COLORS.get(pattern, "gray"), hatch="//" if operand == "weight" else None,
+                   edgecolor="white", label=_series_label(operand, pattern, design))
+        ax.set_xticks(np.arange(len(models)), models, rotation=20, ha="right")
+        ax.set(ylabel=label, yscale="log", title=scenario)
+        _plain_log_ticks(ax.yaxis)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle("End to end on the target models (fewest devices that hold them)")
+    fig.tight_layout()
+    return fig
+
+
+def deployment_decode_batch(table: pd.DataFrame) -> plt.Figure:
+    """Decode speedup over the same design dense against batch (2k context), one panel per target model: where
+    activation sparsity's decode benefit ends, against weight 2:4."""
+    models = list(dict.fromkeys(table.model))
+    columns = min(3, len(models))
+    rows = -(-len(models) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False, sharey=True)
+    decode = table[table.phase == "decode"]
+    decode = decode[(decode.context_tokens == decode.context_tokens.min()) & (decode.pattern != "dense")]
+    for ax, model in zip(axes.flat, models):
+        part = decode[decode.model == model]
+        for (operand, pattern, design), line in part.groupby(["operand", "pattern", "design"], sort=False):
+            line = line.sort_values("batch")
+            ax.plot(line.batch, line.e2e_speedup_vs_dense_same_design, "s--" if operand == "weight" else "o-",
+                    color=PATTERN_COLORS.get(pattern, "gray"), label=_series_label(operand, pattern, design))
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set(xscale="log", title=model, xlabel="decode batch (sequences)")
+        ax.set_xticks(sorted(set(decode.batch)), [str(b) for b in sorted(set(decode.batch))])
+        ax.minorticks_off()
+    for ax in axes[:, 0]:
+        ax.set_ylabel("end-to-end decode speedup vs dense")
+    for ax in list(axes.flat)[len(models):]:
+        ax.set_visible(False)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(f"Decode at {int(decode.context_tokens.min()) // 1024}k context: where the benefit ends")
+    fig.tight_layout()
+    return fig
+
+
+def deployment_fronts(table: pd.DataFrame) -> plt.Figure:
+    """Per target model: accuracy (Δ perplexity vs dense, %) against end-to-end prefill speedup over the baseline
+    (left) and against area overhead (right), the Pareto points ringed."""
+    part = table[table.scenario == "prefill 2k"]
+    models = list(dict.fromkeys(part.model))
+    fig, axes = plt.subplots(2, len(models), figsize=(3.2 * len(models), 6), squeeze=False)
+    for index, model in enumerate(models):
+        mine = part[part.model == model]
+        for row_index, (x, flag, label) in enumerate((("e2e_speedup_vs_baseline", "pareto_speed",
+                                                       "prefill 2k speedup vs baseline"),
+                                                      ("area_overhead_pct", "pareto_area", "area overhead (%)"))):
+            ax = axes[row_index][index]
+            points = mine if x == "e2e_speedup_vs_baseline" else mine[mine.pattern != "dense"]
+            for row in points.itertuples():
+                ax.scatter(getattr(row, x), row.delta_pct_vs_dense, color=PATTERN_COLORS.get(row.pattern, "gray"),
+                           marker="s" if row.operand == "weight" else "o", s=30, zorder=3)
+                if getattr(row, flag):
+                    ax.scatter(getattr(row, x), row.delta_pct_vs_dense, facecolors="none", edgecolors="black", s=90,
+                               zorder=4)
+            ax.set(xlabel=label + (f" ({points.area_level.iloc[0]})" if x == "area_overhead_pct" and len(points)
+                                   else ""))
+            if index == 0:
+                ax.set_ylabel("perplexity vs dense (+%)")
+            if row_index == 0:
+                source = "own" if mine.accuracy.iloc[0].startswith("measured") else "proxy"
+                ax.set_title(f"{model}\n(accuracy: {source})", fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=PATTERN_COLORS[p], label=p)
+               for p in PATTERN_ORDER if p in set(part.pattern)]
+    handles += [plt.Line2D([], [], marker="s", linestyle="", color="gray", label="weight 2:4"),
+                plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="black",
+                           label="Pareto front")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def _plain_log_ticks(axis, minor: bool = False) -> None:
+    """Log-axis labels as plain numbers (60, not 6×10¹); ``minor`` labels the minor ticks too."""
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain if minor else matplotlib.ticker.NullFormatter())
 
 
 FIGURES: dict[str, tuple[str, Callable[..., plt.Figure]]] = {
@@ -245,14 +379,19 @@ FIGURES: dict[str, tuple[str, Callable[..., plt.Figure]]] = {
     "area_breakdown": ("area_components", area_breakdown),
     "layer_heatmap": ("layers", layer_heatmap),
     "decode_weight_fetch": ("decode_fetch", decode_fetch),
-    "sensitivity_8of16_vs_16of32": ("sensitivity", sensitivity),
+    "deployment_latency": ("deployment", deployment_latency),
+    "deployment_decode_batch": ("deployment", deployment_decode_batch),
+    "deployment_fronts": ("deployment_fronts", deployment_fronts),
+    "validation": ("validation", lambda table: _validation(table)),
 }
 
 
 def draw_all(tables: dict[str, pd.DataFrame], levels: list[str], directory: Path) -> list[Path]:
     """Every figure of the report under ``directory`` (drawn on the available cores); returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)
-    jobs = [(name, lambda table=table, draw=draw: draw(tables[table])) for name, (table, draw) in FIGURES.items()]
+    jobs = [(name, lambda table=table, draw=draw: draw(tables[table])) for name, (table, draw) in FIGURES.items()
+            if table in tables and not tables[table].empty]  # a run without target models has no deployment
+    jobs += sensitivity_figures(tables.get("sensitivity"))
     jobs.append(("bytes_per_level", lambda: bytes_per_level(tables["performance"], levels)))
 
     def draw_one(job) -> list[Path]:
@@ -278,6 +417,8 @@ def _validation(table: pd.DataFrame) -> plt.Figure:
     ax.fill_between(line, line * 0.9, line * 1.1, color="grey", alpha=0.25, label="±10 %")
     ax.set(xscale="log", yscale="log", xlabel="measured latency (µs)", ylabel="nmsim latency (µs)",
            title="Kernel latency (GEMM, softmax, layer norm): nmsim vs measured GPUs")
+    _plain_log_ticks(ax.xaxis)
+    _plain_log_ticks(ax.yaxis)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     if sparse_sets:
@@ -289,6 +430,7 @@ def _validation(table: pd.DataFrame) -> plt.Figure:
         ax.axhline(1.0, color="black", linewidth=1)
         ax.axhline(2.0, color="grey", linewidth=1, linestyle=":")
         ax.set(xscale="log", xlabel="M = N = K", ylabel="2:4 speedup over dense", title="2:4 sparse vs dense")
+        _plain_log_ticks(ax.xaxis)
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

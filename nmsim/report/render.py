@@ -12,10 +12,24 @@ from pathlib import Path
 import pandas as pd
 from markdown_it import MarkdownIt
 
-from nmsim.report.figures import FIGURES
+from nmsim.report.figures import FIGURES, sensitivity_figures
 from nmsim.report.tables import DECODE_BATCHES, PREFILL_BATCHES, SEQ_TOKENS
+from nmsim.report.deployment_text import deployment_section
 
 CAPTIONS = {
+    "validation": "The performance model against measured GPUs (`nmsim validate`, the packaged sets): GEMM, softmax "
+                  "and layer-norm latency predicted vs measured on the A100, and the measured vs predicted 2:4 "
+                  "speedup; the band is ±10 %.",
+    "deployment_latency": "Time to first token of a 2k prompt and decode throughput at batch 64 and 2k context, per "
+                          "target model and pattern (log scales), end to end on the fewest devices that hold the "
+                          "model; hatched: weight 2:4.",
+    "deployment_decode_batch": "Decode speedup over the same design dense against batch at 2k context, per target "
+                               "model: activation patterns (solid) lose their decode benefit as the union of a "
+                               "batch's masks needs nearly every weight row; weight 2:4 (dashed) keeps its halved "
+                               "weights.",
+    "deployment_fronts": "Per target model: perplexity increase over dense (the target's own rows, or its proxy's) "
+                         "against end-to-end prefill speedup over the baseline (top) and against area overhead "
+                         "(bottom); ringed points are on the Pareto front.",
     "accuracy_vs_area": "Perplexity of the best method per pattern against the area each design adds (at the "
                         "report's area level, die by default: see the area table); the step line is the Pareto "
                         "front (nothing else is both more accurate and smaller).",
@@ -31,8 +45,10 @@ CAPTIONS = {
     "layer_heatmap": "Prefill speedup per layer and projection on each native design, from the real masks.",
     "decode_weight_fetch": "Fraction of weight rows a decode batch must fetch (the union of its tokens' masks), "
                            "from the real traces; dotted: if tokens chose their values independently.",
-    "sensitivity_8of16_vs_16of32": "16:32's throughput per area (at the report's area level) over 8:16's while one "
-                                   "hardware parameter is scaled on both designs; at 1 the two break even.",
+    "sensitivity": "The second pattern's throughput per area (at the report's area level) over the first's, on "
+                   "their native designs of the run, while one hardware parameter is scaled on both; at 1 the two "
+                   "break even. Factors are over each design's preset value; the value width is 4, 8 and 16 bits, "
+                   "plotted over the preset width.",
 }
 
 
@@ -139,6 +155,9 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
         compare(pattern)
     verdict = []
     sens, even = tables.get("sensitivity"), tables.get("break_even")
+    if sens is not None and len(sens):  # the 8:16 vs 16:32 pair (other pairs are in the tables and figures)
+        sens = sens[sens.pair == "8:16 vs 16:32"]
+        even = even[even.pair == "8:16 vs 16:32"] if even is not None and len(even) else even
     if sens is not None and len(sens):
         preset = sens[(sens.x == 1.0) & (sens.phase == "prefill")]
         ratio = float(preset.efficiency_ratio.iloc[0]) if len(preset) else math.nan
@@ -197,10 +216,18 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
     if even is not None and len(even):
         crossing = even[even.break_even_x.notna()]
         if len(crossing):
-            parts = [f"{r.label} at {r.break_even_x:.2f} ({r.phase})" for r in crossing.itertuples()]
+            parts = [f"{r.label} at {r.break_even_x:.2f} {r.unit} ({r.phase})" for r in crossing.itertuples()]
             lines.append("- **What would change it**: 16:32 breaks even with 8:16 when " + "; ".join(parts) + ".")
+        elif (even.ratio_min >= 1).all():
+            top = even.sort_values("ratio_span", ascending=False, kind="stable").iloc[0]
+            lines.append(
+                f"- **What would change it**: no single parameter swept (off-chip bandwidth, selector throughput, "
+                f"clock, on-chip buffer, value width) makes 8:16 as efficient as 16:32 per {level} mm²; the one "
+                f"that moves the ratio most is {top.label} in {top.phase} ({top.ratio_min:.3f}–{top.ratio_max:.3f}). "
+                f"16:32's larger front end is too small a share of the {level} to decide: accuracy and the "
+                "datapath budget do.")
         else:
-            top = even.sort_values("ratio_span", ascending=False).iloc[0]
+            top = even.sort_values("ratio_span", ascending=False, kind="stable").iloc[0]
             lines.append(
                 f"- **What would change it**: no single parameter swept (off-chip bandwidth, selector throughput, "
                 f"clock, on-chip buffer, value width) makes 16:32 as efficient as 8:16; the one that moves the ratio "
@@ -210,9 +237,14 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
     return lines
 
 
-def _figure_paths(figure_dir: str) -> list[tuple[str, str]]:
-    names = list(FIGURES) + ["bytes_per_level"]
-    return [(name, f"{figure_dir}/{name}.png") for name in names]
+def _figure_paths(figure_dir: str, tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    names = [name for name, (table, _) in FIGURES.items() if table in tables and not tables[table].empty]
+    names += [name for name, _ in sensitivity_figures(tables.get("sensitivity"))]
+    return [(name, f"{figure_dir}/{name}.png") for name in names + ["bytes_per_level"]]
+
+
+def _caption(name: str) -> str:
+    return CAPTIONS["sensitivity"] if name.startswith("sensitivity_") else CAPTIONS[name]
 
 
 def report_markdown(tables: dict[str, pd.DataFrame], context: ReportContext, table_files: list[str],
@@ -241,11 +273,12 @@ def report_markdown(tables: dict[str, pd.DataFrame], context: ReportContext, tab
         ("Unstructured 50 % has no design in the set (a zero-skipping datapath is not modelled); its row is the "
          "accuracy bound that structured patterns approach."),
         "",
+        *deployment_section(tables, _area_level(tables)),
         "## Figures",
         "",
     ]
-    for name, path in _figure_paths(figure_dir):
-        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({path})", "", CAPTIONS[name],
+    for name, path in _figure_paths(figure_dir, tables):
+        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({path})", "", _caption(name),
                   f"SVG: [{Path(path).with_suffix('.svg').name}]({Path(path).with_suffix('.svg')})", ""]
     lines += ["## Tables", "", "CSV and Parquet beside this report, columns with units in their names:", ""]
     lines += [f"- `{name}`" for name in table_files]

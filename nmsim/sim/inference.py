@@ -36,6 +36,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from nmsim.errors import NmsimError
+from nmsim.hw.energy import kernel_energy_pJ
 from nmsim.hw.spec import AcceleratorSpec
 from nmsim.patterns import Pattern, compressed_row_bytes
 from nmsim.registry import ModelShape
@@ -171,7 +172,8 @@ class InferenceRun:
         the linear layers' share, and the bytes moved."""
         step = self.step(phase)
         tokens = self.batch * (self.prompt if phase == "prefill" else 1)
-        sums = dict.fromkeys(("time", "dense", "baseline", "bytes", "kv", "selector", "linear", "linear_dense"), 0.0)
+        sums = dict.fromkeys(("time", "dense", "baseline", "bytes", "kv", "selector", "linear", "linear_dense",
+                              "tensor_flops", "vector_flops", "kernel_bytes"), 0.0)
         classes = dict.fromkeys(OP_CLASSES, 0.0)
         for _, op in step.entries:  # one pass: a sweep asks this of every case
             sums["time"] += op.time_us
@@ -185,6 +187,9 @@ class InferenceRun:
             if _decoder_linear(op):
                 sums["linear"] += op.time_us
                 sums["linear_dense"] += op.dense_time_us
+            else:  # its energy from its FLOPs and bytes (the decoder GEMMs': simulated, below)
+                sums["tensor_flops" if op.op_class == "attention" else "vector_flops"] += op.flops
+                sums["kernel_bytes"] += op.bytes
         out = {"e2e_time_us": sums["time"], "tokens_per_s": tokens / (sums["time"] * 1e-6)}
         out.update({f"{name}_us": value for name, value in classes.items()})
         out["e2e_speedup_vs_dense_same_design"] = sums["dense"] / sums["time"]
@@ -194,6 +199,11 @@ class InferenceRun:
         out["e2e_offchip_bytes"] = sums["bytes"]
         out["kv_bytes"] = sums["kv"]
         out["selector_bytes"] = sums["selector"]
+        # energy of the step on every device: the decoder GEMMs as simulated, the other ops from their work
+        linear_pJ = sum(row.gemm.count * row.sparse.energy.total_pJ for row in self.linear[phase].rows)
+        other_pJ = kernel_energy_pJ(self.spec, sums["tensor_flops"], sums["vector_flops"], sums["kernel_bytes"])
+        out["e2e_energy_uJ"] = (linear_pJ + other_pJ) * self.devices / 1e6
+        out["energy_per_token_mJ"] = out["e2e_energy_uJ"] / tokens / 1e3
         return out
 
     def memory_summary(self) -> dict[str, float | bool]:

@@ -37,7 +37,7 @@ TRADEOFF_COLUMNS = {"design", "pattern", "operand", "method", "perplexity", "del
                     "pareto_area", "pareto_speedup",
                     "source"}
 FIGURES = ("accuracy_vs_area", "accuracy_vs_speedup", "speedup_by_pattern", "bytes_per_level", "area_breakdown",
-           "layer_heatmap", "decode_weight_fetch", "sensitivity_8of16_vs_16of32")
+           "layer_heatmap", "decode_weight_fetch", "sensitivity_8of16_vs_16of32", "validation")
 
 
 def _accuracy_table(path: Path) -> Path:
@@ -52,7 +52,7 @@ def _accuracy_table(path: Path) -> Path:
 
 def _request(tmp: Path, **changes) -> RunRequest:
     settings = {"name": "fixture", "designs": DESIGNS, "accuracy": (_accuracy_table(tmp / "acc.csv"),),
-                "patterns": PATTERNS, "out_root": tmp / "reports", "command": "pytest"}
+                "patterns": PATTERNS, "out_root": tmp / "reports", "command": "pytest", "target_models": ()}
     return RunRequest(**{**settings, **changes})
 
 
