@@ -15,7 +15,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from nmsim import __version__
 from nmsim.errors import NmsimError
-from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL, PROJECTIONS, TARGET_MODELS
+from nmsim.registry import (BASELINE_DESIGN, DEFAULT_MODEL, DEPLOYMENT_DECODE_BATCHES, DEPLOYMENT_DECODE_CONTEXTS,
+                            DEPLOYMENT_PREFILL_TOKENS, PROJECTIONS, TARGET_MODELS)
 
 log = logging.getLogger("nmsim")
 
@@ -47,6 +48,14 @@ def _pattern_pairs(text: str) -> tuple[tuple[str, str], ...]:
             raise NmsimError(f"--sensitivity-pairs: {item!r} is not A/B (write e.g. 8:16/16:32)")
         pairs.append((parts[0], parts[1]))
     return tuple(pairs)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """'512,2048' → (512, 2048): positive whole numbers, comma-separated."""
+    values = tuple(_positive_int(part) for part in _csv(text))
+    if not values:
+        raise argparse.ArgumentTypeError("expected positive whole numbers, comma-separated")
+    return values
 
 
 def _max_tokens(text: str) -> int | None:
@@ -174,7 +183,9 @@ def _run(args: argparse.Namespace) -> int:
                          recapture=args.recompute, area_level=args.area_level,
                          target_models=() if args.target_models.strip().lower() == "none"
                          else tuple(_csv(args.target_models)),
-                         sensitivity_pairs=_pattern_pairs(args.sensitivity_pairs))
+                         sensitivity_pairs=_pattern_pairs(args.sensitivity_pairs),
+                         prefill_tokens=tuple(args.prefill_tokens), decode_batches=tuple(args.decode_batches),
+                         decode_contexts=tuple(args.decode_contexts))
     try:
         run(request)
     except KeyboardInterrupt:
@@ -223,6 +234,13 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pattern pairs the hardware sensitivity compares, A/B comma-separated (e.g. "
                              "'8:16/16:32,2:4/8:16'), each on its native design among --designs (default: 8:16/16:32 "
                              "when the designs have both)")
+    parser.add_argument("--prefill-tokens", type=_int_list, default=DEPLOYMENT_PREFILL_TOKENS, metavar="N,N,…",
+                        help="deployment scenarios: prompt lengths of the prefill scenarios (default: "
+                             "%(default)s)")
+    parser.add_argument("--decode-batches", type=_int_list, default=DEPLOYMENT_DECODE_BATCHES, metavar="B,B,…",
+                        help="deployment scenarios: decode batch sizes (default: %(default)s)")
+    parser.add_argument("--decode-contexts", type=_int_list, default=DEPLOYMENT_DECODE_CONTEXTS, metavar="C,C,…",
+                        help="deployment scenarios: contexts the decode steps start from (default: %(default)s)")
     parser.add_argument("--target-models", default=",".join(TARGET_MODELS),
                         help="models reported end to end at deployment scale: presets, config.json files or model "
                              "directories, comma-separated, or 'none' (default: the seed study's four and the traced "

@@ -40,6 +40,7 @@ from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import (BASELINE_DESIGN, DEFAULT_MODEL, REPORT_PATTERNS, STUDY_CRITERIA, STUDY_MAX_TOKENS,
                             STUDY_MITIGATIONS, STUDY_PATTERNS, STUDY_TARGETS, TARGET_MODELS, TRACE_ROOT, ModelShape,
                             band_source, design_names, find_model, model_shape)
+from nmsim.registry import DEPLOYMENT_DECODE_BATCHES, DEPLOYMENT_DECODE_CONTEXTS, DEPLOYMENT_PREFILL_TOKENS
 from nmsim.report import deployment as dep
 from nmsim.report import sensitivity as sens
 from nmsim.report import tables
@@ -115,6 +116,9 @@ class RunRequest:
     area_level: str = "die"  # the area the decision metric divides by: datapath, core or die
     target_models: tuple[str, ...] = TARGET_MODELS  # end to end at deployment scale; () = none
     sensitivity_pairs: tuple[tuple[Pattern, Pattern], ...] = ()  # () = 8:16 vs 16:32 where the run has both
+    prefill_tokens: tuple[int, ...] = DEPLOYMENT_PREFILL_TOKENS  # the deployment scenarios
+    decode_batches: tuple[int, ...] = DEPLOYMENT_DECODE_BATCHES
+    decode_contexts: tuple[int, ...] = DEPLOYMENT_DECODE_CONTEXTS
 
     def __post_init__(self) -> None:  # patterns become values at the boundary, dense first, no repeats
         patterns = tuple(dict.fromkeys(parse_pattern(p) for p in (Pattern.dense(), *self.patterns)))
@@ -289,14 +293,15 @@ class Deployment:
 
 
 def deployment_stage(targets: list[dep.Target], designs: Designs, patterns: tuple[Pattern, ...],
-                     workers: int | None = None) -> Deployment | None:
-    """Every target model end to end in every deployment scenario, and the statistics' band."""
+                     workers: int | None = None, chosen: tuple[dep.Scenario, ...] | None = None
+                     ) -> Deployment | None:
+    """Every target model end to end in every deployment scenario (``chosen``: the registry's), and the band."""
     if not targets:
         return None
     runnable = tuple(p for p in patterns if p.kind in ("dense", "nm"))
     pairs = dep.deployment_pairs(designs.designs, designs.baseline, designs.natives, runnable)
-    table = dep.run_deployment(targets, pairs, designs.baseline, workers=workers)
-    band = dep.band_table(targets, pairs, designs.baseline, table, workers=workers)
+    table = dep.run_deployment(targets, pairs, designs.baseline, workers=workers, chosen=chosen)
+    band = dep.band_table(targets, pairs, designs.baseline, table, workers=workers, chosen=chosen)
     return Deployment(targets, pairs, table, band)
 
 
@@ -421,6 +426,7 @@ def run(request: RunRequest) -> Path:
         stage("inputs")  # designs, model shape and sweep plan first: bad input stops before any work
         designs = load_designs(request.designs, request.baseline, request.patterns)
         pairs = sens.run_pairs(designs.natives, request.sensitivity_pairs)
+        chosen = dep.scenarios(request.prefill_tokens, request.decode_batches, request.decode_contexts)
         shape = model_shape(request.model)
         plan = load_sweep(request.sweep) if request.sweep is not None else None
         bar.update()
@@ -450,7 +456,8 @@ def run(request: RunRequest) -> Path:
         bar.update()
 
         stage("deployment")  # the target models end to end in the deployment scenarios
-        simulated = dataclasses.replace(simulated, deployment=deployment_stage(targets, designs, request.patterns))
+        simulated = dataclasses.replace(simulated, deployment=deployment_stage(targets, designs, request.patterns,
+                                                                               chosen=chosen))
         bar.update()
 
         stage("tables")  # from the results; nothing simulates after this

@@ -49,11 +49,16 @@ class Scenario:
         return f"prefill {k}" if self.phase == "prefill" else f"decode B={self.batch} @ {k}"
 
 
-def scenarios() -> tuple[Scenario, ...]:
-    """The registry's deployment scenarios, prefill first."""
-    return (tuple(Scenario("prefill", 1, tokens) for tokens in DEPLOYMENT_PREFILL_TOKENS)
-            + tuple(Scenario("decode", batch, context) for context in DEPLOYMENT_DECODE_CONTEXTS
-                    for batch in DEPLOYMENT_DECODE_BATCHES))
+def scenarios(prefill_tokens: tuple[int, ...] = DEPLOYMENT_PREFILL_TOKENS,
+              decode_batches: tuple[int, ...] = DEPLOYMENT_DECODE_BATCHES,
+              decode_contexts: tuple[int, ...] = DEPLOYMENT_DECODE_CONTEXTS) -> tuple[Scenario, ...]:
+    """The deployment scenarios (the registry's by default), prefill first."""
+    for name, values in (("prefill tokens", prefill_tokens), ("decode batches", decode_batches),
+                         ("decode contexts", decode_contexts)):
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+            raise NmsimError(f"deployment {name}: expected positive whole numbers, got {list(values)}")
+    return (tuple(Scenario("prefill", 1, tokens) for tokens in prefill_tokens)
+            + tuple(Scenario("decode", batch, context) for context in decode_contexts for batch in decode_batches))
 
 
 @dataclass(frozen=True)
@@ -122,11 +127,12 @@ def fitting_devices(spec: AcceleratorSpec, shape: ModelShape, scenario: Scenario
     return 1
 
 
-def deployment_cases(target: Target, pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec
-                     ) -> list[tuple[Scenario, SimCase]]:
-    """Every (scenario, case) of one target; all designs of a scenario share the baseline's device count."""
+def deployment_cases(target: Target, pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec,
+                     chosen: tuple[Scenario, ...] | None = None) -> list[tuple[Scenario, SimCase]]:
+    """Every (scenario, case) of one target (``chosen``: default the registry's scenarios); all designs of a
+    scenario share the baseline's device count."""
     out = []
-    for scenario in scenarios():
+    for scenario in chosen or scenarios():
         devices = fitting_devices(baseline, target.shape, scenario)
         for spec, pattern in pairs:
             out.append((scenario, SimCase(spec, pattern, scenario.phase, scenario.batch, scenario.context,
@@ -140,11 +146,11 @@ COLUMNS = ("model", "params_B", "design", "pattern", "operand", "scenario", "pha
 
 
 def run_deployment(targets: list[Target], pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec,
-                   workers: int | None = None) -> pd.DataFrame:
+                   workers: int | None = None, chosen: tuple[Scenario, ...] | None = None) -> pd.DataFrame:
     """The deployment table: one row per target × scenario × (design, pattern) (see :data:`COLUMNS`)."""
     rows = []
     for target in targets:
-        cases = deployment_cases(target, pairs, baseline)
+        cases = deployment_cases(target, pairs, baseline, chosen)
         results = simulate_cases([case for _, case in cases], target.shape, baseline=baseline,
                                  traces=target.traces, workers=workers, end_to_end=True)
         for scenario, case in cases:
@@ -168,10 +174,16 @@ def run_deployment(targets: list[Target], pairs: list[tuple[AcceleratorSpec, Pat
 
 
 def band_table(targets: list[Target], pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec,
-               deployment: pd.DataFrame, workers: int | None = None) -> pd.DataFrame:
-    """The statistics' sensitivity band: for each transplanted target and sparse activation pattern, the prefill-2k
-    and decode-B=1-@-2k end-to-end speedups with the other traced model's profiles beside the chosen ones."""
-    probes = [s for s in scenarios() if (s.phase, s.batch, s.context) in (("prefill", 1, 2048), ("decode", 1, 2048))]
+               deployment: pd.DataFrame, workers: int | None = None, chosen: tuple[Scenario, ...] | None = None
+               ) -> pd.DataFrame:
+    """The statistics' sensitivity band: for each target and sparse activation pattern, the end-to-end speedups
+    of the first prefill and the first batch-1 decode scenario with the other traced model's profiles beside the
+    chosen ones."""
+    chosen = chosen or scenarios()
+    probes = [s for s in chosen if s.phase == "prefill"][:1] + [s for s in chosen
+                                                                 if s.phase == "decode" and s.batch == 1][:1]
+    prefer = [s for s in chosen if (s.phase, s.batch, s.context) in (("prefill", 1, 2048), ("decode", 1, 2048))]
+    probes = prefer if len(prefer) == 2 else probes
     rows = []
     for target in targets:
         if not target.band or target.source == target.shape.name and not any(target.band.values()):

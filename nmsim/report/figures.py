@@ -49,8 +49,11 @@ def _annotate(ax, points: pd.DataFrame, x: str) -> None:
     points = points[points.source == "preset"]
     cell = 0.012 * max(points[x].max() - points[x].min(), 1e-9)  # points closer than this share a label
     groups = points.groupby([(points[x] / cell).round(), points.perplexity.round(3)], sort=True)
+    nodes = "technology_nm" in points and points.technology_nm.nunique() > 1  # then every label names its node
     for index, (_, group) in enumerate(groups):
-        names = ", ".join(dict.fromkeys(d.removeprefix("act-") for d in group.design))
+        names = ", ".join(dict.fromkeys(
+            d.removeprefix("act-") + (f" ({int(n)} nm)" if nodes else "")
+            for d, n in zip(group.design, group.technology_nm if nodes else group.design)))
         ax.annotate(names, (group[x].max(), group.perplexity.iloc[0]), textcoords="offset points", xytext=(5, 4 if index % 2 else -10), fontsize=7)
 
 
@@ -68,6 +71,14 @@ def _front(ax, points: pd.DataFrame, x: str, flag: str, ascending: bool) -> list
     (line,) = ax.step(front[x], front.perplexity, where="post", color="black", linewidth=1, alpha=0.6, zorder=1,
                       label="Pareto front")
     return [line]
+
+
+def _nodes_note(points: pd.DataFrame) -> str:
+    """A title note when the points are designs at different process nodes (their labels name the node)."""
+    if "technology_nm" not in points or points.technology_nm.nunique() <= 1:
+        return ""
+    nodes = ", ".join(f"{int(n)}" for n in sorted(points.technology_nm.dropna().unique()))
+    return f"\ndesigns at {nodes} nm (labels): not like for like"
 
 
 def _scatter(ax, points: pd.DataFrame, x: str, flag: str) -> None:
@@ -92,7 +103,8 @@ def accuracy_vs_area(tradeoff: pd.DataFrame) -> plt.Figure:
         else "datapath"
     ax.set_xlabel(f"{level} area over the same {level} without N:M support (%)")
     ax.set_ylabel("WikiText-2 perplexity (log scale, lower is better)")
-    ax.set_title("Accuracy vs area (front among sparse designs; dense is the reference)", fontsize=9)
+    ax.set_title("Accuracy vs area (front among sparse designs; dense is the reference)" + _nodes_note(points),
+                 fontsize=9)
     _pattern_legend(ax, points, front)
     return fig
 
@@ -113,7 +125,8 @@ def accuracy_vs_speedup(tradeoff: pd.DataFrame) -> plt.Figure:
     ax.margins(x=0.15)
     ax.set_xlabel("prefill speedup over the same design run dense (×, 512 tokens)")
     ax.set_ylabel("WikiText-2 perplexity (log scale, lower is better)")
-    ax.set_title("Accuracy vs speedup: filled = simulated, hollow = roofline; outlined = Pareto-optimal", fontsize=9)
+    ax.set_title("Accuracy vs speedup: filled = simulated, hollow = roofline; outlined = Pareto-optimal"
+                 + _nodes_note(points), fontsize=9)
     _pattern_legend(ax, points, roofline + front)
     return fig
 

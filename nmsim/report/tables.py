@@ -199,6 +199,7 @@ def tradeoff(perf: pd.DataFrame, areas: pd.DataFrame, accuracy: pd.DataFrame,
                 "area_overhead_pct": 0.0 if pattern == "dense" else design.area_overhead_pct,
                 "area_mm2": design.dense_area_mm2 if pattern == "dense" else design.area_mm2,
                 "area_level": design.area_level,
+                "technology_nm": design.technology_nm,
                 "prefill_speedup": prefill.speedup_vs_dense_same_design,
                 "prefill_roofline_speedup": prefill.roofline_speedup_vs_dense_same_design,
             }

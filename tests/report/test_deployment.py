@@ -156,3 +156,21 @@ def test_the_section_and_the_command_line(small_run, tmp_path, monkeypatch):
                  "--patterns", "8:16,16:32", "--report-root", str(out)]) == 0
     assert not (out / "smollm2-135m" / "deployment.csv").exists()
     assert main(["run", "--target-models", "no-such-model", "--report-root", str(out)]) == 2
+
+
+def test_figures_say_when_designs_are_at_different_nodes():
+    from nmsim.report.figures import _nodes_note
+
+    assert _nodes_note(pd.DataFrame({"technology_nm": [7, 7]})) == ""
+    assert "designs at 4, 7, 45 nm (labels): not like for like" in _nodes_note(
+        pd.DataFrame({"technology_nm": [7, 4, 45]}))
+
+
+def test_deployment_scenarios_can_be_chosen():
+    chosen = dep.scenarios((1024,), (2, 16), (4096,))
+    assert [s.label for s in chosen] == ["prefill 1k", "decode B=2 @ 4k", "decode B=16 @ 4k"]
+    with pytest.raises(pipeline.NmsimError, match="decode batches: expected positive whole numbers"):
+        dep.scenarios((512,), (0,), (2048,))
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one usage line and status 2
+        main(["run", "--decode-batches", "0", "--report-root", "/nonexistent"])
+    assert exit_info.value.code == 2
