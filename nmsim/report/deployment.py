@@ -25,6 +25,7 @@ from nmsim.patterns import Pattern
 from nmsim.registry import (DEPLOYMENT_DECODE_BATCHES, DEPLOYMENT_DECODE_CONTEXTS, DEPLOYMENT_DECODE_STEPS,
                             DEPLOYMENT_PREFILL_TOKENS, TRACED_MODELS, band_source, model_shape, statistics_source)
 from nmsim.report.pareto import pareto_front
+from nmsim.parallel import fork_map
 from nmsim.sim.cases import SimCase, simulate_cases
 from nmsim.sim.inference import memory_use
 from nmsim.sim.workload import check_divides
@@ -110,10 +111,9 @@ def deployment_pairs(designs: list[AcceleratorSpec], baseline: AcceleratorSpec, 
     return pairs
 
 
-def fitting_devices(spec: AcceleratorSpec, shape: ModelShape, scenario: Scenario) -> int:
+def fitting_devices(spec: AcceleratorSpec, shape: ModelShape, scenario: Scenario) -> int | None:
     """The fewest tensor-parallel devices (dividing the model's heads) whose memory holds the weights and the KV
-    cache at the scenario's longest context; 1 when none up to MAX_DEVICES does (the row then says it does not
-    fit)."""
+    cache at the scenario's longest context; None when no degree up to MAX_DEVICES does."""
     context = scenario.context + (DEPLOYMENT_DECODE_STEPS if scenario.phase == "decode" else 0)
     for devices in range(1, MAX_DEVICES + 1):
         try:
@@ -124,7 +124,7 @@ def fitting_devices(spec: AcceleratorSpec, shape: ModelShape, scenario: Scenario
             break
         if memory_use(spec, shape, scenario.batch, context, devices, 0.0).fits:
             return devices
-    return 1
+    return None
 
 
 def deployment_cases(target: Target, pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec,
@@ -134,6 +134,8 @@ def deployment_cases(target: Target, pairs: list[tuple[AcceleratorSpec, Pattern]
     out = []
     for scenario in chosen or scenarios():
         devices = fitting_devices(baseline, target.shape, scenario)
+        if devices is None:  # no degree holds it: the table says so, with no timing to give
+            continue
         for spec, pattern in pairs:
             out.append((scenario, SimCase(spec, pattern, scenario.phase, scenario.batch, scenario.context,
                                           devices=devices, generate=DEPLOYMENT_DECODE_STEPS)))
@@ -145,30 +147,58 @@ COLUMNS = ("model", "params_B", "design", "pattern", "operand", "scenario", "pha
            "e2e_speedup_vs_baseline", "linear_share", "statistics", "fits_memory", "note")
 
 
+def _unfit_rows(target: Target, pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec,
+                scenario: Scenario) -> list[dict]:
+    """The rows of a scenario no tensor-parallel degree holds: no timing, and a note with the memory it needs."""
+    context = scenario.context + (DEPLOYMENT_DECODE_STEPS if scenario.phase == "decode" else 0)
+    need = memory_use(baseline, target.shape, scenario.batch, context, 1, 0.0).total
+    note = (f"{target.shape.name} does not fit {baseline.name} on any tensor-parallel degree up to {MAX_DEVICES} "
+            f"that divides its heads ({need / 2**30:.0f} GiB of weights and KV cache, "
+            f"{baseline.memory[0].capacity_bytes / 2**30:.0f} GiB per device)")
+    return [{"model": target.shape.name, "params_B": target.shape.weight_count() / 1e9, "design": spec.name,
+             "pattern": str(pattern), "operand": spec.sparsity.operand if pattern.kind != "dense" else "none",
+             "scenario": scenario.label, "phase": scenario.phase, "batch": scenario.batch,
+             "context_tokens": scenario.context, "devices": 0, "fits_memory": False, "note": note,
+             "statistics": target.traces[pattern].provenance if target.traces.get(pattern) else "ideal"}
+            for spec, pattern in pairs]
+
+
 def run_deployment(targets: list[Target], pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec,
                    workers: int | None = None, chosen: tuple[Scenario, ...] | None = None) -> pd.DataFrame:
-    """The deployment table: one row per target × scenario × (design, pattern) (see :data:`COLUMNS`)."""
+    """The deployment table: one row per target × scenario × (design, pattern) (see :data:`COLUMNS`); a scenario
+    no tensor-parallel degree holds is not simulated (``devices`` 0, its memory need in ``note``)."""
+    planned = [deployment_cases(target, pairs, baseline, chosen) for target in targets]
+    # one target per job, the largest first, so the cores stay busy (a target's designs share their dense GEMMs)
+    order = sorted(range(len(targets)), key=lambda i: -targets[i].shape.weight_count())
+
+    def simulate(index: int):
+        return simulate_cases([case for _, case in planned[index]], targets[index].shape, baseline=baseline,
+                              traces=targets[index].traces, workers=1, end_to_end=True)
+
+    done = dict(zip(order, fork_map(simulate, order, workers=workers)))
     rows = []
-    for target in targets:
-        cases = deployment_cases(target, pairs, baseline, chosen)
-        results = simulate_cases([case for _, case in cases], target.shape, baseline=baseline,
-                                 traces=target.traces, workers=workers, end_to_end=True)
-        for scenario, case in cases:
-            found = results.totals_of(case)
-            time_ms = found.e2e_time_us / 1e3
-            rows.append({
-                "model": target.shape.name, "params_B": target.shape.weight_count() / 1e9,
-                "design": case.design.name, "pattern": str(case.pattern), "operand": case.design.sparsity.operand
-                if case.pattern.kind != "dense" else "none",
-                "scenario": scenario.label, "phase": scenario.phase, "batch": scenario.batch,
-                "context_tokens": scenario.context, "devices": case.devices,
-                "ttft_ms": time_ms if scenario.phase == "prefill" else float("nan"),
-                "tpot_ms": time_ms if scenario.phase == "decode" else float("nan"),
-                "tokens_per_s": found.tokens_per_s, "energy_per_token_mJ": found.energy_per_token_mJ,
-                "e2e_speedup_vs_dense_same_design": found.e2e_speedup_vs_dense_same_design,
-                "e2e_speedup_vs_baseline": found.e2e_speedup_vs_baseline, "linear_share": found.linear_share,
-                "statistics": found.statistics, "fits_memory": bool(found.fits_memory), "note": found.note,
-            })
+    for number, target in enumerate(targets):
+        cases, results = planned[number], done[number]
+        for scenario in chosen or scenarios():
+            mine = [case for s, case in cases if s == scenario]
+            if not mine:
+                rows += _unfit_rows(target, pairs, baseline, scenario)
+            for case in mine:
+                found = results.totals_of(case)
+                time_ms = found.e2e_time_us / 1e3
+                rows.append({
+                    "model": target.shape.name, "params_B": target.shape.weight_count() / 1e9,
+                    "design": case.design.name, "pattern": str(case.pattern), "operand": case.design.sparsity.operand
+                    if case.pattern.kind != "dense" else "none",
+                    "scenario": scenario.label, "phase": scenario.phase, "batch": scenario.batch,
+                    "context_tokens": scenario.context, "devices": case.devices,
+                    "ttft_ms": time_ms if scenario.phase == "prefill" else float("nan"),
+                    "tpot_ms": time_ms if scenario.phase == "decode" else float("nan"),
+                    "tokens_per_s": found.tokens_per_s, "energy_per_token_mJ": found.energy_per_token_mJ,
+                    "e2e_speedup_vs_dense_same_design": found.e2e_speedup_vs_dense_same_design,
+                    "e2e_speedup_vs_baseline": found.e2e_speedup_vs_baseline, "linear_share": found.linear_share,
+                    "statistics": found.statistics, "fits_memory": bool(found.fits_memory), "note": found.note,
+                })
         log.info("deployment: %s, %d cases", target.shape.name, len(cases))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -190,10 +220,12 @@ def band_table(targets: list[Target], pairs: list[tuple[AcceleratorSpec, Pattern
             continue
         chosen = [(spec, p) for spec, p in pairs if p.kind != "dense" and spec.sparsity.operand == "activation"
                   and target.band.get(p) is not None]
+        decision = [(spec, p) for spec, p in chosen if str(p) in ("8:16", "16:32")]
+        chosen = decision or chosen  # the decision pair, where the run has it
         if not chosen:
             continue
         cases = [(s, spec, p, SimCase(spec, p, s.phase, s.batch, s.context,
-                                      devices=fitting_devices(baseline, target.shape, s),
+                                      devices=fitting_devices(baseline, target.shape, s) or 1,
                                       generate=DEPLOYMENT_DECODE_STEPS)) for s in probes for spec, p in chosen]
         results = simulate_cases([c for *_, c in cases], target.shape, baseline=baseline, traces=target.band,
                                  workers=workers, end_to_end=True)
