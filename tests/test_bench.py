@@ -116,9 +116,9 @@ def test_bench_report_tiny(capsys, monkeypatch):
                    "--sweep-values", "1")
     _assert_positive(rows)
     assert len(rows) == 3
-    report = _row(rows, "report from committed traces: act-8of16; patterns dense, 8:16, tables + 8 figures + "
-                        "md/html (goal < 10 s)")
-    assert report.unit == "s" and report.ratio == pytest.approx(report.value / 10, abs=2e-3)
+    report = _row(rows, "report from committed inputs: act-8of16; patterns dense, 8:16, 6 target models end to "
+                        "end, tables + figures + md/html (goal ≤ 30 s)")
+    assert report.unit == "s" and report.ratio == pytest.approx(report.value / 30, abs=2e-3)
     serial = _row(rows, "sweep act-8of16, 1 points x prefill/decode x 2 batch sizes, 1 process")
     parallel = rows[2]
     assert parallel.name.startswith("  same sweep, ") and parallel.name.endswith(
