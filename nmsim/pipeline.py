@@ -298,8 +298,7 @@ def deployment_stage(targets: list[dep.Target], designs: Designs, patterns: tupl
     """Every target model end to end in every deployment scenario (``chosen``: the registry's), and the band."""
     if not targets:
         return None
-    runnable = tuple(p for p in patterns if p.kind in ("dense", "nm"))
-    pairs = dep.deployment_pairs(designs.designs, designs.baseline, designs.natives, runnable)
+    pairs = dep.deployment_pairs(designs.designs, designs.baseline, designs.natives, dep.runnable(patterns))
     table = dep.run_deployment(targets, pairs, designs.baseline, workers=workers, chosen=chosen)
     band = dep.band_table(targets, pairs, designs.baseline, table, workers=workers, chosen=chosen)
     return Deployment(targets, pairs, table, band)
@@ -446,8 +445,7 @@ def run(request: RunRequest) -> Path:
 
         stage("statistics")  # each pattern's trace statistics, checked against the model
         traces = statistics_stage(shape, request.patterns, request.trace_root, request.allow_ideal, pairs)
-        runnable = tuple(p for p in request.patterns if p.kind in ("dense", "nm"))
-        targets = dep.load_targets(request.target_models, runnable, request.trace_root)
+        targets = dep.load_targets(request.target_models, dep.runnable(request.patterns), request.trace_root)
         bar.update()
 
         stage("simulation")  # every case once

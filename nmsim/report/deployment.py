@@ -27,13 +27,11 @@ from nmsim.registry import (DEPLOYMENT_DECODE_BATCHES, DEPLOYMENT_DECODE_CONTEXT
 from nmsim.report.pareto import pareto_front
 from nmsim.parallel import fork_map
 from nmsim.sim.cases import SimCase, simulate_cases
-from nmsim.sim.inference import memory_use
-from nmsim.sim.workload import check_divides
+from nmsim.sim.inference import MAX_DEVICES, memory_use, smallest_fitting_degree
 from nmsim.traces.reader import TraceData
 from nmsim.traces.sources import statistics_for
 
 log = logging.getLogger(__name__)
-MAX_DEVICES = 64
 
 
 @dataclass(frozen=True)
@@ -113,18 +111,22 @@ def deployment_pairs(designs: list[AcceleratorSpec], baseline: AcceleratorSpec, 
 
 def fitting_devices(spec: AcceleratorSpec, shape: ModelShape, scenario: Scenario) -> int | None:
     """The fewest tensor-parallel devices (dividing the model's heads) whose memory holds the weights and the KV
-    cache at the scenario's longest context; None when no degree up to MAX_DEVICES does."""
-    context = scenario.context + (DEPLOYMENT_DECODE_STEPS if scenario.phase == "decode" else 0)
-    for devices in range(1, MAX_DEVICES + 1):
-        try:
-            check_divides(shape, devices)
-        except NmsimError:
-            continue
-        if devices > 1 and spec.interconnect is None:
-            break
-        if memory_use(spec, shape, scenario.batch, context, devices, 0.0).fits:
-            return devices
-    return None
+    cache at the scenario's longest context; None when no degree up to MAX_DEVICES does (or the design has no
+    interconnect to go parallel)."""
+    memory = memory_use(spec, shape, scenario.batch, _longest_context(scenario), 1, 0.0)
+    if memory.fits:
+        return 1
+    return smallest_fitting_degree(shape, memory, 1) if spec.interconnect is not None else None
+
+
+def _longest_context(scenario: Scenario) -> int:
+    """The context the KV cache reaches: the prompt, or the decode steps' last."""
+    return scenario.context + (DEPLOYMENT_DECODE_STEPS if scenario.phase == "decode" else 0)
+
+
+def runnable(patterns: tuple[Pattern, ...]) -> tuple[Pattern, ...]:
+    """The patterns a design can run at deployment scale: dense and N:M (unstructured has no design)."""
+    return tuple(p for p in patterns if p.kind in ("dense", "nm"))
 
 
 def deployment_cases(target: Target, pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec,
@@ -150,8 +152,7 @@ COLUMNS = ("model", "params_B", "design", "pattern", "operand", "scenario", "pha
 def _unfit_rows(target: Target, pairs: list[tuple[AcceleratorSpec, Pattern]], baseline: AcceleratorSpec,
                 scenario: Scenario) -> list[dict]:
     """The rows of a scenario no tensor-parallel degree holds: no timing, and a note with the memory it needs."""
-    context = scenario.context + (DEPLOYMENT_DECODE_STEPS if scenario.phase == "decode" else 0)
-    need = memory_use(baseline, target.shape, scenario.batch, context, 1, 0.0).total
+    need = memory_use(baseline, target.shape, scenario.batch, _longest_context(scenario), 1, 0.0).total
     note = (f"{target.shape.name} does not fit {baseline.name} on any tensor-parallel degree up to {MAX_DEVICES} "
             f"that divides its heads ({need / 2**30:.0f} GiB of weights and KV cache, "
             f"{baseline.memory[0].capacity_bytes / 2**30:.0f} GiB per device)")
@@ -216,7 +217,7 @@ def band_table(targets: list[Target], pairs: list[tuple[AcceleratorSpec, Pattern
     probes = prefer if len(prefer) == 2 else probes
     rows = []
     for target in targets:
-        if not target.band or target.source == target.shape.name and not any(target.band.values()):
+        if not any(target.band.values()):
             continue
         chosen = [(spec, p) for spec, p in pairs if p.kind != "dense" and spec.sparsity.operand == "activation"
                   and target.band.get(p) is not None]
@@ -266,7 +267,7 @@ def targets_table(targets: list[Target], accuracy_rows: pd.DataFrame, best_accur
                              for p, t in target.traces.items() if t is not None and p.kind != "dense"})
         rows.append({"model": shape.name, "params_B": shape.weight_count() / 1e9, "hidden_size": shape.hidden_size,
                      "num_layers": shape.num_layers, "statistics": "; ".join(provenance) or "none",
-                     "band_from": target.band_model if target.source != shape.name or target.band_model else "",
+                     "band_from": target.band_model or "",
                      "accuracy": accuracy})
     return pd.DataFrame(rows)
 
@@ -312,12 +313,18 @@ HEADLINE_PREFILL = "prefill 2k"
 HEADLINE_DECODE_CONTEXT = 2048
 
 
+def decode_curve(deployment: pd.DataFrame, design: str, pattern: str, context: int) -> pd.DataFrame:
+    """The decode rows of ``design`` running ``pattern`` from ``context``, by batch (one model's table)."""
+    rows = deployment[(deployment.design == design) & (deployment.pattern == pattern)
+                      & (deployment.phase == "decode") & (deployment.context_tokens == context)]
+    return rows.sort_values("batch")
+
+
 def benefit_gone_batch(deployment: pd.DataFrame, model: str, design: str, pattern: str,
                        context: int = HEADLINE_DECODE_CONTEXT) -> float:
     """The smallest decode batch at which ``design`` running ``pattern`` is at or below BENEFIT_GONE over its dense
     self (NaN: at no batch)."""
-    rows = deployment[(deployment.model == model) & (deployment.design == design) & (deployment.pattern == pattern)
-                      & (deployment.phase == "decode") & (deployment.context_tokens == context)]
+    rows = decode_curve(deployment[deployment.model == model], design, pattern, context)
     gone = rows[rows.e2e_speedup_vs_dense_same_design <= BENEFIT_GONE].batch
     return float(gone.min()) if len(gone) else float("nan")
 

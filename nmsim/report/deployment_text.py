@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from nmsim.report.deployment import BENEFIT_GONE, HEADLINE_DECODE_CONTEXT, HEADLINE_PREFILL
+from nmsim.report.deployment import BENEFIT_GONE, HEADLINE_DECODE_CONTEXT, HEADLINE_PREFILL, decode_curve
 
 
 def _x(value: float) -> str:
@@ -25,12 +25,6 @@ def _names(rows: pd.DataFrame) -> str:
     if not names:
         return "none"
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _decode_curve(table: pd.DataFrame, design: str, pattern: str, context: int) -> pd.DataFrame:
-    rows = table[(table.design == design) & (table.pattern == pattern) & (table.phase == "decode")
-                 & (table.context_tokens == context)]
-    return rows.sort_values("batch")
 
 
 def _gone(value: float) -> int | None:
@@ -60,20 +54,20 @@ def target_lines(tables: dict[str, pd.DataFrame], level: str) -> list[str]:
         weight = sparse[sparse.operand == "weight"]
         if len(activation):
             design = activation.design.iloc[0]
-            curve = _decode_curve(mine, design, "8:16", HEADLINE_DECODE_CONTEXT)
+            curve = decode_curve(mine, design, "8:16", HEADLINE_DECODE_CONTEXT)
             speeds = "/".join(f"{v:.2f}" for v in curve.e2e_speedup_vs_dense_same_design)
             batches = "/".join(str(b) for b in curve.batch)
             sentence = f"decode at 2k, B={batches}: 8:16 {speeds}×"
             if len(weight):
                 wdesign = weight.design.iloc[0]
-                wcurve = _decode_curve(mine, wdesign, weight.pattern.iloc[0], HEADLINE_DECODE_CONTEXT)
+                wcurve = decode_curve(mine, wdesign, weight.pattern.iloc[0], HEADLINE_DECODE_CONTEXT)
                 wspeeds = "/".join(f"{v:.2f}" for v in wcurve.e2e_speedup_vs_dense_same_design)
                 sentence += f", weight {weight.pattern.iloc[0]} ({wdesign}) {wspeeds}×"
             gone = _gone(numbers.loc[target.model, "decode_benefit_gone_batch"])
             sentence += (f"; activation 8:16's decode benefit is gone at B={gone} (≤ {BENEFIT_GONE:.2f}×: the union "
                          "of a batch's masks needs almost every weight row)" if gone
                          else "; activation 8:16 keeps a decode benefit at every batch")
-            long = _decode_curve(mine, design, "8:16", int(mine.context_tokens.max()))
+            long = decode_curve(mine, design, "8:16", int(mine.context_tokens.max()))
             if len(long) and len(curve):
                 sentence += (f"; at {int(long.context_tokens.iloc[0]) // 1024}k context B=1 decodes at "
                              f"{_x(long.e2e_speedup_vs_dense_same_design.iloc[0])} (2k: "

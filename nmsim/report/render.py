@@ -15,6 +15,7 @@ from markdown_it import MarkdownIt
 from nmsim.report.figures import FIGURES, sensitivity_figures
 from nmsim.report.tables import DECODE_BATCHES, PREFILL_BATCHES, SEQ_TOKENS
 from nmsim.report.deployment_text import deployment_section
+from nmsim.report.sensitivity import DEFAULT_PAIR, pair_label
 
 CAPTIONS = {
     "validation": "The performance model against measured GPUs (`nmsim validate`, the packaged sets): GEMM, softmax "
@@ -156,8 +157,9 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
     verdict = []
     sens, even = tables.get("sensitivity"), tables.get("break_even")
     if sens is not None and len(sens):  # the 8:16 vs 16:32 pair (other pairs are in the tables and figures)
-        sens = sens[sens.pair == "8:16 vs 16:32"]
-        even = even[even.pair == "8:16 vs 16:32"] if even is not None and len(even) else even
+        label = pair_label(*DEFAULT_PAIR)
+        sens = sens[sens.pair == label]
+        even = even[even.pair == label] if even is not None and len(even) else even
     if sens is not None and len(sens):
         preset = sens[(sens.x == 1.0) & (sens.phase == "prefill")]
         ratio = float(preset.efficiency_ratio.iloc[0]) if len(preset) else math.nan

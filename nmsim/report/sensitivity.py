@@ -30,6 +30,11 @@ PHASES = (("prefill", 1), ("decode", 4))  # (phase, batch): a 512-token prompt; 
 DEFAULT_PAIR = (parse_pattern("8:16"), parse_pattern("16:32"))
 
 
+def pair_label(a: Pattern, b: Pattern) -> str:
+    """How the tables name a pair: ``8:16 vs 16:32``."""
+    return f"{a} vs {b}"
+
+
 @dataclass(frozen=True)
 class Pair:
     """Two patterns on their native designs of the run: ``b``'s efficiency over ``a``'s is the ratio."""
@@ -41,7 +46,7 @@ class Pair:
 
     @property
     def label(self) -> str:
-        return f"{self.a} vs {self.b}"
+        return pair_label(self.a, self.b)
 
     @property
     def slug(self) -> str:

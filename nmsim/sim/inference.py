@@ -596,24 +596,26 @@ def capacity_message(run: InferenceRun) -> str:
                f"device (weights {mem.weights / 2**30:.1f}, KV cache {mem.kv_cache / 2**30:.1f} at batch "
                f"{run.batch} × {run.prompt + run.generate} tokens, largest op's activations "
                f"{mem.activations / 2**30:.1f}) and the device has {mem.capacity / 2**30:.1f} GiB")
-    degree = smallest_fitting_degree(run)
+    degree = smallest_fitting_degree(run.shape, run.memory, run.devices)
     if degree is None:
-        return message + "; no tensor-parallel degree up to 64 that divides the model's heads fits"
+        return message + f"; no tensor-parallel degree up to {MAX_DEVICES} that divides the model's heads fits"
     if spec.interconnect is None:
         return message + f"; it would fit on {degree} devices, but the design describes no interconnect"
     return message + f"; it fits with --devices {degree}"
 
 
-def smallest_fitting_degree(run: InferenceRun) -> int | None:
-    """The smallest degree that divides the model and fits (activations scale with 1/degree, the rest exactly)."""
-    for degree in range(run.devices + 1, 65):
+MAX_DEVICES = 64  # the largest tensor-parallel degree tried
+
+
+def smallest_fitting_degree(shape: ModelShape, memory: MemoryUse, devices: int) -> int | None:
+    """The smallest degree above ``devices`` that divides ``shape`` and fits, from ``memory`` (one device's use at
+    ``devices``): activations scale with 1/degree, the rest exactly."""
+    for degree in range(devices + 1, MAX_DEVICES + 1):
         try:
-            check_divides(run.shape, degree)
+            check_divides(shape, degree)
         except NmsimError:
             continue
-        scale = run.devices / degree
-        used = (run.memory.weights + run.memory.kv_cache + run.memory.activations) * scale
-        if used <= run.memory.capacity:
+        if memory.total * devices / degree <= memory.capacity:
             return degree
     return None
 
