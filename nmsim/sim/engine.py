@@ -2,16 +2,19 @@
 
 A GEMM is cut into *steps* (:mod:`nmsim.sim.mapping` builds them): one wave of tiles, one tile per active unit,
 working on one K-chunk. Symmetric units move in lockstep, so a step carries the whole wave's bytes and the
-slowest tile's cycles. Four simpy processes pass steps along:
+slowest tile's cycles. Three simpy processes pass the steps along in order, each waiting on one event of the
+stage before it (the step's arrival, its compression, the array finishing the step that held its buffer slot), so
+a step costs the event loop a handful of events and no queue:
 
 - **loader**: takes a free operand-buffer slot (two with double buffering, else one) and issues the step's
   operand reads through every memory level at once; each level is a channel with a bandwidth and a latency that
-  serves requests first come, first served, so loads and write-backs contend; loads complete in issue order;
+  serves requests first come, first served, so loads and write-backs contend;
 - **selector**: the on-the-fly top-N-of-M compressor, pipelined: a step occupies it for groups ÷ (groups per
-  cycle) cycles and leaves it after the network's latency;
+  cycle) cycles and leaves it after the network's latency (a design without one passes each step on as it
+  arrives);
 - **array**: pipeline fill (array fill/drain, metadata decode and operand-select mux stages) plus busy cycles;
-  it frees the buffer slot when done and starts the write-back of a finished tile;
-- **write-back**: output bytes through every level.
+  it frees the buffer slot when done and issues the write-back of a finished tile (output bytes through every
+  level).
 
 The array's idle time is charged to the stage it waited for: ``stall_memory`` (operands not loaded yet),
 ``stall_selector`` (loaded but not yet compressed), and ``drain`` (write-backs after the last step); cycles a
@@ -95,15 +98,20 @@ class _Channels:
 
 
 def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: int, selector_latency: float):
-    """Run the four processes over ``steps``; return per step its array finish, its event times (:func:`_steady`)
-    and its charges, then when the array finished and when everything (write-backs included) finished."""
+    """Run the processes over ``steps``; return per step its array finish, its event times (:func:`_steady`) and
+    its charges, then when the array finished and when everything (write-backs included) finished. The loader
+    waits on the array freeing the slot of the step ``buffer_slots`` back, the selector on the step's operands,
+    the array on its compressed groups."""
     env = simpy.Environment()
     links = _Channels(channels)
-    slots = simpy.Container(env, capacity=buffer_slots, init=buffer_slots)
-    loaded, selected = simpy.Store(env), simpy.Store(env)
-    load_done = [0.0] * len(steps)
-    select_done = [0.0] * len(steps)
-    array_done = [0.0] * len(steps)
+    count = len(steps)
+    loaded = [env.event() for _ in steps]  # succeeds when the step's operands have arrived
+    compresses = any(step.select_cycles > 0 for step in steps)
+    selected = [env.event() for _ in steps] if compresses else loaded  # … when its groups are compressed
+    freed = [env.event() for _ in steps]  # … when the array has finished it: its buffer slot is free
+    load_done = [0.0] * count
+    select_done = [0.0] * count if compresses else load_done  # nothing to compress: selected when it arrives
+    array_done = [0.0] * count
     charged = [dict.fromkeys(_PER_STEP, 0.0) for _ in steps]
     events: list[list[float]] = [[] for _ in steps]  # per step: every time that decides what comes after it
     writebacks_done = [0.0]
@@ -112,36 +120,36 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
         """When each level's queue empties (now where it is idle): its backlog, the channels' whole state."""
         return [max(free, env.now) for free in links.free_at]
 
-    def deliver(store: simpy.Store, index: int, delay: float, times: list[float]) -> None:
-        """Put ``index`` into ``store`` ``delay`` cycles from now and note the time: a timeout's callback, which
-        costs the event loop one event where a process per delivery would cost three."""
+    def deliver(done: list[simpy.Event], index: int, delay: float, times: list[float]) -> None:
+        """Succeed ``done[index]`` ``delay`` cycles from now and note the time: a timeout's callback, which costs
+        the event loop one event where a process per delivery would cost three."""
         def arrive(_event) -> None:
             times[index] = env.now
-            store.put(index)
+            done[index].succeed()
         env.timeout(delay).callbacks.append(arrive)
 
     def loader():
         for index, step in enumerate(steps):
-            yield slots.get(1)  # a free slot: the load is issued; up to buffer_slots loads are in flight
+            if index >= buffer_slots:  # up to buffer_slots loads are in flight
+                yield freed[index - buffer_slots]
             arrival = links.reserve(env.now, step.load_bytes)
             events[index] += (env.now, *queue_ends())
             deliver(loaded, index, arrival - env.now, load_done)
 
     def selector():  # pipelined: a new group set enters every ``work`` cycles, each leaves after the latency
-        for _ in steps:
-            index = yield loaded.get()
-            work = steps[index].select_cycles
-            if work > 0:
-                yield env.timeout(work)
+        for index, step in enumerate(steps):
+            yield loaded[index]
+            if step.select_cycles > 0:
+                yield env.timeout(step.select_cycles)
                 deliver(selected, index, selector_latency, select_done)
             else:
                 select_done[index] = env.now
-                selected.put(index)
+                selected[index].succeed()
 
     def array():
         for index, step in enumerate(steps):
             idle_from = env.now
-            yield selected.get()
+            yield selected[index]
             waited = env.now - idle_from
             on_memory = min(max(load_done[index] - idle_from, 0.0), waited)
             cost = charged[index]
@@ -150,7 +158,7 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
             cost["fill"], cost["busy"], cost["stall_feed"] = step.fill_cycles, step.busy_cycles, step.feed_cycles
             yield env.timeout(step.fill_cycles + step.busy_cycles + step.feed_cycles)
             array_done[index] = env.now
-            slots.put(1)
+            freed[index].succeed()
             written = env.now
             if any(step.writeback_bytes):
                 written = links.reserve(env.now, step.writeback_bytes)
@@ -159,7 +167,8 @@ def _simulate(steps: list[Step], channels: tuple[Channel, ...], buffer_slots: in
                               max(writebacks_done[0], env.now), *queue_ends())
 
     env.process(loader())
-    env.process(selector())
+    if compresses:
+        env.process(selector())
     env.process(array())
     env.run()
     array_end = array_done[-1] if steps else 0.0

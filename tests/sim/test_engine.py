@@ -45,6 +45,15 @@ def test_memory_bound_steps_stall_on_memory_and_double_buffering_overlaps():
     assert single.breakdown["stall_memory"] == pytest.approx(40)
 
 
+def test_the_array_takes_steps_in_order_even_when_a_later_one_needs_no_compression():
+    """A step without compression work is selected as it arrives, before the previous step leaves the network; the
+    array still computes that previous step first (it once took whichever step came out first: 16 cycles)."""
+    result = _run([_step(busy=1, select=10), _step(busy=1)], buffer_slots=2, selector_latency=5)
+    # the first step leaves the selector at 10 + 5 = 15 and computes 15 → 16; the second (selected at 10) 16 → 17
+    assert result.cycles == 17
+    assert result.breakdown["stall_selector"] == 15
+
+
 def test_latency_is_hidden_only_as_far_as_the_buffer_slots_allow():
     channels = (Channel("dram", 10.0, 25.0),)
     result = _run([_step(load=100, busy=10)] * 4, channels, buffer_slots=2)
@@ -190,5 +199,5 @@ def test_fast_forward_after_a_run_boundary_is_exact():
     channels = (Channel("dram", 4.0, 0.0), Channel("sram", 16.0, 1.0))
     fast = run_pipeline(_schedule(blocks), channels, buffer_slots=2, selector_latency=3)
     full = run_pipeline(_schedule(blocks), channels, buffer_slots=2, selector_latency=3, warmup_blocks=None)
-    assert full.cycles == 437.5
+    assert full.cycles == 437.75  # the last step (nothing to compress) waits for the one before it to be selected
     assert fast.cycles == full.cycles
