@@ -357,6 +357,9 @@ def tables_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, .
     if simulated.sweep is not None:
         out["sweep"] = simulated.sweep
     out["tradeoff"] = tables.tradeoff(perf, areas, out["accuracy"], simulated.sweep)
+    decision_pair = out["sensitivity"][out["sensitivity"].pair == sens.pair_label(*sens.DEFAULT_PAIR)] \
+        if len(out["sensitivity"]) else out["sensitivity"]
+    out["decision_summary"] = tables.decision_summary(out["tradeoff"], areas, out["layers"], decision_pair)
     deployment = simulated.deployment
     if deployment is not None:
         out["targets"] = dep.targets_table(deployment.targets, accuracy_rows, tables.best_accuracy)

@@ -37,7 +37,7 @@ def test_nmsim_run_reproduces_the_committed_report(tmp_path, monkeypatch):
     assert main(["run", "--report-root", str(out)]) == 0
     written = out / "smollm2-135m"
     expected = _files(COMMITTED)
-    assert len(expected) == 18 * 2 + 12 * 2  # tables (CSV + Parquet) and figures (PNG + SVG)
+    assert len(expected) == 19 * 2 + 12 * 2  # tables (CSV + Parquet) and figures (PNG + SVG)
     assert _files(written) == expected
     # the text too: it names no command line, so a plain `nmsim run` leaves the tracked report as it is
     assert (written / "report.md").read_text() == (COMMITTED / "report.md").read_text()

@@ -334,7 +334,7 @@ def summary(deployment: pd.DataFrame, fronts_table: pd.DataFrame, band: pd.DataF
     """Per target, the numbers the deployment conclusion quotes beyond the deployment table: 8:16's and 16:32's
     end-to-end prefill-2k speedups, 16:32's throughput per area over 8:16's (``efficiency_ratio``, at the fronts'
     area level) and in % (``efficiency_gain_pct``), 8:16's perplexity increase over 16:32's in percentage points
-    (``accuracy_gap_pct_points``), the batch at which 8:16's decode benefit is gone, and the largest speedup shift
+    (``accuracy_gap_pct_points``), both designs' area overheads, the batch at which 8:16's decode benefit is gone, and the largest speedup shift
     the band's statistics cause."""
     rows = []
     for model in dict.fromkeys(deployment.model):
@@ -352,6 +352,8 @@ def summary(deployment: pd.DataFrame, fronts_table: pd.DataFrame, band: pd.DataF
                         "efficiency_gain_pct": 100 * (eff["16:32"] / eff["8:16"] - 1),
                         "accuracy_gap_pct_points": pair["8:16"].delta_pct_vs_dense.iloc[0]
                         - pair["16:32"].delta_pct_vs_dense.iloc[0],
+                        "area_overhead_pct_8of16": pair["8:16"].area_overhead_pct.iloc[0],
+                        "area_overhead_pct_16of32": pair["16:32"].area_overhead_pct.iloc[0],
                         "area_level": pair["8:16"].area_level.iloc[0]})
         native = natives.get(Pattern.nm(8, 16))
         row["decode_benefit_gone_batch"] = benefit_gone_batch(deployment, model, native.name, "8:16") \

@@ -102,11 +102,14 @@ def scale_lines(tables: dict[str, pd.DataFrame], level: str) -> list[str]:
         return (f"16:32 is {gain:.1f} % more efficient per {level} mm² than 8:16" if gain >= 0 else
                 f"16:32 is {-gain:.1f} % less efficient per {level} mm² than 8:16")
 
-    lines = [f"- **Across scales** ({HEADLINE_PREFILL}, end to end): at {small.model} ({small.params_B:.1f} B) "
-             f"{verdict(small)}; at {large.model} ({large.params_B:.1f} B) {verdict(large)}. 16:32's perplexity "
-             f"increase over dense is {small.accuracy_gap_pct_points:.2f} percentage points smaller than 8:16's at "
-             f"{small.model} and {large.accuracy_gap_pct_points:.2f} at {large.model} (proxies where the targets "
-             "say so)."]
+    one = small.model == large.model
+    scale = f"at {large.model} ({large.params_B:.1f} B) {verdict(large)}" if one else \
+        f"at {small.model} ({small.params_B:.1f} B) {verdict(small)}; at {large.model} ({large.params_B:.1f} B) " \
+        f"{verdict(large)}"
+    gap = f"{large.accuracy_gap_pct_points:.2f} percentage points smaller than 8:16's" + (
+        f" at {large.model}" if one else f" at {small.model} and {large.accuracy_gap_pct_points:.2f} at {large.model}")
+    lines = [f"- **Across scales** ({HEADLINE_PREFILL}, end to end): {scale}. 16:32's perplexity increase over "
+             f"dense is {gap} (proxies where the targets say so)."]
     levers = []
     gone = _gone(large.decode_benefit_gone_batch)
     if gone:
@@ -116,12 +119,23 @@ def scale_lines(tables: dict[str, pd.DataFrame], level: str) -> list[str]:
         levers.append(f"accuracy: 16:32 pays for itself only if its {large.accuracy_gap_pct_points:.2f}-point smaller "
                       f"perplexity increase is worth {-large.efficiency_gain_pct:.1f} % of throughput per {level} mm²")
     else:
-        levers.append(f"area: 16:32's larger front end is {level}-level noise here; a datapath-level budget or a "
-                      f"smaller die would make it count")
-    levers.append(f"model size: 16:32 over 8:16 per {level} mm² is {small.efficiency_ratio:.3f} at {small.model} and "
-                  f"{large.efficiency_ratio:.3f} at {large.model}")
+        levers.append(_area_lever(large, level))
+    if not one:
+        levers.append(f"model size: 16:32 over 8:16 per {level} mm² is {small.efficiency_ratio:.3f} at {small.model} "
+                      f"and {large.efficiency_ratio:.3f} at {large.model}")
     lines.append("- **What would change it**: " + "; ".join(levers) + ".")
     return lines
+
+
+def _area_lever(row, level: str) -> str:
+    """Why the area does not stop 16:32 (it is as efficient as 8:16 or more), from the two designs' overheads."""
+    areas = f"+{row.area_overhead_pct_16of32:.2f} % vs +{row.area_overhead_pct_8of16:.2f} % {level} area"
+    if row.area_overhead_pct_16of32 <= row.area_overhead_pct_8of16:
+        return f"area: 16:32's design is the smaller one here ({areas}), so area does not favour 8:16"
+    tighter = "a datapath-level budget or a smaller die" if level != "datapath" else \
+        "a design whose selection front end is a larger share of the datapath"
+    return (f"area: 16:32's larger front end ({areas}) is outweighed by its speed at {level} level; {tighter} "
+            "would make it count")
 
 
 def _targets_shown(targets: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 from markdown_it import MarkdownIt
 
 from nmsim.report.figures import FIGURES, sensitivity_figures
-from nmsim.report.tables import DECODE_BATCHES, PREFILL_BATCHES, SEQ_TOKENS
+from nmsim.report.tables import DECODE_BATCHES, PREFILL_BATCHES, SEQ_TOKENS, native_designs, trade_row
 from nmsim.report.deployment_text import deployment_section
 from nmsim.report.sensitivity import DEFAULT_PAIR, pair_label
 
@@ -70,16 +70,6 @@ def _table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def native_designs(areas: pd.DataFrame) -> dict[str, str]:
-    """pattern → the design that supports exactly that pattern on activations, natively (not composed)."""
-    natives = {}
-    for row in areas.itertuples():
-        patterns = row.supported_patterns.split()
-        if row.sparse_operand == "activation" and not row.hierarchical and len(patterns) == 1:
-            natives.setdefault(patterns[0], row.design)
-    return natives
-
-
 def case_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The case per pattern: one row per (design, pattern) the designs offer, plus patterns no design runs."""
     trade, io = tables["tradeoff"], tables["io_formats"]
@@ -125,24 +115,19 @@ def _area_level(tables: dict[str, pd.DataFrame]) -> str:
     return str(areas.area_level.iloc[0]) if "area_level" in areas and len(areas) else "datapath"
 
 
-def _row(trade: pd.DataFrame, design: str | None, pattern: str):
-    found = trade[(trade.design == design) & (trade.pattern == pattern)]
-    return found.iloc[0] if len(found) else None
-
-
 def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
     """Plain sentences, every number from the tables: 8:16 against 2:4, 4:8, 16:32 and a hierarchical design."""
     trade, areas = tables["tradeoff"], tables["area_summary"]
     natives = native_designs(areas)
     level = _area_level(tables)
-    main = _row(trade, natives.get("8:16"), "8:16")
+    main = trade_row(trade, natives.get("8:16"), "8:16")
     if main is None:
         return [("No design in this set supports 8:16 natively on activations, so the report draws no conclusion "
                  "about it; add `hw_configs/act-8of16.yaml` to the designs.")]
     lines = []
 
     def compare(pattern: str) -> None:
-        other = _row(trade, natives.get(pattern), pattern)
+        other = trade_row(trade, natives.get(pattern), pattern)
         if other is None:
             return
         lines.append(
@@ -155,48 +140,44 @@ def conclusion(tables: dict[str, pd.DataFrame], model: str) -> list[str]:
     for pattern in ("2:4", "4:8", "16:32"):
         compare(pattern)
     verdict = []
-    sens, even = tables.get("sensitivity"), tables.get("break_even")
-    if sens is not None and len(sens):  # the 8:16 vs 16:32 pair (other pairs are in the tables and figures)
-        label = pair_label(*DEFAULT_PAIR)
-        sens = sens[sens.pair == label]
-        even = even[even.pair == label] if even is not None and len(even) else even
-    if sens is not None and len(sens):
-        preset = sens[(sens.x == 1.0) & (sens.phase == "prefill")]
-        ratio = float(preset.efficiency_ratio.iloc[0]) if len(preset) else math.nan
-        sixteen = _row(trade, natives.get("16:32"), "16:32")
-        if sixteen is not None and not math.isnan(ratio):
-            gain = main.perplexity - sixteen.perplexity
-            if ratio < 1:
-                lines.append(
-                    f"- **16:32's price**: at the preset values 16:32 delivers {ratio:.3f}× the prefill throughput "
-                    f"per {level} area of 8:16, i.e. it costs {100 * (1 - ratio):.1f} % efficiency for {gain:.2f} "
-                    f"perplexity points ({100 * (1 - ratio) / gain if gain > 0 else math.nan:.1f} % per point).")
-                verdict.append(f"16:32 is {100 * (1 - ratio):.1f} % less efficient per {level} mm² for "
-                               f"{gain:.2f} PPL")
-            else:
-                lines.append(
-                    f"- **16:32 costs nothing here**: at the preset values 16:32 delivers {ratio:.3f}× the prefill "
-                    f"throughput per {level} area of 8:16, and {gain:.2f} perplexity points more accuracy: its "
-                    f"larger front end is too small a share of the {level} to matter.")
-                verdict.append(f"16:32 is {100 * (ratio - 1):.1f} % more efficient per {level} mm² and {gain:.2f} "
-                               "PPL better")
-    hier = trade[(trade.pattern == "8:16") & trade.design.isin(areas[areas.hierarchical].design)]
-    if len(hier):
-        h = hier.iloc[0]
+    even = tables.get("break_even")
+    if even is not None and len(even):  # the 8:16 vs 16:32 pair (other pairs are in the tables and figures)
+        even = even[even.pair == pair_label(*DEFAULT_PAIR)]
+    n = tables["decision_summary"].iloc[0]  # what the sentences quote beyond the other tables
+    if not math.isnan(n.get("efficiency_ratio", math.nan)):
+        change, gain = n.efficiency_change_pct, n.ppl_gain_16of32
+        if n.efficiency_ratio < 1:
+            cost = "" if math.isnan(n.efficiency_cost_pct_per_ppl) else \
+                f" ({n.efficiency_cost_pct_per_ppl:.1f} % per point)"
+            lines.append(
+                f"- **16:32's price**: at the preset values 16:32 delivers {n.efficiency_ratio:.3f}× the prefill "
+                f"throughput per {level} area of 8:16, i.e. it costs {-change:.1f} % efficiency for {gain:.2f} "
+                f"perplexity points{cost}.")
+            verdict.append(f"16:32 is {-change:.1f} % less efficient per {level} mm² for {gain:.2f} PPL")
+        else:
+            sixteen = trade_row(trade, n.design_16of32, "16:32")
+            why = (f"its design is the smaller one (+{sixteen.area_overhead_pct:.2f} % vs "
+                   f"+{main.area_overhead_pct:.2f} % {level} area)" if sixteen.area_overhead_pct
+                   <= main.area_overhead_pct else f"its larger front end is too small a share of the {level} to "
+                   "matter")
+            lines.append(
+                f"- **16:32 costs nothing here**: at the preset values 16:32 delivers {n.efficiency_ratio:.3f}× the "
+                f"prefill throughput per {level} area of 8:16, and {gain:.2f} perplexity points more accuracy: {why}.")
+            verdict.append(f"16:32 is {change:.1f} % more efficient per {level} mm² and {gain:.2f} PPL better")
+    if isinstance(n.get("composed_design"), str):
+        h = trade_row(trade, n.composed_design, "8:16")
         lines.append(
             f"- **Hierarchical composition ({h.design})**: the same 8:16 masks run at prefill "
             f"{h.prefill_speedup:.3f}× (native {main.prefill_speedup:.3f}×) for +{h.area_overhead_pct:.2f} % {level} "
             f"area (native +{main.area_overhead_pct:.2f} %): real 8:16 masks are not 2:4-aligned, so the composed "
-            "datapath spends extra passes on groups that keep 3 or 4 of 4.")
-        two_four = _row(trade, h.design, "2:4")
-        layers = tables["layers"]
-        density = layers[(layers.design == h.design) & (layers.pattern == "8:16")].compute_density.mean()
-        if two_four is not None and not math.isnan(density):
+            "datapath spends extra passes on groups that keep more than two of an aligned four.")
+        if not math.isnan(n.composability_cost_ppl) and not math.isnan(n.composed_mac_slots_per_position):
             lines.append(
-                f"  The composed datapath spends {density:.2f} MAC slots per value position on real 8:16 masks "
-                f"(0.50 native). Masks it could run at full speed keep at most 2 of every aligned 4, and with 8 of 16 "
-                f"kept that is exactly 2:4, whose perplexity is {two_four.perplexity:.2f}: composability costs "
-                f"{two_four.perplexity - main.perplexity:.2f} perplexity points here.")
+                f"  The composed datapath spends {n.composed_mac_slots_per_position:.2f} MAC slots per value position "
+                f"on real 8:16 masks ({n.native_mac_slots_per_position:.2f} native). The only 8:16 masks it runs at "
+                f"full speed are those that are 2:4 as well (at most two kept in every aligned four), that is 2:4 "
+                f"masks, whose perplexity is {trade_row(trade, h.design, '2:4').perplexity:.2f}: composability "
+                f"costs {n.composability_cost_ppl:.2f} perplexity points here.")
         verdict.append("composing 8:16 from 2:4 is cheaper in area but slower on real masks" if
                        h.area_overhead_pct < main.area_overhead_pct and h.prefill_speedup < main.prefill_speedup
                        else "the composed design is not dominated by native 8:16 here")

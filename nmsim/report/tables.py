@@ -226,6 +226,57 @@ def tradeoff(perf: pd.DataFrame, areas: pd.DataFrame, accuracy: pd.DataFrame,
     return table
 
 
+def native_designs(areas: pd.DataFrame) -> dict[str, str]:
+    """pattern → the design that supports exactly that pattern on activations, natively (not composed)."""
+    natives = {}
+    for row in areas.itertuples():
+        patterns = row.supported_patterns.split()
+        if row.sparse_operand == "activation" and not row.hierarchical and len(patterns) == 1:
+            natives.setdefault(patterns[0], row.design)
+    return natives
+
+
+def trade_row(trade: pd.DataFrame, design: str | None, pattern: str):
+    """The trade-off row of ``design`` running ``pattern`` (None: not in the table)."""
+    found = trade[(trade.design == design) & (trade.pattern == pattern)]
+    return found.iloc[0] if len(found) else None
+
+
+def decision_summary(trade: pd.DataFrame, areas: pd.DataFrame, layers: pd.DataFrame,
+                     sensitivity: pd.DataFrame | None) -> pd.DataFrame:
+    """What the conclusion quotes beyond the trade-off, sensitivity and break-even tables (one row; empty without a
+    native activation 8:16 design): 16:32's prefill throughput per area over 8:16's at the preset values
+    (``efficiency_ratio``, from ``sensitivity``'s rows of the 8:16 vs 16:32 pair) and the change in %
+    (``efficiency_change_pct``), 16:32's perplexity gain over 8:16 (``ppl_gain_16of32``, points) and the efficiency
+    it costs per point where it costs any; for a composed (hierarchical) 8:16 design, the MAC slots per value
+    position on the real masks beside native 8:16's and what composability costs (2:4's perplexity over 8:16's)."""
+    natives = native_designs(areas)
+    main = trade_row(trade, natives.get("8:16"), "8:16")
+    if main is None:
+        return pd.DataFrame()
+    level = str(areas.area_level.iloc[0]) if "area_level" in areas and len(areas) else "datapath"
+    row = {"design_8of16": main.design, "area_level": level, "ppl_8of16": main.perplexity}
+    sixteen = trade_row(trade, natives.get("16:32"), "16:32")
+    preset = sensitivity[(sensitivity.x == 1.0) & (sensitivity.phase == "prefill")] \
+        if sensitivity is not None and len(sensitivity) else pd.DataFrame()
+    if sixteen is not None and len(preset):
+        ratio, gain = float(preset.efficiency_ratio.iloc[0]), float(main.perplexity - sixteen.perplexity)
+        row.update({"design_16of32": sixteen.design, "ppl_16of32": sixteen.perplexity, "efficiency_ratio": ratio,
+                    "efficiency_change_pct": 100 * (ratio - 1), "ppl_gain_16of32": gain,
+                    "efficiency_cost_pct_per_ppl": 100 * (1 - ratio) / gain if ratio < 1 and gain > 0 else math.nan})
+    hier = trade[(trade.pattern == "8:16") & trade.design.isin(areas[areas.hierarchical].design)]
+    if len(hier):
+        composed = hier.iloc[0]
+        density = {design: layers[(layers.design == design) & (layers.pattern == "8:16")].compute_density.mean()
+                   for design in (composed.design, main.design)}
+        two_four = trade_row(trade, composed.design, "2:4")
+        row.update({"composed_design": composed.design, "composed_mac_slots_per_position": density[composed.design],
+                    "native_mac_slots_per_position": density[main.design],
+                    "composability_cost_ppl": two_four.perplexity - main.perplexity if two_four is not None
+                    else math.nan})
+    return pd.DataFrame([row])
+
+
 def _with_format(spec: AcceleratorSpec, fmt: str) -> AcceleratorSpec:
     return dataclasses.replace(spec, sparsity=dataclasses.replace(spec.sparsity, metadata_format=fmt))
 

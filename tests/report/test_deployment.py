@@ -152,6 +152,71 @@ def test_the_conclusion_follows_the_numbers(small_run):
     assert "keeps a decode benefit at every batch" in "\n".join(target_lines(changed, "die"))
 
 
+@pytest.fixture(scope="module")
+def report_runs(tmp_path_factory):
+    """Two whole `nmsim run`s on SmolLM2-135M at datapath area, where 16:32 loses on efficiency with the preset
+    8:16 design and wins when the 8:16 design is a synthetic user's one with four times the selector lanes (a
+    larger front end): the conclusion has to follow."""
+    tmp = tmp_path_factory.mktemp("runs")
+    wide = tmp / "wide-8of16.yaml"
+    wide.write_text("base: act-8of16\nname: wide-8of16\ndescription: act-8of16 with four times the selector lanes\n"
+                    "sparsity: {selector_groups_per_cycle: 64}\n", encoding="utf-8")
+    folders = {}
+    for name, eight in (("preset", "act-8of16"), ("wide", str(wide))):
+        request = pipeline.RunRequest(
+            name=name, designs=("a100-dense", eight, "act-16of32", "act-hierarchical", "nvidia-2of4"),
+            patterns=("2:4", "8:16", "16:32"), accuracy=(REPO / "reports" / "accuracy.csv",),
+            out_root=tmp / "reports", command="pytest", target_models=("smollm2-135m",), area_level="datapath",
+            trace_root=TRACE_ROOT)
+        folders[name] = pipeline.run(request)
+    return folders
+
+
+def _conclusions(folder: Path) -> list[str]:
+    """The report's conclusion lines and the deployment section's bullets."""
+    text = (folder / "report.md").read_text(encoding="utf-8")
+    main = text.split("## Conclusion", 1)[1].split("\n## ", 1)[0]
+    deployment = text.split("## At deployment scale", 1)[1].split("\n## ", 1)[0]
+    return [line for line in main.splitlines() if line.strip()] + [
+        line for line in deployment.splitlines() if line.startswith("- **")]
+
+
+def test_every_number_in_both_conclusions_is_in_the_written_tables(report_runs):
+    for folder in report_runs.values():
+        values = {"1.05"}  # the decode-benefit threshold
+        for path in folder.glob("*.csv"):
+            frame = pd.read_csv(path)
+            for column in frame.select_dtypes("number"):
+                for v in frame[column].dropna():
+                    values.update({f"{sign * v:.{d}f}" for d in range(4) for sign in (1, -1)})
+        lines = _conclusions(folder)
+        assert len(lines) >= 8 and sum(len(_numbers(line)) for line in lines) > 40
+        missing = [(number, line[:70]) for line in lines for number in _numbers(line) if number not in values]
+        assert not missing, (folder.name, missing)
+
+
+def test_the_conclusion_changes_when_the_inputs_do(report_runs):
+    """With the preset 8:16 design 16:32 pays for its larger front end; with a larger 8:16 front end it does not,
+    and both conclusions (the traced model's and the deployment's) say so, quoting the decision tables."""
+    said = {name: "\n".join(_conclusions(folder)) for name, folder in report_runs.items()}
+    decision = {name: pd.read_csv(folder / "decision_summary.csv").iloc[0] for name, folder in report_runs.items()}
+    summary = {name: pd.read_csv(folder / "deployment_summary.csv").iloc[0] for name, folder in report_runs.items()}
+    assert decision["preset"].efficiency_ratio < 1 < decision["wide"].efficiency_ratio
+    assert summary["preset"].efficiency_gain_pct < 0 < summary["wide"].efficiency_gain_pct
+    preset, wide = said["preset"], said["wide"]
+    assert f"16:32 is {-decision['preset'].efficiency_change_pct:.1f} % less efficient per datapath mm²" in preset
+    assert "16:32's price" in preset and "costs nothing" not in preset
+    assert f"16:32 is {decision['wide'].efficiency_change_pct:.1f} % more efficient per datapath mm²" in wide
+    assert "16:32 costs nothing here" in wide and "its design is the smaller one" in wide
+    assert "native 8:16 (wide-8of16)" in wide
+    # the deployment conclusion: the accuracy lever when 16:32 costs throughput, the area lever when it does not
+    assert "16:32 pays for itself only if" in preset and "area does not favour 8:16" not in preset
+    assert "area does not favour 8:16" in wide and "pays for itself" not in wide
+    assert f"{summary['wide'].efficiency_gain_pct:.1f} % more efficient per datapath mm² than 8:16" in wide
+    # one target model: the scale comparison names it once
+    assert wide.count("at smollm2-135m (0.1 B)") == 1 and "model size:" not in wide
+
+
 def test_the_section_and_the_command_line(small_run, tmp_path, monkeypatch):
     section = "\n".join(deployment_section(small_run, "die"))
     assert section.startswith("## At deployment scale") and "| smollm2-135m |" in section
