@@ -1,8 +1,9 @@
 """Loading real causal LMs offline: embedded GGUF defaults, any GGUF file, any Hugging Face model.
 
 A GGUF file is dequantized to fp32 once (tens of seconds) and cached as safetensors under the cache
-directory, keyed by the file's sha256, so later loads take seconds. fp32 is the default because these CPUs
-(AVX2, no native bf16 matmul) run bf16 about 6x slower.
+directory, keyed by the file's sha256, so later loads take seconds. fp32 on the CPU is the default because these
+CPUs (AVX2, no native bf16 matmul) run bf16 about 6x slower; ``device`` and ``dtype`` place a model elsewhere
+(:mod:`nmsim.llm.device`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from nmsim.errors import NmsimError
 from nmsim.llm.data import TextSplit, tokenize
+from nmsim.llm.device import check_dispatch, describe_placement, dtype_name, resolve_device, spreads_over_gpus
 from nmsim.registry import DEFAULT_MODEL, ModelEntry, embedded_models, find_model
 
 log = logging.getLogger(__name__)
@@ -99,20 +101,36 @@ def _uses_bos_per_window(tokenizer, model: torch.nn.Module) -> bool:
     return bool(getattr(tokenizer, "add_bos_token", False)) and tokenizer.bos_token_id is not None
 
 
-def _from_pretrained(location: str, *, dtype: torch.dtype, local_only: bool, **kwargs):
+def _from_pretrained(location: str, *, dtype: torch.dtype, local_only: bool, placement: dict | None = None,
+                     **kwargs):
+    """placement: ``{"device_map": ...}`` for from_pretrained ({} or None: the CPU, as transformers loads)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local_only, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, local_files_only=local_only,
+                                                 **(placement or {}), **kwargs)
     return model.eval(), tokenizer
 
 
-def _load_gguf(path: Path, *, dtype: torch.dtype, use_cache: bool):
-    """Load a GGUF file through transformers, converting once into the safetensors cache."""
+def _place(model: torch.nn.Module, placement: dict) -> torch.nn.Module:
+    """Move a model loaded on the CPU to where ``placement`` (a ``device_map`` argument) says."""
+    device_map = placement.get("device_map")
+    if device_map is None:
+        return model
+    if device_map != "auto":
+        return model.to(device_map)
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    layout = infer_auto_device_map(model, no_split_module_classes=getattr(model, "_no_split_modules", None))
+    return dispatch_model(model, layout)  # sets model.hf_device_map, as from_pretrained does
+
+
+def _load_gguf(path: Path, *, dtype: torch.dtype, use_cache: bool, placement: dict):
+    """Load a GGUF file through transformers, converting once into the (fp32) safetensors cache."""
     cached = cache_root() / "models" / f"{path.stem}-{_file_sha256(path)[:16]}"
     if use_cache and (cached / "config.json").exists():
         log.info("loading cached conversion %s", cached)
-        return _from_pretrained(str(cached), dtype=dtype, local_only=True)
+        return _from_pretrained(str(cached), dtype=dtype, local_only=True, placement=placement)
     log.info("dequantizing %s (first load only, this takes a while)", path.name)
     model, tokenizer = _from_pretrained(str(path.parent), dtype=torch.float32, local_only=True, gguf_file=path.name)
     if use_cache:
@@ -131,12 +149,19 @@ def _load_gguf(path: Path, *, dtype: torch.dtype, use_cache: bool):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("cached conversion at %s", cached)
-    return model.to(dtype), tokenizer
+    return _place(model.to(dtype), placement), tokenizer
 
 
-def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, use_cache: bool = True) -> LoadedModel:
-    """Load a causal LM by embedded alias, GGUF path, local HF directory or (when online) hub id."""
+def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               use_cache: bool = True) -> LoadedModel:
+    """Load a causal LM by embedded alias, GGUF path, local HF directory or (when online) hub id, in ``dtype`` on
+    ``device`` (cpu, cuda, cuda:N or auto; see :mod:`nmsim.llm.device`)."""
     started = time.perf_counter()
+    target = resolve_device(device)  # a CUDA request without CUDA fails here, before any loading
+    if spreads_over_gpus(device):
+        placement = {"device_map": "auto"}
+    else:
+        placement = {} if target.type == "cpu" else {"device_map": str(target)}
     entry = find_model(spec)
     if entry is not None and entry.weights is None:
         raise NmsimError(f"model {entry.name!r} is a shape preset without weights: it can be simulated (`nmsim "
@@ -144,30 +169,30 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
                          "model directory of it instead")
     if entry is not None:
         path = _embedded_gguf(entry)
-        model, tokenizer = _load_gguf(path, dtype=dtype, use_cache=use_cache)
+        model, tokenizer = _load_gguf(path, dtype=dtype, use_cache=use_cache, placement=placement)
         name, source = entry.name, f"{entry.weights.packages[0]}: {entry.weights.gguf_file}"
     elif spec.endswith(".gguf"):
         path = Path(spec).expanduser()
         if not path.is_file():
             raise NmsimError(f"GGUF file {path} does not exist")
-        model, tokenizer = _load_gguf(path, dtype=dtype, use_cache=use_cache)
+        model, tokenizer = _load_gguf(path, dtype=dtype, use_cache=use_cache, placement=placement)
         name, source = path.stem, str(path.resolve())
     elif Path(spec).expanduser().is_dir():
         path = Path(spec).expanduser().resolve()
         if not (path / "config.json").exists():
             raise NmsimError(f"{path} is not a Hugging Face model directory: it has no config.json")
-        model, tokenizer = _from_pretrained(str(path), dtype=dtype, local_only=True)
+        model, tokenizer = _from_pretrained(str(path), dtype=dtype, local_only=True, placement=placement)
         name, source = path.name, str(path)
     else:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         try:
             try:
-                model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=True)
+                model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=True, placement=placement)
             except (OSError, ValueError):
                 if offline:
                     raise
                 log.info("%s is not in the local Hugging Face cache; asking the Hub (HF_HUB_OFFLINE=1 skips)", spec)
-                model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=False)
+                model, tokenizer = _from_pretrained(spec, dtype=dtype, local_only=False, placement=placement)
         except (OSError, ValueError) as exc:
             embedded = ", ".join(embedded_models())
             raise NmsimError(
@@ -176,5 +201,7 @@ def load_model(spec: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float32,
                 "Download it on a machine with internet (huggingface-cli download ...) and pass its local path."
             ) from None
         name, source = spec.rsplit("/", 1)[-1], spec
-    log.info("loaded %s in %.1f s", name, time.perf_counter() - started)
+    check_dispatch(model)
+    log.info("loaded %s in %.1f s on %s in %s", name, time.perf_counter() - started, describe_placement(model),
+             dtype_name(model.dtype))
     return LoadedModel(name, source, model, tokenizer, _uses_bos_per_window(tokenizer, model))
