@@ -26,13 +26,14 @@ class LayerContext:
     """What a criterion or mitigation may know about one linear layer; weight-derived values are cached.
 
     weight: [O, K]. ``input_stats`` holds calibration statistics of this layer's input (see
-    :mod:`nmsim.sparsify.input_stats`) when a criterion or mitigation asked for them.
+    :mod:`nmsim.sparsify.input_stats`) when a criterion or mitigation asked for them; they move to the weight's
+    device here, once.
     """
 
     def __init__(self, name: str, weight: torch.Tensor, input_stats: dict[str, torch.Tensor] | None = None):
         self.name = name
         self.weight = weight
-        self.input_stats = input_stats
+        self.input_stats = None if input_stats is None else {k: v.to(weight.device) for k, v in input_stats.items()}
 
     @cached_property
     def column_l2(self) -> torch.Tensor:
@@ -60,12 +61,12 @@ class LayerContext:
         high = flat.kthvalue(count - dropped).values
         inside = (w >= low) & (w <= high)
         kept = w[inside]
-        spread = kept.std(correction=0) if kept.numel() > 1 else torch.tensor(0.0)
+        spread = kept.std(correction=0) if kept.numel() > 1 else w.new_zeros(())
         if spread == 0:
-            return torch.ones(w.shape[1])
+            return w.new_ones(w.shape[1])
         norms = torch.where(inside, (w - kept.mean()) / spread, 0.0).norm(dim=0)
         positive = norms[norms > 0]
-        return norms / positive.min() if positive.numel() else torch.ones(w.shape[1])
+        return norms / positive.min() if positive.numel() else w.new_ones(w.shape[1])
 
     def calibrated(self, key: str) -> torch.Tensor:
         if self.input_stats is None or key not in self.input_stats:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from nmsim.errors import NmsimError
 from nmsim.io import atomic_write_bytes
 from nmsim.llm.data import calibration_windows, load_split
+from nmsim.llm.device import dtype_name, model_device
 from nmsim.llm.models import LoadedModel, cache_root
 from nmsim.sparsify.linear import LearnedParams, SparsityConfig, sparsified
 from nmsim.sparsify.targets import find_linear_sites
@@ -83,7 +84,8 @@ def decoder_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 
 
 def _block_inputs(model: torch.nn.Module, first_block: torch.nn.Module, windows: torch.Tensor):
-    """The hidden states entering the first block for each window [W, S, H], and the block's other arguments."""
+    """The hidden states entering the first block for each window [W, S, H], and the block's other arguments
+    (on the first block's device; ``windows`` [W, S] may be anywhere)."""
     captured: dict = {}
 
     def hook(module, args, kwargs):
@@ -92,11 +94,12 @@ def _block_inputs(model: torch.nn.Module, first_block: torch.nn.Module, windows:
         raise _StopForward
 
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
+    device = model_device(model)
     try:
         with torch.no_grad():
             for window in windows:
                 try:
-                    model(window[None], use_cache=False)
+                    model(window[None].to(device), use_cache=False)
                 except _StopForward:
                     pass
     finally:
@@ -121,23 +124,24 @@ def _schedule(steps: int, warmup_fraction: float) -> Callable[[int], float]:
 
 
 def _block_params(model: torch.nn.Module, config: SparsityConfig, block_name: str) -> LearnedParams:
+    """d = b = 0 for each targeted layer of the block: float32 [O] on the layer's device (whatever its dtype)."""
     params = {}
     for site in find_linear_sites(model):
         if site.name.startswith(block_name + ".") and config.targets.selects(site):
-            out_features = site.module.weight.shape[0]
-            params[site.name] = (torch.nn.Parameter(torch.zeros(out_features)),
-                                 torch.nn.Parameter(torch.zeros(out_features)))
+            out_features, device = site.module.weight.shape[0], site.module.weight.device
+            params[site.name] = (torch.nn.Parameter(torch.zeros(out_features, device=device)),
+                                 torch.nn.Parameter(torch.zeros(out_features, device=device)))
     return params
 
 
 def _mse(block, states, targets, kwargs) -> float:
     """Mean squared error of the block's output against ``targets`` over the windows of ``states``."""
     with torch.no_grad():
-        return float(torch.mean((_outputs(block, states, kwargs) - targets) ** 2)) if len(states) else math.nan
+        return float(torch.mean((_outputs(block, states, kwargs) - targets).float() ** 2)) if len(states) else math.nan
 
 
 def _save(path: Path, learned: LearnedParams, meta: dict) -> None:
-    tensors = {f"{name}::{part}": tensor.detach().contiguous()
+    tensors = {f"{name}::{part}": tensor.detach().cpu().contiguous()
                for name, pair in learned.items() for part, tensor in zip(("scale", "shift"), pair)}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta, sort_keys=True)}
     atomic_write_bytes(path, save(tensors, metadata=metadata))
@@ -237,7 +241,7 @@ def _train_block(model, block, config, input_stats, params: LearnedParams, state
                        for _ in range(math.ceil(steps / len(states)))])[:steps]
     with sparsified(model, config, input_stats, learned=params, differentiable=True):
         for window in order.tolist():
-            loss = torch.mean((_run_block(block, states[window][None], kwargs) - targets[window][None]) ** 2)
+            loss = torch.mean((_run_block(block, states[window][None], kwargs) - targets[window][None]).float() ** 2)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, recipe.clip_norm)
             optimizer.step()
@@ -250,9 +254,11 @@ def _describe(config: SparsityConfig) -> str:
 
 
 def learned_path(lm: LoadedModel, config: SparsityConfig, recipe: LearnRecipe, split_sha: str) -> Path:
-    """Where the calibration of ``config`` on ``lm`` with ``recipe`` is cached."""
-    key = json.dumps({"model": lm.source, "method": _describe(config), "recipe": asdict(recipe),
-                      "data": split_sha}, sort_keys=True)
+    """Where the calibration of ``config`` on ``lm`` with ``recipe`` is cached (per dtype; a float32 calibration
+    keeps its key from before dtypes were chosen)."""
+    precision = dtype_name(lm.model.dtype)
+    key = json.dumps({"model": lm.source, "method": _describe(config), "recipe": asdict(recipe), "data": split_sha,
+                      **({} if precision == "float32" else {"dtype": precision})}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe = _describe(config).replace(" ", "_").replace(":", "of").replace("/", "-").replace(";", "-")
     return cache_root() / "learned" / f"{lm.name}-{safe}-{digest}.safetensors"

@@ -109,7 +109,7 @@ def _sparsify_fused(
     """The magnitude N:M case in one compiled pass; same result as the general path."""
     if not torch.isfinite(x.sum()) and torch.isnan(x).any():  # the cheap sum screens out the common case
         raise ValueError(f"layer {layer.name}: NaN in the linear input cannot be ranked")
-    static = layer.calibrated("median_mean").to(x.dtype) if mitigation.shift == "static" else torch.tensor(0.0)
+    static = layer.calibrated("median_mean").to(x.dtype) if mitigation.shift == "static" else x.new_zeros(())
     pruned, shift, keep = selection_kernel.prune_rows_by_magnitude(
         x, pattern.n, pattern.m, mitigation.shift, float(static), with_mask=want_mask
     )
@@ -170,7 +170,9 @@ class PrunedLinear(torch.nn.Module):
     """A model's own ``nn.Linear`` with its input pruned per token (weights untouched).
 
     ``learned`` (d, b): y ⊙ (1 + d) + b after the layer; with ``fold`` it is folded instead: W' = diag(1 + d)·W,
-    bias' = (1 + d)·bias + b (so rowsum(W') scales too), while criteria keep reading the original W.
+    bias' = (1 + d)·bias + b (so rowsum(W') scales too), while criteria keep reading the original W. d and b move to
+    the weight's device; they may be float32 beside a bf16/fp16 layer (folded in float32, then rounded to the
+    layer's dtype; unfolded, cast to the output's dtype).
     """
 
     def __init__(self, site: LinearSite, context: LayerContext, session: PruningSession,
@@ -180,13 +182,16 @@ class PrunedLinear(torch.nn.Module):
         self.site = site
         self.context = context
         self.session = session
+        device, dtype = self.linear.weight.device, self.linear.weight.dtype
+        if learned is not None:
+            learned = (learned[0].to(device), learned[1].to(device))
         self.learned = None if fold else learned
         self.folded = None
         if fold and learned is not None:
-            factor, shift = (1 + learned[0].detach())[:, None], learned[1].detach()
-            weight = factor * self.linear.weight.detach()
-            bias = shift if self.linear.bias is None else factor[:, 0] * self.linear.bias.detach() + shift
-            self.folded = (weight, bias, weight.sum(dim=1))
+            factor, shift = (1 + learned[0].detach().float())[:, None], learned[1].detach().float()
+            weight = (factor * self.linear.weight.detach().float()).to(dtype)
+            bias = shift if self.linear.bias is None else factor[:, 0] * self.linear.bias.detach().float() + shift
+            self.folded = (weight, bias.to(dtype), weight.sum(dim=1))
 
     @property
     def weight(self) -> torch.Tensor:
@@ -219,7 +224,7 @@ class PrunedLinear(torch.nn.Module):
             y = y + shift * row_sum if self.session.differentiable else y.addcmul_(shift, row_sum)
         if self.learned is not None:
             scale, offset = self.learned
-            y = y * (1 + scale) + offset
+            y = y * (1 + scale.to(y.dtype)) + offset.to(y.dtype)
         return y
 
 

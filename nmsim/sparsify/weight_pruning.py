@@ -52,12 +52,12 @@ class WeightPruningConfig:
 
 
 def weight_mask(weight: torch.Tensor, pattern: Pattern, method: str, column_rms: torch.Tensor | None = None):
-    """The keep-mask of ``weight`` [O, K] (bool [O, K])."""
+    """The keep-mask of ``weight`` [O, K] (bool [O, K], on the weight's device; scores in float32)."""
     score = weight.detach().abs().float()
     if method == "wanda":
         if column_rms is None:
             raise NmsimError("wanda needs the input column norms of the layer (calibration statistics)")
-        score = score * column_rms.float()[None, :]
+        score = score * column_rms.to(score.device, torch.float32)[None, :]
     if pattern.kind == "unstructured" and method == "magnitude":  # one threshold for the whole matrix
         return unstructured_mask(score.reshape(1, -1), pattern.unstructured_density).reshape(score.shape)
     return pattern_mask(score, pattern)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from nmsim.registry import DEFAULT_MODEL
 from nmsim import __version__
 from nmsim.errors import NmsimError
+from nmsim.llm.device import dtype_name, model_device
 from nmsim.llm.models import LoadedModel
 from nmsim.sparsify.criteria import LayerContext
 from nmsim.sparsify.linear import PrunedInput, PruningSession, SparsityConfig, cached_tokens, sparsified
@@ -112,18 +113,19 @@ class _UnitRecorder:
         self._record(first, x.reshape(-1, x.shape[-1]), result)
 
     def _record(self, first: str, rows: torch.Tensor, result: PrunedInput) -> None:
+        """Append one call's arrays (moved to the CPU; rows [T, K] may be on any device, in any dtype)."""
         store = self.arrays.setdefault
-        store(f"{first}.natural_zeros", []).append((rows == 0).sum(dim=-1, dtype=torch.int32).numpy())
+        store(f"{first}.natural_zeros", []).append((rows == 0).sum(dim=-1, dtype=torch.int32).cpu().numpy())
         if self.config.pattern.kind != "dense":
-            store(f"{first}.kept", []).append(pack_mask(result.keep.numpy()))
+            store(f"{first}.kept", []).append(pack_mask(result.keep.cpu().numpy()))
         if result.scale is not None:
-            store(f"{first}.scale", []).append(result.scale.reshape(-1).float().numpy())
+            store(f"{first}.scale", []).append(result.scale.reshape(-1).float().cpu().numpy())
         if result.shift is not None:
             shift = result.shift.reshape(-1).expand(rows.shape[0])
-            store(f"{first}.shift", []).append(shift.float().numpy().copy())
+            store(f"{first}.shift", []).append(shift.float().cpu().numpy().copy())
         if self._values_now:
-            store(f"{first}.dense_values", []).append(rows[: self._values_now].half().numpy())
-            store(f"{first}.pruned_values", []).append(result.values[: self._values_now].half().numpy())
+            store(f"{first}.dense_values", []).append(rows[: self._values_now].half().cpu().numpy())
+            store(f"{first}.pruned_values", []).append(result.values[: self._values_now].half().cpu().numpy())
 
     def collect(self) -> dict[str, np.ndarray]:
         """This unit's arrays, concatenated over its forward calls, under their final input keys."""
@@ -154,9 +156,12 @@ def capture_trace(
     """Capture prefill windows [W, S] and greedy decode from prompts [P, L] into ``out_dir``; resumable.
 
     seed: recorded in the manifest; it is the seed of the calibration-window sampling (the capture itself draws
-    no random numbers: windows and prompts are the first ones of the test split).
+    no random numbers: windows and prompts are the first ones of the test split). The windows and prompts may be
+    on any device: each unit moves to the model's. A model not in float32 has its dtype in the manifest's
+    ``model`` entry (absent means float32, as in traces captured before dtypes were chosen).
     """
     out = Path(out_dir)
+    device, precision = model_device(lm.model), dtype_name(lm.model.dtype)
     if config.targets.phase == "prefill" and decode_prompts.shape[0]:
         raise NmsimError("prefill-only pruning leaves decode tokens dense, so there are no decode masks to capture; "
                          "capture decode with --pattern dense, or pass --decode-prompts 0")
@@ -164,7 +169,7 @@ def capture_trace(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "nmsim_version": __version__,
-        "model": {"name": lm.name, "source": lm.source},
+        "model": {"name": lm.name, "source": lm.source, **({} if precision == "float32" else {"dtype": precision})},
         "method": {
             "pattern": str(config.pattern),
             "density": config.pattern.density,
@@ -194,9 +199,10 @@ def capture_trace(
                 values = settings.values_tokens if unit == 0 else 0
                 if phase == "prefill":
                     recorder.begin("prefill", np.array([unit]), values)
-                    lm.model(prefill_windows[unit : unit + 1])
+                    lm.model(prefill_windows[unit : unit + 1].to(device))
                 else:
                     prompts = decode_prompts[unit * settings.decode_batch : (unit + 1) * settings.decode_batch]
+                    prompts = prompts.to(device)
                     ids = np.arange(unit * settings.decode_batch, unit * settings.decode_batch + prompts.shape[0])
                     recorder.begin("decode", ids, values)
                     lm.model.generate(
@@ -249,15 +255,20 @@ def run_capture(
     data_dir: str | None = None,
     calibration_windows: int = 16,
     calibration_seed: int = 42,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> Path:
-    """Load the model and WikiText-2, then capture: the first ``prefill_windows`` test windows, and decode
-    from prompts cut from the windows after them (``prompt_tokens`` each)."""
+    """Load the model (in ``dtype`` on ``device``, :mod:`nmsim.llm.device`) and WikiText-2, then capture: the first
+    ``prefill_windows`` test windows, and decode from prompts cut from the windows after them (``prompt_tokens``
+    each)."""
     from nmsim.sparsify.input_stats import load_or_calibrate
     from nmsim.llm.data import evaluation_windows, load_split
+    from nmsim.llm.device import parse_dtype
     from nmsim.llm.models import load_model
 
+    torch_dtype = parse_dtype(dtype)
     split = load_split("test", data_dir)
-    lm = load_model(model)
+    lm = load_model(model, dtype=torch_dtype, device=device)
     windows = evaluation_windows(lm.token_ids(split), settings.seqlen, bos_id=lm.window_bos)
     needed = settings.prefill_windows + settings.decode_prompts
     if windows.shape[0] < needed or settings.prompt_tokens > settings.seqlen:
