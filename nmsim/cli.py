@@ -127,6 +127,18 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--recompute", action="store_true",
                         help="evaluate every row again instead of reusing rows already in PREFIX.csv")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    _add_device_arguments(parser)
+
+
+def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    from nmsim.llm.device import DEVICE_SPELLINGS, DTYPE_NAMES  # torch-free
+
+    parser.add_argument("--device", default="cpu",
+                        help=f"where the model runs: {DEVICE_SPELLINGS} (CUDA if present, spread over every GPU "
+                             "when there are several; logged) (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32",
+                        help=f"the model's precision: {', '.join(DTYPE_NAMES)}; accuracy rows record it (default: "
+                             "%(default)s)")
 
 
 def _accuracy_request(args: argparse.Namespace):
@@ -145,7 +157,8 @@ def _accuracy_request(args: argparse.Namespace):
         weight_methods=tuple(_csv(args.weight_methods)), headline_from=args.headline_from, seqlen=args.seqlen,
         max_tokens=args.max_tokens, data_dir=args.data_dir, batch_size=args.batch_size,
         calibration_windows=args.calibration_windows, learn_windows=args.learn_windows, learn_steps=args.learn_steps,
-        learn_lr=args.learn_lr, recompute=args.recompute, command=args.command_line,
+        learn_lr=args.learn_lr, device=args.device, dtype=args.dtype, recompute=args.recompute,
+        command=args.command_line,
     )
 
 
@@ -297,6 +310,9 @@ def _wide_display():
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.what != "calibrate" and (args.device, args.dtype) != ("cpu", "float32"):
+        raise NmsimError(f"--device and --dtype go with `nmsim bench calibrate`; bench {args.what} runs on the CPU "
+                         "in float32")
     if args.threads is not None:
         from nmsim.accuracy.study import set_threads
 
@@ -319,7 +335,8 @@ def _bench(args: argparse.Namespace) -> int:
         from nmsim.bench.forward import run_calibration_benchmark, run_capture_benchmark, run_pruning_benchmark
 
         if args.what == "calibrate":
-            results = run_calibration_benchmark(model=args.model, windows=args.learn_windows, seqlen=args.seqlen)
+            results = run_calibration_benchmark(model=args.model, windows=args.learn_windows, seqlen=args.seqlen,
+                                                device=args.device, dtype=args.dtype)
         elif args.what == "capture":
             results = run_capture_benchmark(model=args.model, windows=args.windows, repeats=args.repeats,
                                             seqlen=args.seqlen)
@@ -391,7 +408,8 @@ def _capture(args: argparse.Namespace) -> int:
         projections=projections,
     )
     try:
-        out = run_capture(config, args.out, settings, model=args.model, data_dir=args.data_dir)
+        out = run_capture(config, args.out, settings, model=args.model, data_dir=args.data_dir, device=args.device,
+                          dtype=args.dtype)
     except KeyboardInterrupt:
         log.error("interrupted: finished units are saved in %s; rerun the same command to resume", args.out)
         return 130
@@ -412,7 +430,7 @@ def _traces(args: argparse.Namespace) -> int:
         methods = COMMITTED_METHODS if args.all else [(args.pattern, args.mitigation)]
         for pattern, mitigation in methods:
             build_trace(method_config(pattern, mitigation, args.criterion), root, model=args.model,
-                        data_dir=args.data_dir)
+                        data_dir=args.data_dir, device=args.device, dtype=args.dtype)
         log.info("index written to %s", write_index(root))
         return 0
     if args.action == "index":
@@ -475,6 +493,7 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_machine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="WikiText-2 directory (default: $NMSIM_DATA, then ../shared/data)")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    _add_device_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -650,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="prune, capture: windows of --seqlen tokens per timing (default: %(default)s)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
     bench.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    _add_device_arguments(bench)  # calibrate only
     bench.add_argument("--designs", type=_csv, metavar="NAMES",
                        help="simulate: designs of the whole-model sweep; report: designs of the report (comma "
                             "separated preset names; default: every preset)")

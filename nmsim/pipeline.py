@@ -86,6 +86,8 @@ class AccuracyRequest:
     learn_windows: int = 64
     learn_steps: int | None = None
     learn_lr: float = 1e-4
+    device: str = "cpu"  # cpu, cuda, cuda:N, auto (nmsim.llm.device); not part of a row's key
+    dtype: str = "float32"  # float32, bfloat16, float16: part of a row's key
     recompute: bool = False  # evaluate every row again
     command: str = ""
 
@@ -168,7 +170,7 @@ def planned_row_keys(request: AccuracyRequest) -> set[tuple] | None:
                for w in request.weight_methods for t in targets]
     common = {"model": name, "seqlen_tokens": request.seqlen,
               "tokens_evaluated": expected_tokens(request.seqlen, request.max_tokens),
-              "data": load_split("test", request.data_dir).name}
+              "data": load_split("test", request.data_dir).name, "dtype": request.dtype}
     return {row_key({**common, **label}) for label in labels}
 
 
@@ -197,6 +199,7 @@ def accuracy_stage(request: AccuracyRequest) -> Path:
         batch_size=request.batch_size, calibration_windows=request.calibration_windows,
         learn_recipe=LearnRecipe(windows=request.learn_windows, seqlen=request.seqlen, steps=request.learn_steps,
                                  lr=request.learn_lr),
+        device=request.device, dtype=request.dtype,
     )
     table = run_study(grid, settings, request.out, request.json, recompute=request.recompute,
                       command=request.command)
@@ -206,13 +209,15 @@ def accuracy_stage(request: AccuracyRequest) -> Path:
 
 
 # --- stage 2: traces ------------------------------------------------------------------------------------------------
-def trace_stage(model: str, patterns: tuple[Pattern, ...], root: Path, data_dir: str | None = None) -> None:
-    """Capture the committed trace of each pattern again (magnitude, no mitigation) and rewrite the index."""
+def trace_stage(model: str, patterns: tuple[Pattern, ...], root: Path, data_dir: str | None = None, *,
+                device: str = "cpu", dtype: str = "float32") -> None:
+    """Capture the committed trace of each pattern again (magnitude, no mitigation; the model in ``dtype`` on
+    ``device``) and rewrite the index."""
     from nmsim.traces.committed import method_config, rebuild_trace, write_index
 
     for pattern in patterns:
         log.info("capturing the trace of %s again", pattern)
-        rebuild_trace(method_config(pattern), root, model, data_dir)
+        rebuild_trace(method_config(pattern), root, model, data_dir, device=device, dtype=dtype)
     write_index(root)
 
 
@@ -442,8 +447,9 @@ def run(request: RunRequest) -> Path:
 
         stage("traces")  # captured again only when asked
         if request.recapture:
-            trace_stage(request.model, request.patterns, request.trace_root,
-                        request.study.data_dir if request.study else None)
+            study = request.study or AccuracyRequest()  # the data, device and dtype (defaults without a study)
+            trace_stage(request.model, request.patterns, request.trace_root, study.data_dir,
+                        device=study.device, dtype=study.dtype)
         bar.update()
 
         stage("statistics")  # each pattern's trace statistics, checked against the model

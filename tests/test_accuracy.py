@@ -1,6 +1,7 @@
 """The accuracy table: columns, Δ vs dense, resume, interruption, and the CLI's error handling."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,7 +16,8 @@ from nmsim.sparsify.targets import make_targets
 def _row(pattern, ppl, criterion="magnitude", mitigation="none", targets="all", tokens=1022):
     return {"model": "m", "pattern": pattern, "density": 0.5, "operand": "activation", "criterion": criterion,
             "mitigation": mitigation,
-            "targets": targets, "seqlen_tokens": 512, "tokens_evaluated": tokens, "perplexity": ppl, "data": "d"}
+            "targets": targets, "seqlen_tokens": 512, "tokens_evaluated": tokens, "perplexity": ppl, "data": "d",
+            "dtype": "float32"}
 
 
 def test_grid_is_dense_first_without_duplicates():
@@ -113,3 +115,32 @@ def test_read_rows_spells_patterns_canonically(tmp_path):
     pd.DataFrame([{**row, "pattern": "8-16"}], columns=COLUMNS).to_csv(table, index=False)
     with pytest.raises(NmsimError, match=r"t.csv: column pattern: unrecognised sparsity pattern '8-16'"):
         read_rows(table)
+
+
+def test_tables_without_a_dtype_column_are_float32_and_read_as_before(tmp_path):
+    """The committed tables predate the column: their rows read as float32 and write back with only the column
+    added (every other value, the deltas included, unchanged)."""
+    for committed in sorted((Path(__file__).parents[1] / "reports").glob("*.csv")):
+        original = pd.read_csv(committed, keep_default_na=False)
+        if "perplexity" not in original.columns:
+            continue
+        assert "dtype" not in original.columns
+        rows = read_rows(committed)
+        assert {r["dtype"] for r in rows} == {"float32"}
+        rewritten = write_tables(rows, tmp_path / committed.stem, None, {})
+        pd.testing.assert_frame_equal(rewritten.drop(columns="dtype").astype(str).reset_index(drop=True),
+                                      original[rewritten.columns.drop("dtype")].astype(str))
+
+
+def test_a_bfloat16_row_is_refused_in_a_float32_table(tmp_path):
+    from nmsim.llm.data import load_split
+
+    data = load_split("test").name
+    dense = {**_row("dense", 30.0, tokens=511), "operand": "-", "criterion": "-", "mitigation": "-", "targets": "-",
+             "density": 1.0, "data": data}
+    write_tables([dense], tmp_path / "acc", None, {})
+    grid = build_grid(["8:16"], ["magnitude"], ["none"], [make_targets("all")])
+    with pytest.raises(NmsimError, match=r"evaluated with dtype float32; this run has dtype bfloat16"):
+        run_study(grid, StudySettings(dtype="bfloat16", max_tokens=512), tmp_path / "acc")
+    with pytest.raises(NmsimError, match=r"unknown dtype 'bf16'; choose from float32, bfloat16, float16"):
+        run_study(grid, StudySettings(dtype="bf16"), tmp_path / "acc")

@@ -119,13 +119,14 @@ def test_accuracy_stage_reuses_a_table_only_when_every_row_key_is_there(tmp_path
     assert spy_study == []  # every row is there
     for changed in ({"max_tokens": 65536}, {"criteria": ("amber",)}, {"mitigations": ("none", "variance+learnable")},
                     {"patterns": (parse_pattern("m8n2"),)}, {"seqlen": 256}, {"targets": ("no-qkv",)},
-                    {"model": "gemma3-270m"}, {"max_tokens": None}, {"recompute": True}):
+                    {"model": "gemma3-270m"}, {"max_tokens": None}, {"recompute": True}, {"dtype": "bfloat16"}):
         spy_study.clear()
         pipeline.accuracy_stage(AccuracyRequest(out=prefix, **changed))
         assert len(spy_study) == 1, changed
         grid, settings = spy_study[0]
         assert settings.max_tokens == changed.get("max_tokens", 16384) and settings.model == changed.get(
             "model", "smollm2-135m")
+        assert settings.dtype == changed.get("dtype", "float32") and settings.device == "cpu"
     smaller = AccuracyRequest(out=prefix, patterns=(parse_pattern("2:4"),), mitigations=("none",))
     spy_study.clear()
     pipeline.accuracy_stage(smaller)  # a sub-grid of the table's rows needs no evaluation

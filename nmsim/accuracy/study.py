@@ -23,6 +23,7 @@ from nmsim.errors import NmsimError
 from nmsim.accuracy.table import (COLUMNS, KEY_COLUMNS, NOT_APPLICABLE, method_labels, read_rows,  # noqa: F401
                                   row_key, write_tables)
 from nmsim.llm.data import evaluation_windows, load_split
+from nmsim.llm.device import describe_placement, parse_dtype
 from nmsim.llm.models import load_model
 from nmsim.llm.perplexity import perplexity
 from nmsim.patterns import Pattern, parse_pattern
@@ -49,6 +50,8 @@ class StudySettings:
     calibration_windows: int = 16
     calibration_seed: int = 42
     learn_recipe: LearnRecipe = field(default_factory=LearnRecipe)  # for learnable mitigations
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (nmsim.llm.device); not part of a row's key
+    dtype: str = "float32"  # float32, bfloat16 or float16: a column of every row, one per table
 
 
 Method = SparsityConfig | WeightPruningConfig
@@ -119,9 +122,11 @@ def run_study(
     """
     out_prefix = Path(out_prefix)
     split = load_split("test", settings.data_dir)
+    dtype = parse_dtype(settings.dtype)
     rows = [] if recompute else read_rows(out_prefix.with_suffix(".csv"))
-    _check_settings(rows, {"seqlen_tokens": settings.seqlen, "data": split.name}, out_prefix.with_suffix(".csv"))
-    lm = load_model(settings.model)
+    _check_settings(rows, {"seqlen_tokens": settings.seqlen, "data": split.name, "dtype": settings.dtype},
+                    out_prefix.with_suffix(".csv"))
+    lm = load_model(settings.model, dtype=dtype, device=settings.device)
     windows = evaluation_windows(lm.token_ids(split), settings.seqlen, bos_id=lm.window_bos,
                                  max_tokens=settings.max_tokens)
     tokens = windows.shape[0] * (windows.shape[1] - 1)
@@ -130,6 +135,8 @@ def run_study(
         "data": f"{split.name} (sha256 of joined text {split.sha256})",
         "windows": f"{windows.shape[0]} x {settings.seqlen} tokens, BOS per window: {lm.bos_per_window}",
         "tokens_evaluated": tokens,
+        "dtype": settings.dtype,
+        "device": describe_placement(lm.model),
         "nmsim": __version__,
     }
     if any(isinstance(c, SparsityConfig) and c.needs_training for c in grid):
@@ -140,7 +147,8 @@ def run_study(
                                     f"{recipe.clip_norm:g} (the paper: 256 windows x 512, one epoch)")
     if command:
         meta["command"] = command
-    common = {"model": lm.name, "seqlen_tokens": settings.seqlen, "tokens_evaluated": tokens, "data": split.name}
+    common = {"model": lm.name, "seqlen_tokens": settings.seqlen, "tokens_evaluated": tokens, "data": split.name,
+              "dtype": settings.dtype}
     _check_settings(rows, common, out_prefix.with_suffix(".csv"))
     done = {row_key(r) for r in rows}
     stats = None
@@ -167,8 +175,8 @@ def run_study(
 
 
 def _check_settings(rows: list[dict], common: dict[str, object], csv_path: Path) -> None:
-    """One table, one setting: refuse to add rows evaluated otherwise (model, window length, tokens, data) to a
-    table whose rows, header and deltas describe another."""
+    """One table, one setting: refuse to add rows evaluated otherwise (model, window length, tokens, data, dtype) to
+    a table whose rows, header and deltas describe another."""
     for row in rows:
         differ = [key for key, value in common.items() if str(row[key]) != str(value)]
         if differ:

@@ -1,7 +1,10 @@
 """Accuracy tables: the columns, reading finished rows back, and writing CSV + Markdown (+ JSON) atomically.
 
 Torch-free: the report reads these tables without loading the pruning side. One row per (model, pattern, operand,
-criterion, mitigation, targets, sequence length, tokens, data): :data:`KEY_COLUMNS` is what makes a row the same row.
+criterion, mitigation, targets, sequence length, tokens, data, dtype): :data:`KEY_COLUMNS` is what makes a row the
+same row. The device is not part of it (the same dtype on a CPU or a GPU is the same measurement up to float noise);
+a table's Markdown header names it. Tables written before dtypes were chosen have no dtype column: their rows are
+float32.
 """
 
 from __future__ import annotations
@@ -30,16 +33,18 @@ COLUMNS = [
     "delta_ppl_vs_dense",
     "delta_pct_vs_dense",
     "data",
+    "dtype",
 ]
 KEY_COLUMNS = ["model", "pattern", "operand", "criterion", "mitigation", "targets", "seqlen_tokens", "tokens_evaluated",
-               "data"]
+               "data", "dtype"]
+DEFAULT_DTYPE = "float32"  # the dtype of rows from tables without the column
 NOT_APPLICABLE = "-"  # operand, criterion, mitigation and targets of the dense row
 
 
 def _with_deltas(rows: list[dict]) -> pd.DataFrame:
-    """Attach Δ vs the dense row of the same model, seqlen, token count and data."""
+    """Attach Δ vs the dense row of the same model, seqlen, token count, data and dtype."""
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("delta_ppl_vs_dense", "delta_pct_vs_dense")])
-    same = ["model", "seqlen_tokens", "tokens_evaluated", "data"]
+    same = ["model", "seqlen_tokens", "tokens_evaluated", "data", "dtype"]
     dense = table[table["pattern"] == "dense"].set_index(same)["perplexity"]
     base = table.set_index(same).index.map(lambda key: dense.get(key, math.nan))
     table["delta_ppl_vs_dense"] = (table["perplexity"] - base.to_numpy()).round(4)
@@ -77,6 +82,8 @@ def read_rows(csv_path: Path) -> list[dict]:
         raise NmsimError(f"{csv_path}: cannot read the existing results table ({exc}); move it away to start over")
     if "operand" not in table.columns and "pattern" in table.columns:  # written before weight baselines existed
         table.insert(3, "operand", [NOT_APPLICABLE if p == "dense" else "activation" for p in table["pattern"]])
+    if "dtype" not in table.columns:  # written before dtypes were chosen: evaluated in float32
+        table["dtype"] = DEFAULT_DTYPE
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise NmsimError(f"{csv_path}: not an nmsim accuracy table (missing columns {', '.join(missing)})")

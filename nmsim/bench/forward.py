@@ -28,12 +28,15 @@ SEQLEN = 512  # tokens per window
 
 
 def run_calibration_benchmark(model: str = DEFAULT_MODEL, windows: int = 64, pattern: str = "8:16",
-                              steps: int | None = None, seqlen: int = SEQLEN) -> list[BenchResult]:
-    """Time one learnable scale + shift calibration from scratch (every block, ``windows`` windows x ``seqlen``)."""
+                              steps: int | None = None, seqlen: int = SEQLEN, device: str = "cpu",
+                              dtype: str = "float32") -> list[BenchResult]:
+    """Time one learnable scale + shift calibration from scratch (every block, ``windows`` windows x ``seqlen``;
+    the model in ``dtype`` on ``device``)."""
     from nmsim.llm.data import calibration_windows
+    from nmsim.llm.device import parse_dtype
     from nmsim.sparsify.learnable import LearnRecipe, train_scale_shift
 
-    lm = load_model(model)
+    lm = load_model(model, dtype=parse_dtype(dtype), device=device)
     recipe = LearnRecipe(windows=windows, seqlen=seqlen, steps=steps)
     sample = calibration_windows(lm.token_ids(load_split("calibration")), windows + recipe.heldout_windows, seqlen,
                                  seed=recipe.seed, bos_id=lm.window_bos)

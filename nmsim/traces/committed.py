@@ -55,15 +55,16 @@ def method_config(pattern: Pattern | str, mitigation: str = "none", criterion: s
 
 
 def build_trace(config: SparsityConfig, root: str | Path = TRACE_ROOT, model: str = DEFAULT_MODEL,
-                data_dir: str | None = None) -> Path:
-    """Statistics of a full capture and a raw sample for one method, under ``root/<name>``."""
+                data_dir: str | None = None, *, device: str = "cpu", dtype: str = "float32") -> Path:
+    """Statistics of a full capture and a raw sample for one method, under ``root/<name>`` (the model in ``dtype``
+    on ``device``)."""
     name = config_trace_name(config, model)
     target = Path(root) / name
     full = cache_root() / "captures" / name
     if not (target / "stats" / "inputs.csv").exists():
         log.info("%s: full capture (%d prefill windows of %d, %d x %d decode tokens)", name, FULL.prefill_windows,
                  FULL.seqlen, FULL.decode_prompts, FULL.decode_steps)
-        run_capture(config, full, FULL, model=model, data_dir=data_dir)
+        run_capture(config, full, FULL, model=model, data_dir=data_dir, device=device, dtype=dtype)
         write_statistics(compute_statistics(Trace.open(full)), target / "stats")
         atomic_write_text(target / "full_manifest.json", json.dumps(read_manifest(full), indent=1, sort_keys=True)
                           + "\n")
@@ -71,18 +72,19 @@ def build_trace(config: SparsityConfig, root: str | Path = TRACE_ROOT, model: st
     if not (target / PROFILE_FILE).exists():
         write_profile(profile_from_trace(TraceData.open(target)), target / PROFILE_FILE)
     log.info("%s: raw sample", name)
-    run_capture(config, target / "sample", sample_settings(model), model=model, data_dir=data_dir)
+    run_capture(config, target / "sample", sample_settings(model), model=model, data_dir=data_dir, device=device,
+                dtype=dtype)
     return target
 
 
 def rebuild_trace(config: SparsityConfig, root: str | Path = TRACE_ROOT, model: str = DEFAULT_MODEL,
-                  data_dir: str | None = None) -> Path:
+                  data_dir: str | None = None, *, device: str = "cpu", dtype: str = "float32") -> Path:
     """Capture one committed trace again from scratch; it replaces ``root/<name>`` only once complete."""
     root = Path(root)
     name = config_trace_name(config, model)
     staging = root / ".rebuild"
     shutil.rmtree(staging / name, ignore_errors=True)
-    built = build_trace(config, staging, model, data_dir)
+    built = build_trace(config, staging, model, data_dir, device=device, dtype=dtype)
     target, old = root / name, root / f".{name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
