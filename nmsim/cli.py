@@ -484,6 +484,13 @@ def _traces(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lm_eval(args: argparse.Namespace) -> int:
+    """lm_eval's own command line with the model "nmsim" registered (lm_eval loads no plugins by itself)."""
+    from nmsim.accuracy.lm_eval_adapter import run_lm_eval
+
+    return run_lm_eval(args.lm_eval_args)
+
+
 def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pattern", default="8:16", help="sparsity pattern, or dense (default: %(default)s)")
     parser.add_argument("--criterion", default="magnitude", help="selection criterion (default: %(default)s)")
@@ -525,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_study_arguments(evaluate, {**DEFAULT_STUDY, "patterns": ["8:16"], "mitigations": ["none"]})
     evaluate.set_defaults(handler=_run_study)
+
+    # Everything after `lm-eval` goes to lm_eval unparsed ('\0' prefix: no option of ours, not even --help).
+    lm_eval = commands.add_parser("lm-eval", add_help=False, prefix_chars="\0",
+                                  help="lm-evaluation-harness with --model nmsim (the pruned model; needs lm_eval): "
+                                       "nmsim lm-eval --model nmsim --model_args pretrained=…,pattern=8:16 --tasks …")
+    lm_eval.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="lm_eval's arguments")
+    lm_eval.set_defaults(handler=_lm_eval)
 
     capture = commands.add_parser("capture", help="capture activation traces from a real dense or pruned run")
     capture.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")

@@ -90,7 +90,7 @@ def row_labels(config: Method) -> dict[str, object]:
 
 
 @contextmanager
-def _pruned(lm, config: Method, settings: StudySettings, stats):
+def pruned(lm, config: Method, settings: StudySettings, stats):
     """The model pruned as ``config`` says, for one evaluation (activation and weight rows share everything else)."""
     if isinstance(config, WeightPruningConfig):
         with weight_pruned(lm.model, config, stats):
@@ -103,7 +103,8 @@ def _pruned(lm, config: Method, settings: StudySettings, stats):
         yield
 
 
-def _needs_input_stats(config: Method) -> bool:
+def needs_input_stats(config: Method) -> bool:
+    """Whether ``config`` (or the training of its learnable parameters) reads calibration statistics."""
     return config.needs_calibration or (isinstance(config, SparsityConfig) and config.needs_training
                                         and get_criterion(config.criterion).needs_calibration)
 
@@ -159,10 +160,10 @@ def run_study(
         if row_key(row) in done:
             log.info("%s: already done, skipped", label)
             continue
-        if _needs_input_stats(config) and stats is None:
+        if needs_input_stats(config) and stats is None:
             stats = load_or_calibrate(lm, settings.data_dir, settings.seqlen, settings.calibration_windows,
                                       settings.calibration_seed)
-        with _pruned(lm, config, settings, stats), tqdm(
+        with pruned(lm, config, settings, stats), tqdm(
                 total=len(windows), desc=f"{row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']}",
                 unit="window", leave=False) as bar:
             result = perplexity(lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update)
