@@ -26,6 +26,7 @@ import torch
 
 from nmsim.accuracy.study import Method, StudySettings, needs_input_stats, pruned, row_labels
 from nmsim.errors import NmsimError
+from nmsim.llm.device import dtype_name, parse_dtype
 from nmsim.llm.models import load_model
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import DEFAULT_MODEL
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 # HFLM's own arguments that pass through unchanged.
 HFLM_ARGS = ("max_length", "add_bos_token", "prefix_token_id", "logits_cache", "truncation", "softmax_dtype")
-DTYPES = {"float32": torch.float32, "auto": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class AdapterArgs:
     learn_windows: int = 64  # learnable mitigations: the training recipe
     learn_steps: int | None = None
     learn_lr: float = 1e-4
-    dtype: str = "float32"  # float32 (auto) | bfloat16 | float16
+    dtype: str = "float32"  # float32 (lm_eval's auto) | bfloat16 | float16
     device: str | None = None  # default: where nmsim loads the model (cpu)
     batch_size: int | str = 1
     max_batch_size: int = 64
@@ -113,16 +113,15 @@ def _coerce(name: str, value, hint):
     raise NmsimError(f"--model nmsim: model_arg {name}={value!r} must be {allowed}")
 
 
-def _available(device: str | None) -> torch.device | None:
-    """The device to evaluate on; lm_eval's command line asks for cuda:0 by default, so, as HFLM does, a CUDA
-    device on a machine without one means the cpu."""
+def _device(device: str | None) -> str:
+    """The ``--device`` nmsim loads the model on (:mod:`nmsim.llm.device`); lm_eval's command line asks for cuda:0
+    by default, so, as its HFLM does, a CUDA device on a machine without one means the cpu (with a warning)."""
     if device is None:
-        return None
-    wanted = torch.device(device)
-    if wanted.type == "cuda" and not torch.cuda.is_available():
-        log.info("no CUDA device here: evaluating on the cpu (asked for %s)", device)
-        return torch.device("cpu")
-    return wanted
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("no CUDA device here: evaluating on the cpu (lm_eval asked for %s)", device)
+        return "cpu"
+    return device
 
 
 def method_config(args: AdapterArgs) -> Method:
@@ -147,26 +146,18 @@ class NmsimLM(HFLM):
 
     def __init__(self, **model_args) -> None:
         args, hflm_args = AdapterArgs.parse(model_args)
-        if args.dtype not in DTYPES:
-            raise NmsimError(f"--model nmsim: dtype {args.dtype!r}; choose from {', '.join(DTYPES)}")
+        dtype = parse_dtype("float32" if args.dtype == "auto" else args.dtype)  # lm_eval's "auto": nmsim's default
         self.method = method_config(args)
         settings = StudySettings(model=args.pretrained, data_dir=args.data_dir, seqlen=args.calibration_seqlen,
                                  calibration_windows=args.calibration_windows, calibration_seed=args.calibration_seed,
                                  learn_recipe=LearnRecipe(windows=args.learn_windows, seqlen=args.calibration_seqlen,
-                                                          steps=args.learn_steps, lr=args.learn_lr))
-        lm = load_model(args.pretrained, dtype=DTYPES[args.dtype])
+                                                          steps=args.learn_steps, lr=args.learn_lr),
+                                 device=_device(args.device), dtype=dtype_name(dtype))
+        lm = load_model(args.pretrained, dtype=dtype, device=settings.device)
         stats = None
-        if needs_input_stats(self.method):  # measured on the dense model, where it was loaded
+        if needs_input_stats(self.method):  # measured on the dense model, on its device
             stats = load_or_calibrate(lm, args.data_dir, args.calibration_seqlen, args.calibration_windows,
                                       args.calibration_seed)
-        device = _available(args.device)
-        if device is not None and device != lm.model.device:
-            if isinstance(self.method, SparsityConfig) and self.method.needs_training:
-                raise NmsimError(f"--model nmsim: learnable mitigations train on the cpu; {self.method.mitigation} "
-                                 f"cannot run on {device} (pass --device cpu)")
-            lm.model.to(device)
-            if stats is not None:
-                stats = {name: {key: value.to(device) for key, value in entry.items()} for name, entry in stats.items()}
         if isinstance(self.method, SparsityConfig) and get_criterion(self.method.criterion).looks_across_tokens:
             log.warning("criterion %s scores each token against the other tokens of its forward call: results "
                         "depend on lm_eval's batches and padding (batch_size=1 is closest to nmsim eval)",
