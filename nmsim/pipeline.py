@@ -87,6 +87,7 @@ class AccuracyRequest:
     learn_steps: int | None = None
     learn_lr: float = 1e-4
     recompute: bool = False  # evaluate every row again
+    fidelity: bool = True  # KL, top-1 and greedy agreement with dense beside perplexity
     command: str = ""
 
     @property
@@ -197,6 +198,7 @@ def accuracy_stage(request: AccuracyRequest) -> Path:
         batch_size=request.batch_size, calibration_windows=request.calibration_windows,
         learn_recipe=LearnRecipe(windows=request.learn_windows, seqlen=request.seqlen, steps=request.learn_steps,
                                  lr=request.learn_lr),
+        fidelity=request.fidelity,
     )
     table = run_study(grid, settings, request.out, request.json, recompute=request.recompute,
                       command=request.command)
