@@ -126,6 +126,9 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--json", type=Path, help="also write the table as JSON to this path (nmsim run: PREFIX.json by default)")
     parser.add_argument("--recompute", action="store_true",
                         help="evaluate every row again instead of reusing rows already in PREFIX.csv")
+    parser.add_argument("--no-fidelity", action="store_true",
+                        help="perplexity only: no KL divergence, top-1 or greedy agreement with dense, and no dense "
+                             "reference in the cache (W x (seqlen-1) x vocab float16 values)")
     parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
     _add_device_arguments(parser)
 
@@ -158,7 +161,7 @@ def _accuracy_request(args: argparse.Namespace):
         max_tokens=args.max_tokens, data_dir=args.data_dir, batch_size=args.batch_size,
         calibration_windows=args.calibration_windows, learn_windows=args.learn_windows, learn_steps=args.learn_steps,
         learn_lr=args.learn_lr, device=args.device, dtype=args.dtype, recompute=args.recompute,
-        command=args.command_line,
+        fidelity=not args.no_fidelity, command=args.command_line,
     )
 
 

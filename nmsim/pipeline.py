@@ -89,6 +89,7 @@ class AccuracyRequest:
     device: str = "cpu"  # cpu, cuda, cuda:N, auto (nmsim.llm.device); not part of a row's key
     dtype: str = "float32"  # float32, bfloat16, float16: part of a row's key
     recompute: bool = False  # evaluate every row again
+    fidelity: bool = True  # KL, top-1 and greedy agreement with dense beside perplexity
     command: str = ""
 
     @property
@@ -200,6 +201,7 @@ def accuracy_stage(request: AccuracyRequest) -> Path:
         learn_recipe=LearnRecipe(windows=request.learn_windows, seqlen=request.seqlen, steps=request.learn_steps,
                                  lr=request.learn_lr),
         device=request.device, dtype=request.dtype,
+        fidelity=request.fidelity,
     )
     table = run_study(grid, settings, request.out, request.json, recompute=request.recompute,
                       command=request.command)

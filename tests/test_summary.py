@@ -62,3 +62,36 @@ def test_summary_names_missing_tables_and_checks_the_claims(table_path, tmp_path
     assert "grid.csv: m, 1022 test tokens" in text and "missing.csv\n\nnot run yet." in text
     with pytest.raises(NmsimError, match="no finished rows"):
         headline_grid(tmp_path / "missing.csv")
+
+
+def test_the_summary_says_which_differences_are_beyond_noise(tmp_path):
+    """Per-window NLLs with a shared window effect: 8:16 is uniformly worse than 16:32 on every window (beyond
+    noise), the 2:4 weight row differs from the activation row by independent noise around no difference (within)."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from nmsim.accuracy.table import window_frame
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0.0, 0.3, 24)  # [W] how hard each window is, for every row
+    means = {("dense", "activation"): 3.0, ("16:32", "activation"): 3.20, ("8:16", "activation"): 3.25,
+             ("2:4", "activation"): 3.70, ("2:4", "weight"): 3.70}
+    rows, frames = [], []
+    for (pattern, operand), mean in means.items():
+        noise = rng.normal(0.0, 0.2, 24) if pattern == "2:4" else rng.normal(0.0, 0.002, 24)
+        nll = (mean + shared + noise) * 511
+        row = _row(pattern, round(math.exp(nll.sum() / (24 * 511)), 4), operand,
+                   "wanda" if operand == "weight" else "magnitude")
+        rows.append({**row, "tokens_evaluated": 24 * 511})
+        frames.append(window_frame(rows[-1], nll, 511))
+    write_tables(rows, tmp_path / "grid", None, {}, pd.concat(frames))
+    text = summary_markdown([tmp_path / "grid.csv"])
+    noise = text.split("### Beyond noise? Paired bootstrap over the windows\n\n")[1].splitlines()
+    assert noise[0].startswith("- 8:16 vs 16:32 (best activation method each): Δ perplexity +")
+    assert noise[0].endswith("over 24 windows (8:16 activation magnitude / none minus 16:32 activation magnitude / "
+                             "none): beyond noise.")
+    assert noise[1].startswith("- Activation vs weight pruning at 2:4 (best each): Δ perplexity ")
+    assert noise[1].endswith("(2:4 activation magnitude / none minus 2:4 weight wanda / none): within noise.")
+    assert text == summary_markdown([tmp_path / "grid.csv"])  # seeded: the same intervals every time

@@ -1,14 +1,16 @@
 """The accuracy study: perplexity of a real model for a grid of pruning methods, as one tidy table
-(:mod:`nmsim.accuracy.table`).
+(:mod:`nmsim.accuracy.table`), with each pruned row's fidelity to the dense model (:mod:`nmsim.accuracy.fidelity`:
+KL divergence, top-1 and greedy agreement, from one dense reference computed once per run and cached).
 
-Rows are written to disk (CSV, Markdown and optional JSON, atomically) as each finishes; a rerun of the same
-grid skips rows already in the CSV, so an interrupted study resumes where it stopped.
+Rows are written to disk (CSV, Markdown and optional JSON, and the per-window sidecar, atomically) as each
+finishes; a rerun of the same grid skips rows already in the CSV, so an interrupted study resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +22,11 @@ from tqdm.auto import tqdm
 
 from nmsim import __version__
 from nmsim.errors import NmsimError
+from nmsim.accuracy.bootstrap import RESAMPLES, SEED
+from nmsim.accuracy.fidelity import FidelityScorer, GreedySettings, dense_reference, greedy_prompts
 from nmsim.accuracy.table import (COLUMNS, KEY_COLUMNS, NOT_APPLICABLE, method_labels, read_rows,  # noqa: F401
-                                  row_key, write_tables)
+                                  read_windows, row_key, row_windows, window_frame, windows_path,
+                                  write_tables)
 from nmsim.llm.data import evaluation_windows, load_split
 from nmsim.llm.device import describe_placement, parse_dtype
 from nmsim.llm.models import load_model
@@ -52,6 +57,8 @@ class StudySettings:
     learn_recipe: LearnRecipe = field(default_factory=LearnRecipe)  # for learnable mitigations
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (nmsim.llm.device); not part of a row's key
     dtype: str = "float32"  # float32, bfloat16 or float16: a column of every row, one per table
+    fidelity: bool = True  # KL, top-1 and greedy agreement with dense (False: perplexity only, no dense reference)
+    greedy: GreedySettings = field(default_factory=GreedySettings)
 
 
 Method = SparsityConfig | WeightPruningConfig
@@ -146,13 +153,21 @@ def run_study(
                                     f"{recipe.steps_per_block} steps per block, lr {recipe.lr:g}, AdamW betas "
                                     f"({recipe.beta1}, {recipe.beta2}), {recipe.warmup_fraction:.0%} warm-up, clip "
                                     f"{recipe.clip_norm:g} (the paper: 256 windows x 512, one epoch)")
+    if settings.fidelity:
+        meta["fidelity"] = (f"KL(dense || pruned) in nats and top-1 agreement over the {tokens} scored tokens "
+                            f"(llama.cpp's conventions); greedy agreement: {settings.greedy.describe()}")
+    meta["intervals"] = (f"delta_ppl_ci_low/high: paired bootstrap over the {windows.shape[0]} windows "
+                         f"({RESAMPLES} resamples, seed {SEED}, 95 %); per-window sums in "
+                         f"{windows_path(out_prefix.with_suffix('.csv')).name}")
     if command:
         meta["command"] = command
     common = {"model": lm.name, "seqlen_tokens": settings.seqlen, "tokens_evaluated": tokens, "data": split.name,
               "dtype": settings.dtype}
     _check_settings(rows, common, out_prefix.with_suffix(".csv"))
     done = {row_key(r) for r in rows}
+    window_rows = {} if recompute else _windows_by_row(out_prefix, done)  # row key → its sidecar rows
     stats = None
+    reference = None  # the dense outputs, built (or read from the cache) when the first pruned row needs them
     for index, config in enumerate(tqdm(grid, desc="accuracy grid", unit="row")):
         row = {**common, **row_labels(config)}
         label = (f"[{index + 1}/{len(grid)}] {row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']} "
@@ -163,16 +178,65 @@ def run_study(
         if needs_input_stats(config) and stats is None:
             stats = load_or_calibrate(lm, settings.data_dir, settings.seqlen, settings.calibration_windows,
                                       settings.calibration_seed)
+        scorer = None
+        if settings.fidelity and row["pattern"] != "dense":
+            reference = reference or _dense_reference(lm, split, windows, settings)  # before any pruning
+            scorer = FidelityScorer(reference)
         with pruned(lm, config, settings, stats), tqdm(
                 total=len(windows), desc=f"{row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']}",
                 unit="window", leave=False) as bar:
-            result = perplexity(lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update)
+            result = perplexity(lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update,
+                                on_logits=scorer.add if scorer else None)
+            greedy = scorer.greedy(lm.model) if scorer else None
         row["perplexity"] = round(result.perplexity, 4)
+        row.update(_fidelity_columns(settings, scorer, greedy, tokens))
+        window_rows[row_key(row)] = _window_sums(row, result, scorer, windows.shape[1] - 1, settings.fidelity)
         rows.append(row)
         done.add(row_key(row))
-        write_tables(rows, out_prefix, json_path, meta)
-        log.info("%s: perplexity %.4f", label, row["perplexity"])
-    return write_tables(rows, out_prefix, json_path, meta)
+        write_tables(rows, out_prefix, json_path, meta, _sidecar(rows, window_rows))
+        log.info("%s: perplexity %.4f, KL %.4f nats, top-1 agreement %.4f, greedy agreement %.2f tokens", label,
+                 row["perplexity"], row["kl_mean_nats"], row["top1_agreement"], row["greedy_agreement_tokens"])
+    return write_tables(rows, out_prefix, json_path, meta, _sidecar(rows, window_rows))
+
+
+def _dense_reference(lm, split, windows: torch.Tensor, settings: StudySettings):
+    """The dense outputs on the windows and the greedy prompts (:func:`nmsim.accuracy.fidelity.dense_reference`)."""
+    prompts = greedy_prompts(lm.token_ids(split), settings.greedy, lm.window_bos)
+    return dense_reference(lm, windows, prompts, settings.greedy.tokens, batch_size=settings.batch_size)
+
+
+def _fidelity_columns(settings: StudySettings, scorer: FidelityScorer | None, greedy, tokens: int) -> dict:
+    """kl_mean_nats, top1_agreement, greedy_agreement_tokens of a row (the dense row: 0, 1 and G; NaN without
+    fidelity)."""
+    if not settings.fidelity:
+        return dict.fromkeys(("kl_mean_nats", "top1_agreement", "greedy_agreement_tokens"), math.nan)
+    if scorer is None:
+        return {"kl_mean_nats": 0.0, "top1_agreement": 1.0, "greedy_agreement_tokens": float(settings.greedy.tokens)}
+    return {"kl_mean_nats": round(float(scorer.kl_sum.sum()) / tokens, 6),
+            "top1_agreement": round(int(scorer.top1_matches.sum()) / tokens, 6),
+            "greedy_agreement_tokens": round(float(greedy.mean()), 4)}
+
+
+def _window_sums(row: dict, result, scorer: FidelityScorer | None, tokens: int, fidelity: bool) -> pd.DataFrame:
+    """A row's sidecar rows: per-window NLL, KL and top-1 sums (the dense row's KL 0 and every token agreeing)."""
+    if scorer is not None:
+        return window_frame(row, result.window_nll, tokens, scorer.kl_sum, scorer.top1_matches)
+    if fidelity:
+        return window_frame(row, result.window_nll, tokens, 0.0, tokens)
+    return window_frame(row, result.window_nll, tokens)
+
+
+def _windows_by_row(out_prefix: Path, done: set[tuple]) -> dict[tuple, pd.DataFrame]:
+    """The sidecar rows of finished rows, by row key (a row the table lacks, from an interruption between the two
+    writes, is left out and evaluated again)."""
+    per_row = row_windows(read_windows(out_prefix.with_suffix(".csv")))
+    return {key: part for key, part in per_row.items() if key in done}
+
+
+def _sidecar(rows: list[dict], window_rows: dict[tuple, pd.DataFrame]) -> pd.DataFrame | None:
+    """The sidecar in table order (rows from older runs have no windows); None when no row has any."""
+    parts = [window_rows[row_key(r)] for r in rows if row_key(r) in window_rows]
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def _check_settings(rows: list[dict], common: dict[str, object], csv_path: Path) -> None:

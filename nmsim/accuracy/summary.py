@@ -4,7 +4,8 @@
   weight-pruning baseline of a finished table, to evaluate again on more tokens or another model.
 - :func:`summary_markdown`: per method, the seed's figure (PPL_N:M − PPL_dense) / (PPL_16:32 − PPL_dense) for
   2:4, 4:8 and 8:16 (the seed reports about 2.7 for 2:4 on 7–8B models), the gap of 16:32 to unstructured 50 %,
-  and activation against weight pruning at matched sparsity.
+  activation against weight pruning at matched sparsity, and (:func:`noise_checks`) whether 8:16 vs 16:32 and
+  activation vs weight pruning at 2:4 differ beyond the noise of the windows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from nmsim.accuracy.study import Method
-from nmsim.accuracy.table import NOT_APPLICABLE, read_rows
+from nmsim.accuracy.table import NOT_APPLICABLE, paired_interval, read_rows, read_windows, row_windows
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.sparsify.linear import SparsityConfig
@@ -127,6 +128,39 @@ def claims(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _method(row) -> str:
+    return f"{row.pattern} {row.operand} {row.criterion} / {row.mitigation}"
+
+
+def noise_checks(table: pd.DataFrame, windows: pd.DataFrame) -> list[str]:
+    """8:16 vs 16:32 (the best activation method each, every layer pruned) and activation vs weight pruning at 2:4
+    (the best of each, as :func:`matched_sparsity`): Δ perplexity with its paired bootstrap 95 % interval over the
+    windows (:mod:`nmsim.accuracy.bootstrap`) and whether the interval excludes 0."""
+    activation = table[(table.operand == "activation") & (table.targets == "all")]
+    best = {p: part.loc[part.perplexity.idxmin()] for p, part in activation.groupby("pattern")}
+    two_four = {o: part.loc[part.perplexity.idxmin()] for o, part in table[table.pattern == "2:4"].groupby("operand")}
+    pairs = []
+    if {"8:16", REFERENCE} <= set(best):
+        pairs.append(("8:16 vs 16:32 (best activation method each)", best[REFERENCE], best["8:16"]))
+    if {"activation", "weight"} <= set(two_four):
+        pairs.append(("Activation vs weight pruning at 2:4 (best each)", two_four["weight"], two_four["activation"]))
+    per_row = row_windows(windows)
+    lines = []
+    for what, base, other in pairs:
+        interval = paired_interval(per_row, base.to_dict(), other.to_dict())
+        names = f"{_method(other)} minus {_method(base)}"
+        if interval is None or math.isnan(interval.low):
+            lines.append(f"{what}: Δ perplexity {other.perplexity - base.perplexity:+.2f} ({names}); no interval: the "
+                         "table has no per-window NLLs of both rows (evaluated before they were kept; --recompute "
+                         "keeps them).")
+            continue
+        verdict = "beyond noise" if interval.beyond_noise else "within noise"
+        lines.append(f"{what}: Δ perplexity {interval.delta_ppl:+.2f} (95 % CI {interval.low:+.2f} to "
+                     f"{interval.high:+.2f}; {interval.delta_pct:+.1f} %, CI {interval.pct_low:+.1f} to "
+                     f"{interval.pct_high:+.1f} %) over {interval.windows} windows ({names}): {verdict}.")
+    return lines
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(no rows)\n"
@@ -210,4 +244,8 @@ def summary_markdown(paths: list[str | Path]) -> str:
         parts.append("### Ratios per activation method\n\n" + _markdown(ratio_table(table)) + "\n")
         parts.append("### Activation vs weight pruning at matched sparsity\n\n" + _markdown(matched_sparsity(table)))
         parts.append("\n### Against the seed's claims\n\n" + "".join(f"- {line}\n" for line in claims(table)))
+        noise = noise_checks(table, read_windows(path))
+        if noise:
+            parts.append("\n### Beyond noise? Paired bootstrap over the windows\n\n"
+                         + "".join(f"- {line}\n" for line in noise))
     return "".join(parts)

@@ -94,7 +94,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embeddings is not None:
         return embeddings.weight.device
-    return next(model.parameters()).device
+    first = next(model.parameters(), None)
+    return first.device if first is not None else _cpu()  # a module without weights runs where its inputs are
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
 
 
 def describe_placement(model: torch.nn.Module) -> str:
