@@ -162,6 +162,8 @@ def _accuracy_request(args: argparse.Namespace):
         calibration_windows=args.calibration_windows, learn_windows=args.learn_windows, learn_steps=args.learn_steps,
         learn_lr=args.learn_lr, device=args.device, dtype=args.dtype, recompute=args.recompute,
         fidelity=not args.no_fidelity, command=args.command_line,
+        scheduler=getattr(args, "scheduler", None) if args.command == "eval" else None,
+        workers=getattr(args, "workers", None) if args.command == "eval" else None,
     )
 
 
@@ -313,9 +315,9 @@ def _wide_display():
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if args.what != "calibrate" and (args.device, args.dtype) != ("cpu", "float32"):
-        raise NmsimError(f"--device and --dtype go with `nmsim bench calibrate`; bench {args.what} runs on the CPU "
-                         "in float32")
+    if args.what not in ("calibrate", "prune") and (args.device, args.dtype) != ("cpu", "float32"):
+        raise NmsimError(f"--device and --dtype go with `nmsim bench prune` and `nmsim bench calibrate`; bench "
+                         f"{args.what} runs on the CPU in float32")
     if args.threads is not None:
         from nmsim.accuracy.study import set_threads
 
@@ -345,7 +347,7 @@ def _bench(args: argparse.Namespace) -> int:
                                             seqlen=args.seqlen)
         else:
             results = run_pruning_benchmark(model=args.model, windows=args.windows, repeats=args.repeats,
-                                            seqlen=args.seqlen)
+                                            seqlen=args.seqlen, device=args.device, dtype=args.dtype)
     width = max(len(r.name) for r in results)
     print(f"{'benchmark':<{width}}  {'value':>10}  unit  {'ratio':>7}")
     for r in results:
@@ -534,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="perplexity for a grid of dense + pattern × criterion × mitigation × targets"
     )
     _add_study_arguments(evaluate, {**DEFAULT_STUDY, "patterns": ["8:16"], "mitigations": ["none"]})
+    evaluate.add_argument("--workers", type=_positive_int,
+                          help="spread the grid's rows over a local Dask cluster of this many processes, each loading "
+                               "the model once (with --device cuda and several GPUs: one per GPU)")
+    evaluate.add_argument("--scheduler", metavar="ADDRESS",
+                          help="spread the grid's rows over the workers of this Dask scheduler (tcp://host:8786); "
+                               "they share $NMSIM_CACHE and the data and model paths")
     evaluate.set_defaults(handler=_run_study)
 
     # Everything after `lm-eval` goes to lm_eval unparsed ('\0' prefix: no option of ours, not even --help).
@@ -686,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="prune, capture: windows of --seqlen tokens per timing (default: %(default)s)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
     bench.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
-    _add_device_arguments(bench)  # calibrate only
+    _add_device_arguments(bench)  # prune and calibrate
     bench.add_argument("--designs", type=_csv, metavar="NAMES",
                        help="simulate: designs of the whole-model sweep; report: designs of the report (comma "
                             "separated preset names; default: every preset)")

@@ -91,6 +91,8 @@ class AccuracyRequest:
     recompute: bool = False  # evaluate every row again
     fidelity: bool = True  # KL, top-1 and greedy agreement with dense beside perplexity
     command: str = ""
+    scheduler: str | None = None  # rows on this Dask scheduler's workers (nmsim.accuracy.distributed)
+    workers: int | None = None  # > 1: rows on a local Dask cluster of this many processes
 
     @property
     def table(self) -> Path:
@@ -204,7 +206,7 @@ def accuracy_stage(request: AccuracyRequest) -> Path:
         fidelity=request.fidelity,
     )
     table = run_study(grid, settings, request.out, request.json, recompute=request.recompute,
-                      command=request.command)
+                      command=request.command, scheduler=request.scheduler, workers=request.workers)
     log.info("wrote %s and %s (%d rows)%s", request.table, request.out.with_suffix(".md"), len(table),
              f" and {request.json}" if request.json else "")
     return request.table

@@ -116,6 +116,90 @@ def needs_input_stats(config: Method) -> bool:
                                         and get_criterion(config.criterion).needs_calibration)
 
 
+class Evaluation:
+    """What every row of one study shares: the model on its device, the evaluation windows, and the calibration
+    statistics and dense reference, each made when a row first needs it (one per process: a Dask worker keeps
+    its own, :mod:`nmsim.accuracy.distributed`)."""
+
+    def __init__(self, settings: StudySettings):
+        self.settings = settings
+        self.split = load_split("test", settings.data_dir)
+        self.lm = load_model(settings.model, dtype=parse_dtype(settings.dtype), device=settings.device)
+        self.windows = evaluation_windows(self.lm.token_ids(self.split), settings.seqlen, bos_id=self.lm.window_bos,
+                                          max_tokens=settings.max_tokens)  # [W, S]
+        self.tokens = self.windows.shape[0] * (self.windows.shape[1] - 1)
+        self.stats = None
+        self.reference = None
+
+    def common(self) -> dict[str, object]:
+        """The columns every row of this evaluation shares."""
+        return {"model": self.lm.name, "seqlen_tokens": self.settings.seqlen, "tokens_evaluated": self.tokens,
+                "data": self.split.name, "dtype": self.settings.dtype}
+
+    def meta(self, grid: list[Method], out_prefix: Path, command: str) -> dict[str, object]:
+        """The table's Markdown header: model, data, windows, precision, device, methods' recipes."""
+        settings, lm, windows = self.settings, self.lm, self.windows
+        meta = {
+            "model": f"{lm.name} ({lm.source})",
+            "data": f"{self.split.name} (sha256 of joined text {self.split.sha256})",
+            "windows": f"{windows.shape[0]} x {settings.seqlen} tokens, BOS per window: {lm.bos_per_window}",
+            "tokens_evaluated": self.tokens,
+            "dtype": settings.dtype,
+            "device": describe_placement(lm.model),
+            "nmsim": __version__,
+        }
+        if any(isinstance(c, SparsityConfig) and c.needs_training for c in grid):
+            recipe = settings.learn_recipe
+            meta["learnable recipe"] = (f"{recipe.windows} calibration windows x {recipe.seqlen} tokens, "
+                                        f"{recipe.steps_per_block} steps per block, lr {recipe.lr:g}, AdamW betas "
+                                        f"({recipe.beta1}, {recipe.beta2}), {recipe.warmup_fraction:.0%} warm-up, "
+                                        f"clip {recipe.clip_norm:g} (the paper: 256 windows x 512, one epoch)")
+        if settings.fidelity:
+            meta["fidelity"] = (f"KL(dense || pruned) in nats and top-1 agreement over the {self.tokens} scored "
+                                f"tokens (llama.cpp's conventions); greedy agreement: {settings.greedy.describe()}")
+        meta["intervals"] = (f"delta_ppl_ci_low/high: paired bootstrap over the {windows.shape[0]} windows "
+                             f"({RESAMPLES} resamples, seed {SEED}, 95 %); per-window sums in "
+                             f"{windows_path(out_prefix.with_suffix('.csv')).name}")
+        if command:
+            meta["command"] = command
+        return meta
+
+    def prepare(self, grid: list[Method]) -> None:
+        """Make (or read from their caches) the statistics and the dense reference that ``grid``'s rows need, so
+        that workers sharing the cache read them instead of each making its own."""
+        if any(needs_input_stats(c) for c in grid):
+            self._stats()
+        if self.settings.fidelity and any(c.pattern.kind != "dense" for c in grid):
+            self._reference()
+
+    def _stats(self):
+        if self.stats is None:
+            s = self.settings
+            self.stats = load_or_calibrate(self.lm, s.data_dir, s.seqlen, s.calibration_windows, s.calibration_seed)
+        return self.stats
+
+    def _reference(self):
+        if self.reference is None:  # built on the dense model, before any pruning
+            self.reference = _dense_reference(self.lm, self.split, self.windows, self.settings)
+        return self.reference
+
+    def evaluate(self, config: Method) -> tuple[dict, pd.DataFrame]:
+        """One row (its columns and metrics) and its per-window sums."""
+        settings, windows = self.settings, self.windows
+        row = {**self.common(), **row_labels(config)}
+        stats = self._stats() if needs_input_stats(config) else None
+        scorer = FidelityScorer(self._reference()) if settings.fidelity and row["pattern"] != "dense" else None
+        with pruned(self.lm, config, settings, stats), tqdm(
+                total=len(windows), desc=f"{row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']}",
+                unit="window", leave=False) as bar:
+            result = perplexity(self.lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update,
+                                on_logits=scorer.add if scorer else None)
+            greedy = scorer.greedy(self.lm.model) if scorer else None
+        row["perplexity"] = round(result.perplexity, 4)
+        row.update(_fidelity_columns(settings, scorer, greedy, self.tokens))
+        return row, _window_sums(row, result, scorer, windows.shape[1] - 1, settings.fidelity)
+
+
 def run_study(
     grid: list[Method],
     settings: StudySettings,
@@ -123,80 +207,65 @@ def run_study(
     json_path: Path | None = None,
     recompute: bool = False,
     command: str = "",
+    scheduler: str | None = None,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Evaluate every configuration of ``grid`` not yet in ``<out_prefix>.csv``; return the full table.
 
     recompute: ignore rows already on disk and evaluate everything again (the table is rewritten row by row).
+    scheduler (a Dask scheduler address) or workers (> 1: a local Dask cluster of that many processes): spread the
+    rows over Dask workers, each loading the model once (:mod:`nmsim.accuracy.distributed`); finished rows come
+    back into the same table as they finish, in grid order, so the table equals a serial run's and resumes alike.
     """
     out_prefix = Path(out_prefix)
+    csv_path = out_prefix.with_suffix(".csv")
     split = load_split("test", settings.data_dir)
-    dtype = parse_dtype(settings.dtype)
-    rows = [] if recompute else read_rows(out_prefix.with_suffix(".csv"))
-    _check_settings(rows, {"seqlen_tokens": settings.seqlen, "data": split.name, "dtype": settings.dtype},
-                    out_prefix.with_suffix(".csv"))
-    lm = load_model(settings.model, dtype=dtype, device=settings.device)
-    windows = evaluation_windows(lm.token_ids(split), settings.seqlen, bos_id=lm.window_bos,
-                                 max_tokens=settings.max_tokens)
-    tokens = windows.shape[0] * (windows.shape[1] - 1)
-    meta = {
-        "model": f"{lm.name} ({lm.source})",
-        "data": f"{split.name} (sha256 of joined text {split.sha256})",
-        "windows": f"{windows.shape[0]} x {settings.seqlen} tokens, BOS per window: {lm.bos_per_window}",
-        "tokens_evaluated": tokens,
-        "dtype": settings.dtype,
-        "device": describe_placement(lm.model),
-        "nmsim": __version__,
-    }
-    if any(isinstance(c, SparsityConfig) and c.needs_training for c in grid):
-        recipe = settings.learn_recipe
-        meta["learnable recipe"] = (f"{recipe.windows} calibration windows x {recipe.seqlen} tokens, "
-                                    f"{recipe.steps_per_block} steps per block, lr {recipe.lr:g}, AdamW betas "
-                                    f"({recipe.beta1}, {recipe.beta2}), {recipe.warmup_fraction:.0%} warm-up, clip "
-                                    f"{recipe.clip_norm:g} (the paper: 256 windows x 512, one epoch)")
-    if settings.fidelity:
-        meta["fidelity"] = (f"KL(dense || pruned) in nats and top-1 agreement over the {tokens} scored tokens "
-                            f"(llama.cpp's conventions); greedy agreement: {settings.greedy.describe()}")
-    meta["intervals"] = (f"delta_ppl_ci_low/high: paired bootstrap over the {windows.shape[0]} windows "
-                         f"({RESAMPLES} resamples, seed {SEED}, 95 %); per-window sums in "
-                         f"{windows_path(out_prefix.with_suffix('.csv')).name}")
-    if command:
-        meta["command"] = command
-    common = {"model": lm.name, "seqlen_tokens": settings.seqlen, "tokens_evaluated": tokens, "data": split.name,
-              "dtype": settings.dtype}
-    _check_settings(rows, common, out_prefix.with_suffix(".csv"))
-    done = {row_key(r) for r in rows}
-    window_rows = {} if recompute else _windows_by_row(out_prefix, done)  # row key → its sidecar rows
-    stats = None
-    reference = None  # the dense outputs, built (or read from the cache) when the first pruned row needs them
-    for index, config in enumerate(tqdm(grid, desc="accuracy grid", unit="row")):
-        row = {**common, **row_labels(config)}
-        label = (f"[{index + 1}/{len(grid)}] {row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']} "
-                 f"{row['targets']}")
-        if row_key(row) in done:
-            log.info("%s: already done, skipped", label)
-            continue
-        if needs_input_stats(config) and stats is None:
-            stats = load_or_calibrate(lm, settings.data_dir, settings.seqlen, settings.calibration_windows,
-                                      settings.calibration_seed)
-        scorer = None
-        if settings.fidelity and row["pattern"] != "dense":
-            reference = reference or _dense_reference(lm, split, windows, settings)  # before any pruning
-            scorer = FidelityScorer(reference)
-        with pruned(lm, config, settings, stats), tqdm(
-                total=len(windows), desc=f"{row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']}",
-                unit="window", leave=False) as bar:
-            result = perplexity(lm.model, windows, batch_size=settings.batch_size, on_batch=bar.update,
-                                on_logits=scorer.add if scorer else None)
-            greedy = scorer.greedy(lm.model) if scorer else None
-        row["perplexity"] = round(result.perplexity, 4)
-        row.update(_fidelity_columns(settings, scorer, greedy, tokens))
-        window_rows[row_key(row)] = _window_sums(row, result, scorer, windows.shape[1] - 1, settings.fidelity)
-        rows.append(row)
-        done.add(row_key(row))
-        write_tables(rows, out_prefix, json_path, meta, _sidecar(rows, window_rows))
-        log.info("%s: perplexity %.4f, KL %.4f nats, top-1 agreement %.4f, greedy agreement %.2f tokens", label,
-                 row["perplexity"], row["kl_mean_nats"], row["top1_agreement"], row["greedy_agreement_tokens"])
+    parse_dtype(settings.dtype)
+    rows = [] if recompute else read_rows(csv_path)
+    _check_settings(rows, {"seqlen_tokens": settings.seqlen, "data": split.name, "dtype": settings.dtype}, csv_path)
+    with _evaluator(settings, grid, out_prefix, command, scheduler, workers) as (common, meta, results):
+        _check_settings(rows, common, csv_path)
+        done = {row_key(r) for r in rows}
+        window_rows = {} if recompute else _windows_by_row(out_prefix, done)  # row key → its sidecar rows
+        pending = {}
+        for index, config in enumerate(grid):
+            row = {**common, **row_labels(config)}
+            if row_key(row) in done:
+                log.info("%s: already done, skipped", _label(index, grid, row))
+            else:
+                pending[index] = config
+        finished: dict[int, dict] = {}
+        for index, (row, frame) in tqdm(results(pending), total=len(pending), desc="accuracy grid", unit="row"):
+            finished[index] = row
+            window_rows[row_key(row)] = frame
+            ordered = rows + [finished[i] for i in sorted(finished)]  # grid order, whichever finished first
+            write_tables(ordered, out_prefix, json_path, meta, _sidecar(ordered, window_rows))
+            log.info("%s: perplexity %.4f, KL %.4f nats, top-1 agreement %.4f, greedy agreement %.2f tokens",
+                     _label(index, grid, row), row["perplexity"], row["kl_mean_nats"], row["top1_agreement"],
+                     row["greedy_agreement_tokens"])
+        rows += [finished[i] for i in sorted(finished)]
     return write_tables(rows, out_prefix, json_path, meta, _sidecar(rows, window_rows))
+
+
+def _label(index: int, grid: list[Method], row: dict) -> str:
+    return (f"[{index + 1}/{len(grid)}] {row['operand']} {row['pattern']} {row['criterion']} {row['mitigation']} "
+            f"{row['targets']}")
+
+
+@contextmanager
+def _evaluator(settings: StudySettings, grid: list[Method], out_prefix: Path, command: str, scheduler: str | None,
+               workers: int | None):
+    """(the rows' common columns, the table's header, results: pending {index: config} → (index, (row, window
+    sums)) as each finishes), in this process or on Dask workers."""
+    if scheduler is not None or (workers is not None and workers > 1):
+        from nmsim.accuracy.distributed import distributed_evaluator
+
+        with distributed_evaluator(settings, grid, out_prefix, command, scheduler, workers) as evaluator:
+            yield evaluator
+        return
+    evaluation = Evaluation(settings)
+    yield (evaluation.common(), evaluation.meta(grid, out_prefix, command),
+           lambda pending: ((index, evaluation.evaluate(config)) for index, config in pending.items()))
 
 
 def _dense_reference(lm, split, windows: torch.Tensor, settings: StudySettings):

@@ -77,13 +77,17 @@ def _test_windows(lm, windows: int, seqlen: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def run_pruning_benchmark(model: str = DEFAULT_MODEL, windows: int = 2, repeats: int = 3,
-                          seqlen: int = SEQLEN) -> list[BenchResult]:
-    """Forward-time ratios for :data:`BENCH_METHODS` and model load times (cold = GGUF conversion)."""
+                          seqlen: int = SEQLEN, device: str = "cpu", dtype: str = "float32") -> list[BenchResult]:
+    """Forward-time ratios for :data:`BENCH_METHODS` (the model in ``dtype`` on ``device``; a CUDA forward is
+    timed to its end) and model load times (cold = GGUF conversion)."""
+    from nmsim.llm.device import model_device, parse_dtype
+
     with tempfile.TemporaryDirectory(prefix="nmsim-bench-cache-") as scratch:
         cold = _load_seconds(model, scratch)
         cached = _load_seconds(model, scratch)
-    lm = load_model(model)
-    batch = _test_windows(lm, windows, seqlen)
+    lm = load_model(model, dtype=parse_dtype(dtype), device=device)
+    on_gpu = model_device(lm.model).type == "cuda"
+    batch = _test_windows(lm, windows, seqlen).to(model_device(lm.model))
     configs = {"dense": None} | {
         f"{p} magnitude {m}": SparsityConfig(parse_pattern(p), "magnitude", parse_mitigation(m))
         for p, m in BENCH_METHODS
@@ -95,6 +99,8 @@ def run_pruning_benchmark(model: str = DEFAULT_MODEL, windows: int = 2, repeats:
         else:
             with sparsified(lm.model, config):
                 window_nll(lm.model, batch)
+        if on_gpu:  # kernels run asynchronously: time them to their end
+            torch.cuda.synchronize()
 
     for config in configs.values():  # warm-up: allocator, kernel compilation
         forward(config)
@@ -102,8 +108,9 @@ def run_pruning_benchmark(model: str = DEFAULT_MODEL, windows: int = 2, repeats:
     for _ in range(repeats):  # interleaved: one run of each per repeat
         for name, config in configs.items():
             best[name] = min(best[name], best_of(lambda: forward(config), 1))
-    results = [BenchResult(f"forward {name} ({batch.numel()} tokens)", best[name], "s", best[name] / best["dense"])
-               for name in configs]
+    where = "" if (device, dtype) == ("cpu", "float32") else f", {dtype} on {model_device(lm.model)}"
+    results = [BenchResult(f"forward {name} ({batch.numel()} tokens{where})", best[name], "s",
+                           best[name] / best["dense"]) for name in configs]
     results += [BenchResult("model load, cold (GGUF dequantize + cache write)", cold, "s"),
                 BenchResult("model load, cached (safetensors)", cached, "s")]
     return results
