@@ -9,9 +9,12 @@ Glossary (used everywhere in nmsim):
 - **unstructured:D** keeps the round(D·K) largest-scoring values of each token's whole K-row (density D).
 - **dense** keeps everything.
 
-Mask rules (every mask function follows them, :mod:`nmsim.sparsify.masks` and the compiled kernel alike):
+Mask rules (every mask function follows them, :mod:`nmsim.sparsify.masks`, the compiled CPU kernel and the
+torch path for CUDA and other dtypes alike):
 
-- Ties are broken deterministically: among equal scores the lower K index wins.
+- Ties are broken deterministically: among equal scores the lower K index wins. -0.0 and +0.0 are equal scores.
+  Scores are compared in their own dtype: bf16 or fp16 scores that round to the same number are ties, even where
+  their float32 originals differ (nothing is upcast).
 - When K is not a multiple of M the row is zero-padded to the next multiple. Padded positions score below
   every real position, so each group of the padded row keeps exactly N positions, and the last (partial)
   group keeps min(N, its real length) real ones.

@@ -57,5 +57,5 @@ def test_fused_path_rejects_nan():
 )
 def test_radix_median_is_torch_lower_median(values):
     row = np.array(values, dtype=np.float32)
-    scratch = np.empty(len(values), np.int64), np.empty(len(values), np.int64)
+    scratch = np.empty(len(values), np.int64), np.empty(len(values), np.int64), np.empty(256, np.int64)
     assert lower_median(row, *scratch) == torch.from_numpy(row).median().item()

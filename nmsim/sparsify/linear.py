@@ -24,7 +24,7 @@ from typing import Callable, Iterator, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from nmsim.sparsify import selection_kernel
+from nmsim.sparsify import selection_kernel, torch_selection
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern
 from nmsim.sparsify.masks import pattern_mask
@@ -99,18 +99,20 @@ def _fused_path_applies(x: torch.Tensor, pattern: Pattern, criterion: Criterion)
         and pattern.kind == "nm"
         and pattern.n < pattern.m
         and x.shape[-1] % pattern.m == 0
-        and selection_kernel.supports(x, pattern.m)
+        and x.is_floating_point()
     )
 
 
 def _sparsify_fused(
     x: torch.Tensor, pattern: Pattern, mitigation: Mitigation, layer: LayerContext, want_mask: bool
 ) -> PrunedInput:
-    """The magnitude N:M case in one compiled pass; same result as the general path."""
+    """The magnitude N:M case in one pass: compiled for float32 on the CPU, else the torch path (CUDA, bf16, ...);
+    same result as the general path."""
     if not torch.isfinite(x.sum()) and torch.isnan(x).any():  # the cheap sum screens out the common case
         raise ValueError(f"layer {layer.name}: NaN in the linear input cannot be ranked")
     static = layer.calibrated("median_mean").to(x.dtype) if mitigation.shift == "static" else x.new_zeros(())
-    pruned, shift, keep = selection_kernel.prune_rows_by_magnitude(
+    select = selection_kernel if selection_kernel.supports(x, pattern.m) else torch_selection
+    pruned, shift, keep = select.prune_rows_by_magnitude(
         x, pattern.n, pattern.m, mitigation.shift, float(static), with_mask=want_mask
     )
     scale = variance_scale(x - shift[:, None], pruned) if mitigation.variance else None

@@ -1,7 +1,12 @@
 """The keep-masks a :class:`~nmsim.patterns.Pattern` implies for a tensor of scores (torch).
 
 Rules (see :mod:`nmsim.patterns`): exactly N kept per group of M along the last dimension K; ties go to the lower
-K index; K is padded to a multiple of M with scores below every real one; NaN scores are rejected.
+K index; K is padded to a multiple of M with scores below every real one; NaN scores are rejected. Scores are
+compared in their own dtype: bf16 or fp16 scores that are equal in that dtype are ties (lower index wins).
+
+:func:`nm_mask` takes the compiled kernel (:mod:`nmsim.sparsify.selection_kernel`) for float32 scores on the CPU
+and :mod:`nmsim.sparsify.torch_selection` for every other device and dtype; :func:`keep_top_n` is the plain
+reference both are tested against.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from nmsim.patterns import Pattern
-from nmsim.sparsify import selection_kernel
+from nmsim.sparsify import selection_kernel, torch_selection
 
 
 def _reject_nan(scores: torch.Tensor) -> None:
@@ -42,23 +47,24 @@ def nm_mask(scores: torch.Tensor, n: int, m: int, *, use_kernel: bool = True) ->
     """Keep the top ``n`` of every ``m`` consecutive scores along the last dimension (K).
 
     scores: [..., K]; returns bool [..., K]. K is padded to a multiple of m (see module rules).
-    float32 scores take the compiled path of :mod:`nmsim.selection_kernel` unless ``use_kernel`` is False;
-    both paths give the same mask.
+    float32 CPU scores take the compiled kernel, all others the torch path (see the module docstring); with
+    ``use_kernel`` False, both take the reference :func:`keep_top_n`. Every path gives the same mask.
     """
     k = scores.shape[-1]
     pad = (-k) % m
     if pad:
         scores = F.pad(scores, (0, pad), value=float("-inf"))
-    if use_kernel and n < m and selection_kernel.supports(scores, m):
+    if use_kernel and n < m:
         _reject_nan(scores)
-        keep = selection_kernel.keep_top_n_of_m(scores, n, m)
+        select = selection_kernel if selection_kernel.supports(scores, m) else torch_selection
+        keep = select.keep_top_n_of_m(scores, n, m)
     else:
         keep = keep_top_n(scores.reshape(*scores.shape[:-1], (k + pad) // m, m), n).reshape(scores.shape)
     return keep[..., :k]
 
 
 def nm_mask_reference(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """:func:`nm_mask` through the plain torch path only (for tests and cross-checks)."""
+    """:func:`nm_mask` through the reference :func:`keep_top_n` only (for tests and cross-checks)."""
     return nm_mask(scores, n, m, use_kernel=False)
 
 
