@@ -714,6 +714,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error: the path and what went wrong (for a full disk, the space free)."""
+    import errno
+
+    from nmsim.io import disk_full_error
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:
+        return str(disk_full_error(exc.filename, None, kept="finished outputs written before it are kept"))
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = "nmsim " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -727,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.handler(args)
     except NmsimError as exc:
         print(f"nmsim: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system said no (full disk, permissions, a folder where a file goes)
+        print(f"nmsim: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nmsim: interrupted", file=sys.stderr)
