@@ -374,13 +374,15 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from nmsim.pipeline import SimulateRequest, simulate
+    from nmsim.pipeline import SimulateRequest, check_output_file, simulate
 
+    check_output_file(args.json, "--json")
     output = simulate(SimulateRequest(
         hw=args.hw, model=args.model, phase=args.phase, batch=args.batch, seq=args.seq, traces=args.traces,
         pattern=args.pattern, baseline=args.baseline, ideal=args.ideal, ideal_memory=args.ideal_memory,
         measure=args.measure, stats_from=args.stats_from, generate=args.generate, devices=args.devices,
         attention=args.attention, prune_lm_head=args.prune_lm_head, linear_only=args.linear_only,
+        no_limits=args.no_limits,
     ))
     print(output.text(per_layer=args.per_layer, gemms=args.gemms))
     if args.json:
@@ -630,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--measure", action="store_true",
                           help="add the measured torch 2:4 vs dense ratio per GEMM shape (needs a CUDA GPU)")
     simulate.add_argument("--json", type=Path, help="write every number to this JSON file")
+    simulate.add_argument("--no-limits", action="store_true",
+                          help="lift the bounds on the work asked for (batch × seq at most 2^24 tokens, --generate "
+                               "2^17, --devices 1024, --seq the model's context)")
     simulate.set_defaults(handler=_simulate)
 
     validate = commands.add_parser(

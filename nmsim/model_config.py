@@ -5,6 +5,10 @@ Read: Llama, Mistral, Mixtral, Qwen2/Qwen3 (dense and MoE), Gemma 1-3 (sliding-w
 ``sliding_window_pattern`` or ``layer_types``), GPT-2 (and GPT-3-shaped GPT-2 configs) and OPT. Anything else is
 refused with one message naming the keys or values nmsim cannot describe (encoder-decoders, state-space layers,
 latent attention, mixed dense/MoE stacks), never read as something it is not.
+
+Every dimension is checked where it enters: a JSON integer (576.0 and "576" are refused like 576.5), at least 1
+(0 where it means none), at most :data:`nmsim.model_shape.DIMENSION_LIMITS` (beyond any real model), and the
+divisibility the attention needs; errors read ``FILE: KEY: VALUE: what is allowed``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from nmsim.errors import NmsimError
-from nmsim.model_shape import ModelShape, is_count, pattern_windows
+from nmsim.model_shape import DIMENSION_LIMITS, ModelShape, dimension_problem, pattern_windows
 
 
 def family_of(model_type: str) -> str:
@@ -61,6 +67,39 @@ _UNSUPPORTED = {  # config keys of architectures a ModelShape cannot describe �
     "first_k_dense_replace": "mixed dense and MoE layers", "moe_layer_freq": "mixed dense and MoE layers",
 }
 _UNSUPPORTED_FLAGS = {"is_encoder_decoder", "add_cross_attention"}  # unsupported only when true
+_KEY_DIMENSIONS = {  # config.json (and GGUF metadata) keys → the ModelShape dimension whose bound applies
+    "hidden_size": "hidden_size", "n_embd": "hidden_size", "intermediate_size": "intermediate_size",
+    "moe_intermediate_size": "intermediate_size", "ffn_dim": "intermediate_size", "n_inner": "intermediate_size",
+    "num_hidden_layers": "num_layers", "n_layer": "num_layers", "num_attention_heads": "num_heads",
+    "n_head": "num_heads", "num_key_value_heads": "num_kv_heads", "head_dim": "head_dim", "vocab_size": "vocab_size",
+    "num_local_experts": "num_experts", "num_experts": "num_experts", "num_experts_per_tok": "experts_per_token",
+    "shared_expert_intermediate_size": "shared_expert_intermediate_size",
+    "max_position_embeddings": "max_positions", "n_positions": "max_positions", "sliding_window": "layer_windows",
+    "sliding_window_pattern": "num_layers", "_sliding_window_pattern": "num_layers", "max_window_layers": "num_layers",
+    "embedding_length": "hidden_size", "feed_forward_length": "intermediate_size",
+    "expert_feed_forward_length": "intermediate_size", "block_count": "num_layers", "head_count": "num_heads",
+    "head_count_kv": "num_kv_heads", "key_length": "head_dim", "expert_count": "num_experts",
+    "expert_used_count": "experts_per_token", "expert_shared_feed_forward_length": "shared_expert_intermediate_size",
+    "context_length": "max_positions",
+}
+
+
+def _limit(key: str) -> int:
+    """The upper bound of a config or GGUF key (``llama.block_count`` → num_layers' bound)."""
+    return DIMENSION_LIMITS.get(_KEY_DIMENSIONS.get(key.rsplit(".", 1)[-1], ""), 2**31)
+
+
+def _json_kind(value) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def _show_any(value) -> str:
+    """_show for values that may not be JSON (GGUF arrays and numpy scalars)."""
+    try:
+        return _show(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _show(value) -> str:
@@ -86,8 +125,9 @@ class _HFConfig:
 
     def count(self, key: str, default=None, minimum: int = 1) -> int:
         value = self.get(key, default)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-            self.fail(key, f"{_show(value)}: must be an integer of at least {minimum}")
+        problem = dimension_problem(value, minimum, _limit(key))
+        if problem:
+            self.fail(key, f"{_show(value)}: {problem}" if key in self.text else f"missing: {problem}")
         return value
 
     def flag(self, key: str, default: bool) -> bool:
@@ -111,18 +151,19 @@ class _HFConfig:
     def activation(self, keys: tuple[str, ...], default: str) -> str:
         key = next((k for k in keys if self.get(k) is not None), None)
         name = self.get(key) if key is not None else default
-        if name not in _HF_ACTIVATIONS:
+        if not isinstance(name, str) or name not in _HF_ACTIVATIONS:
             self.fail(key, f"{_show(name)}: not an activation nmsim knows ({', '.join(_HF_ACTIVATIONS)})")
         return _HF_ACTIVATIONS[name]
 
     def vocab(self) -> int:
-        """vocab_size of the decoder section, else of a multimodal wrapper's top level (0: unknown)."""
+        """vocab_size of the decoder section, else of a multimodal wrapper's top level (the LM head's width)."""
         outer = self.config.get("vocab_size")
         if "vocab_size" not in self.text and outer is not None:
-            if not is_count(outer):
-                raise NmsimError(f"{self.path}: vocab_size: {_show(outer)}: must be a positive integer")
+            problem = dimension_problem(outer, 1, DIMENSION_LIMITS["vocab_size"])
+            if problem:
+                raise NmsimError(f"{self.path}: vocab_size: {_show(outer)}: {problem}")
             return outer
-        return self.count("vocab_size", 0, minimum=0)
+        return self.count("vocab_size")
 
 
 def _check_supported(path: Path, config: dict, text: dict, model_type: str) -> None:
@@ -267,11 +308,14 @@ def from_hf_config(path: Path) -> ModelShape:
     or OPT; anything else is refused with one error naming the keys or values it cannot describe."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NmsimError(f"{path}: cannot read the model config ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, huge numbers
+        raise NmsimError(f"{path}: cannot read the model config ({exc}); expected a config.json (UTF-8 JSON "
+                         "object)") from None
     if not isinstance(config, dict):
-        raise NmsimError(f"{path}: not a model config (a JSON object)")
-    text = config.get("text_config") or config  # multimodal wrappers (Gemma 3) nest the language model
+        raise NmsimError(f"{path}: not a model config: the top level is a JSON {_json_kind(config)}, a config.json "
+                         "is a JSON object")
+    text = config.get("text_config")  # multimodal wrappers (Gemma 3) nest the language model
+    text = config if text is None else text
     if not isinstance(text, dict):
         raise NmsimError(f"{path}: text_config: must be a JSON object")
     model_type = str(text.get("model_type") or config.get("model_type") or "").lower()
@@ -287,60 +331,86 @@ _GGUF_PLAIN_MLP = {"gpt2", "gptneox", "phi2", "starcoder", "bloom"}  # architect
 
 def from_gguf(path: Path) -> ModelShape:
     """A GGUF file's metadata; the norms, qk-norm, tied head and learned positions come from its tensor names, the
-    MLP kind and activation from its architecture (Gemma and plain-MLP models: GELU)."""
+    MLP kind and activation from its architecture (Gemma and plain-MLP models: GELU). A file that is not GGUF, or
+    whose metadata lacks a dimension or holds a wrong one, is one error naming the file and the key."""
     from gguf import GGUFReader
 
     try:
         reader = GGUFReader(str(path))
-    except (OSError, ValueError) as exc:
-        raise NmsimError(f"{path}: not a readable GGUF file ({exc})") from None
+        fields, tensors = reader.fields, {str(tensor.name) for tensor in reader.tensors}
+    except Exception as exc:  # noqa: BLE001 - the reader of an untrusted file fails in many ways (struct, numpy)
+        raise NmsimError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc}); expected a GGUF v2/v3 "
+                         "model file") from None
 
     def field(key: str, default=None):
-        found = reader.fields.get(key)
+        found = fields.get(key)
         if found is None:
             if default is None:
                 raise NmsimError(f"{path}: GGUF metadata has no {key!r}")
             return default
-        return found.contents()
+        try:
+            return found.contents()
+        except Exception as exc:  # noqa: BLE001 - a field whose bytes do not decode
+            raise NmsimError(f"{path}: GGUF metadata {key!r} cannot be read ({type(exc).__name__}: {exc})") from None
+
+    def count(key: str, default=None, minimum: int = 1) -> int:
+        value = field(key, default)
+        if isinstance(value, np.integer):
+            value = int(value)
+        problem = dimension_problem(value, minimum, _limit(key))
+        if problem:
+            raise NmsimError(f"{path}: GGUF metadata {key}: {_show_any(value)}: {problem}")
+        return value
 
     arch = field("general.architecture")
-    hidden = int(field(f"{arch}.embedding_length"))
-    heads = int(field(f"{arch}.attention.head_count"))
-    layers = int(field(f"{arch}.block_count"))
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    experts = int(field(f"{arch}.expert_count", 0))
-    tensors = {tensor.name for tensor in reader.tensors}
-    gated = str(arch) not in _GGUF_PLAIN_MLP
-    window = int(field(f"{arch}.attention.sliding_window", 0))
-    pattern = field(f"{arch}.attention.sliding_window_pattern", _GGUF_SWA_PATTERN.get(str(arch), 0))
+    if not isinstance(arch, str) or not arch:
+        raise NmsimError(f"{path}: GGUF metadata general.architecture: {_show_any(arch)}: must be a non-empty string "
+                         "(llama, gemma3, qwen2, ...)")
+    hidden = count(f"{arch}.embedding_length")
+    heads = count(f"{arch}.attention.head_count")
+    layers = count(f"{arch}.block_count")
+    tokens = fields.get("tokenizer.ggml.tokens")
+    experts = count(f"{arch}.expert_count", 0, minimum=0)
+    gated = arch not in _GGUF_PLAIN_MLP
+    window = count(f"{arch}.attention.sliding_window", 0, minimum=0)
+    pattern = field(f"{arch}.attention.sliding_window_pattern", _GGUF_SWA_PATTERN.get(arch, 0))
     if isinstance(pattern, list):  # per layer: true = sliding window
         windows = tuple(window if sliding else 0 for sliding in pattern) if window and any(pattern) else ()
     else:
-        windows = pattern_windows(layers, window, int(pattern))
+        windows = pattern_windows(layers, window, count(f"{arch}.attention.sliding_window_pattern",
+                                                        _GGUF_SWA_PATTERN.get(arch, 0), minimum=0))
+    if f"{arch}.vocab_size" not in fields and tokens is None:
+        raise NmsimError(f"{path}: GGUF metadata has neither {arch}.vocab_size nor tokenizer.ggml.tokens (the "
+                         "vocabulary the LM head needs)")
+    vocab = count(f"{arch}.vocab_size", len(tokens.data) if tokens is not None else 0)
+    if f"{arch}.attention.key_length" not in fields and hidden % heads:
+        raise NmsimError(f"{path}: GGUF metadata {arch}.attention.head_count: {heads} does not divide "
+                         f"{arch}.embedding_length {hidden} (and there is no {arch}.attention.key_length)")
     norms = sum(f"blk.0.{name}.weight" in tensors
                 for name in ("attn_norm", "ffn_norm", "post_attention_norm", "post_ffw_norm"))
     return ModelShape(
         name=path.stem,
         hidden_size=hidden,
-        intermediate_size=int(field(f"{arch}.expert_feed_forward_length", 0) if experts else 0)
-        or int(field(f"{arch}.feed_forward_length")),
+        intermediate_size=(count(f"{arch}.expert_feed_forward_length", 0, minimum=0) if experts else 0)
+        or count(f"{arch}.feed_forward_length"),
         num_layers=layers,
         num_heads=heads,
-        num_kv_heads=int(field(f"{arch}.attention.head_count_kv", heads)),
-        head_dim=int(field(f"{arch}.attention.key_length", hidden // heads)),
-        vocab_size=int(field(f"{arch}.vocab_size", len(tokens.data) if tokens is not None else 0)),
+        num_kv_heads=count(f"{arch}.attention.head_count_kv", heads),
+        head_dim=count(f"{arch}.attention.key_length", hidden // heads),
+        vocab_size=vocab,
         source=str(path),
-        family=family_of(str(arch)),
+        family=family_of(arch),
         mlp="gated" if gated else "plain",
-        activation="gelu" if str(arch).startswith("gemma") or not gated else "silu",
+        activation="gelu" if arch.startswith("gemma") or not gated else "silu",
         norm="layernorm" if "blk.0.attn_norm.bias" in tensors else "rmsnorm",
         positions="learned" if "position_embd.weight" in tensors else "rotary",
         norms_per_layer=norms or 2,
         qk_norm="blk.0.attn_q_norm.weight" in tensors,
         tied_embeddings=bool(tensors) and "output.weight" not in tensors,
         num_experts=experts,
-        experts_per_token=int(field(f"{arch}.expert_used_count")) if experts else 0,
-        shared_expert_intermediate_size=int(field(f"{arch}.expert_shared_feed_forward_length", 0)) if experts else 0,
+        experts_per_token=count(f"{arch}.expert_used_count") if experts else 0,
+        shared_expert_intermediate_size=count(f"{arch}.expert_shared_feed_forward_length", 0, minimum=0)
+        if experts else 0,
         layer_windows=windows if len(windows) in (0, layers) else (),
-        max_positions=int(field(f"{arch}.context_length", 0)),
+        max_positions=count(f"{arch}.context_length", 0, minimum=0),
     )

@@ -19,6 +19,18 @@ ACTIVATIONS = ("silu", "gelu", "relu")
 NORMS = ("rmsnorm", "layernorm")
 POSITION_KINDS = ("rotary", "learned")
 
+# The largest value nmsim accepts for each dimension: far beyond any real model (the largest published ones have a
+# hidden size of ~25k, ~200 layers, 128 heads, head_dim 512, a ~1M vocabulary, 512 experts and a 10M-token context),
+# so a value above one is a typo or an attack, refused before it becomes hours of simulation.
+DIMENSION_LIMITS = {
+    "hidden_size": 2**20, "intermediate_size": 2**22, "num_layers": 10_000, "num_heads": 2**14,
+    "num_kv_heads": 2**14, "head_dim": 2**14, "vocab_size": 2**24, "norms_per_layer": 16, "num_experts": 2**14,
+    "experts_per_token": 2**14, "shared_expert_intermediate_size": 2**22, "max_positions": 2**28,
+    "layer_windows": 2**28,
+}
+_MINIMUM = {"num_experts": 0, "experts_per_token": 0, "shared_expert_intermediate_size": 0, "max_positions": 0,
+            "layer_windows": 0}  # 0 means none / unknown / global; every other dimension is at least 1
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -49,6 +61,21 @@ class ModelShape:
     max_positions: int = 0  # the context the model supports in tokens (max_position_embeddings; 0: unknown)
 
     def __post_init__(self):
+        where = self.source if self.source.endswith((".json", ".gguf")) else f"model {self.name}"
+        for field in DIMENSION_LIMITS:
+            values = getattr(self, field)
+            for value in (values if field == "layer_windows" else (values,)):
+                problem = dimension_problem(value, _MINIMUM.get(field, 1), DIMENSION_LIMITS[field])
+                if problem:
+                    raise NmsimError(f"{where}: {field}: {value!r}: {problem}")
+        if self.num_heads % self.num_kv_heads:
+            raise NmsimError(f"{where}: num_kv_heads {self.num_kv_heads} does not divide num_heads {self.num_heads}")
+        if self.experts_per_token and not self.num_experts:
+            raise NmsimError(f"{where}: experts_per_token {self.experts_per_token} needs num_experts (a mixture of "
+                             "experts)")
+        for field in ("qk_norm", "tied_embeddings"):
+            if not isinstance(getattr(self, field), bool):
+                raise NmsimError(f"{where}: {field}: {getattr(self, field)!r}: must be true or false")
         for field, allowed in (("mlp", MLP_KINDS), ("activation", ACTIVATIONS), ("norm", NORMS),
                                ("positions", POSITION_KINDS)):
             if getattr(self, field) not in allowed:
@@ -121,6 +148,18 @@ def pattern_windows(num_layers: int, window: int, pattern: int = 0) -> tuple[int
     sliding_window_pattern) layer i is global when (i + 1) % p == 0; () when no layer has a window."""
     windows = tuple(0 if pattern and (i + 1) % pattern == 0 else window for i in range(num_layers))
     return windows if any(windows) else ()
+
+
+def dimension_problem(value, minimum: int, limit: int) -> str:
+    """What is wrong with a model dimension (an integer, not a bool, from ``minimum`` to ``limit``); "" if nothing.
+    Only integers count: 576.0 is refused like 576.5, as JSON and YAML write sizes as integers."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"must be an integer of at least {minimum}"
+    if value < minimum:
+        return f"must be at least {minimum}"
+    if value > limit:
+        return f"above {limit:,}, beyond any real model (nmsim's bound for this dimension)"
+    return ""
 
 
 def is_count(value) -> bool:

@@ -508,15 +508,57 @@ class SimulateRequest:
     attention: str = "fused"  # fused | unfused
     prune_lm_head: bool = False
     linear_only: bool = False  # only the linear GEMMs (no end-to-end step)
+    no_limits: bool = False  # lift SIMULATE_LIMITS and the model's context bound (for experiments beyond real models)
+
+
+# The work one `nmsim simulate` may ask for without --no-limits: beyond any real deployment, and where a run would
+# take minutes or longer (decode costs ~40 us a step; prefill GEMM sizes grow with batch × seq).
+SIMULATE_LIMITS = {"tokens": 2**24, "generate": 2**17, "devices": 1024}
+
+
+def check_simulate_bounds(request: SimulateRequest, shape: ModelShape | None = None) -> None:
+    """Refuse (NmsimError) a request beyond SIMULATE_LIMITS (batch × seq prompt tokens, decode steps, devices) or,
+    given the model's shape, a prompt longer than its context (max_positions); ``no_limits`` lifts both."""
+    if request.no_limits:
+        return
+    flag = "; pass --no-limits to simulate it anyway"
+    tokens = request.batch * request.seq
+    if tokens > SIMULATE_LIMITS["tokens"]:
+        raise NmsimError(f"--batch {request.batch} × --seq {request.seq} = {tokens:,} prompt tokens: above the bound "
+                         f"of {SIMULATE_LIMITS['tokens']:,} tokens in one prefill, beyond any real deployment{flag}")
+    if request.generate > SIMULATE_LIMITS["generate"]:
+        seconds = request.generate * 40e-6
+        raise NmsimError(f"--generate {request.generate:,}: above the bound of {SIMULATE_LIMITS['generate']:,} decode "
+                         f"steps (each is simulated, ~{seconds:,.0f} s of work){flag}")
+    if request.devices > SIMULATE_LIMITS["devices"]:
+        raise NmsimError(f"--devices {request.devices:,}: above the bound of {SIMULATE_LIMITS['devices']:,} "
+                         f"tensor-parallel devices{flag}")
+    if shape is not None and shape.max_positions and request.seq > shape.max_positions:
+        raise NmsimError(f"--seq {request.seq:,}: longer than {shape.name}'s context of {shape.max_positions:,} "
+                         f"tokens (max_positions){flag}")
+
+
+def check_output_file(path: Path | None, argument: str) -> None:
+    """Refuse, before any work, an output path that cannot be a file: a directory, or under a file."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise NmsimError(f"{argument} {path}: is a directory; give a file path (e.g. {path / 'simulate.json'})")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise NmsimError(f"{argument} {path}: {parent} is a file, not a directory; give a file path in a directory")
 
 
 def simulate(request: SimulateRequest) -> SimulateOutput:
     """``nmsim simulate``: design, model and mask statistics → every linear GEMM (and the idealised answer when
     asked). Statistics: the trace given, else measured or transplanted (:mod:`nmsim.traces.sources`); without any,
     the run stops unless ``ideal`` asks for the idealised answer."""
+    check_simulate_bounds(request)  # before any work
     spec = AcceleratorSpec.from_name(request.hw)  # inputs
     baseline = AcceleratorSpec.from_name(request.baseline)
     shape = model_shape(request.model)
+    check_simulate_bounds(request, shape)
     trace = TraceData.open(request.traces) if request.traces else None
     if request.pattern is not None:
         pattern = parse_pattern(request.pattern)

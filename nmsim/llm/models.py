@@ -125,14 +125,43 @@ def _place(model: torch.nn.Module, placement: dict) -> torch.nn.Module:
     return dispatch_model(model, layout)  # sets model.hf_device_map, as from_pretrained does
 
 
+_GGUF_ARCH_ALIASES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
+                      "minimax-m2": "minimax_m2"}  # llama.cpp's names → transformers' (as its GGUF loader maps them)
+
+
+def check_gguf(path: Path) -> str:
+    """The architecture of a GGUF file transformers can load; else one NmsimError naming the file and what is
+    expected. Reads only the header and metadata (milliseconds), before the file is hashed or dequantized."""
+    from transformers.integrations.gguf.reader import read_gguf_metadata
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    supported = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
+    try:
+        metadata, _ = read_gguf_metadata(str(path))
+    except Exception as exc:  # noqa: BLE001 - the reader of an untrusted file fails in many ways (struct, numpy)
+        raise NmsimError(f"{path}: not a GGUF model file transformers can load ({type(exc).__name__}: {exc}); "
+                         f"expected a GGUF v2/v3 file of one of: {', '.join(supported)}") from None
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str) or _GGUF_ARCH_ALIASES.get(arch, arch) not in supported:
+        raise NmsimError(f"{path}: GGUF architecture {arch!r} cannot be loaded by transformers for evaluation; "
+                         f"supported: {', '.join(supported)}")
+    return arch
+
+
 def _load_gguf(path: Path, *, dtype: torch.dtype, use_cache: bool, placement: dict):
     """Load a GGUF file through transformers, converting once into the (fp32) safetensors cache."""
+    check_gguf(path)
     cached = cache_root() / "models" / f"{path.stem}-{_file_sha256(path)[:16]}"
     if use_cache and (cached / "config.json").exists():
         log.info("loading cached conversion %s", cached)
         return _from_pretrained(str(cached), dtype=dtype, local_only=True, placement=placement)
     log.info("dequantizing %s (first load only, this takes a while)", path.name)
-    model, tokenizer = _from_pretrained(str(path.parent), dtype=torch.float32, local_only=True, gguf_file=path.name)
+    try:
+        model, tokenizer = _from_pretrained(str(path.parent), dtype=torch.float32, local_only=True,
+                                            gguf_file=path.name)
+    except (ValueError, KeyError, TypeError) as exc:  # transformers' GGUF import refusing the file's contents
+        raise NmsimError(f"{path}: transformers cannot load this GGUF file ({type(exc).__name__}: {exc}); expected "
+                         "a GGUF model with its tokenizer, of an architecture transformers supports") from None
     if use_cache:
         # GGUF-loaded models refuse save_pretrained until the quantizer record is dropped.
         model.hf_quantizer = None
