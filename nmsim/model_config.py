@@ -67,6 +67,7 @@ _UNSUPPORTED = {  # config keys of architectures a ModelShape cannot describe â†
     "first_k_dense_replace": "mixed dense and MoE layers", "moe_layer_freq": "mixed dense and MoE layers",
 }
 _UNSUPPORTED_FLAGS = {"is_encoder_decoder", "add_cross_attention"}  # unsupported only when true
+_CONFIG_MAX_BYTES = 2**24  # real config.json files are a few KB; a larger one is not a model config
 _KEY_DIMENSIONS = {  # config.json (and GGUF metadata) keys â†’ the ModelShape dimension whose bound applies
     "hidden_size": "hidden_size", "n_embd": "hidden_size", "intermediate_size": "intermediate_size",
     "moe_intermediate_size": "intermediate_size", "ffn_dim": "intermediate_size", "n_inner": "intermediate_size",
@@ -307,6 +308,9 @@ def from_hf_config(path: Path) -> ModelShape:
     """A Hugging Face config.json: Llama-like (Llama, Mistral, Mixtral, Qwen2/3 and their MoE, Gemma 1-3), GPT-2
     or OPT; anything else is refused with one error naming the keys or values it cannot describe."""
     try:
+        if path.stat().st_size > _CONFIG_MAX_BYTES:
+            raise NmsimError(f"{path}: {path.stat().st_size:,} bytes: larger than any model config (at most "
+                             f"{_CONFIG_MAX_BYTES:,} bytes; a config.json is a few KB)")
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, huge numbers
         raise NmsimError(f"{path}: cannot read the model config ({exc}); expected a config.json (UTF-8 JSON "
@@ -315,7 +319,7 @@ def from_hf_config(path: Path) -> ModelShape:
         raise NmsimError(f"{path}: not a model config: the top level is a JSON {_json_kind(config)}, a config.json "
                          "is a JSON object")
     text = config.get("text_config")  # multimodal wrappers (Gemma 3) nest the language model
-    text = config if text is None else text
+    text = config if text is None or text == {} else text
     if not isinstance(text, dict):
         raise NmsimError(f"{path}: text_config: must be a JSON object")
     model_type = str(text.get("model_type") or config.get("model_type") or "").lower()

@@ -61,7 +61,7 @@ class ModelShape:
     max_positions: int = 0  # the context the model supports in tokens (max_position_embeddings; 0: unknown)
 
     def __post_init__(self):
-        where = self.source if self.source.endswith((".json", ".gguf")) else f"model {self.name}"
+        where = self.label
         for field in DIMENSION_LIMITS:
             values = getattr(self, field)
             for value in (values if field == "layer_windows" else (values,)):
@@ -87,6 +87,11 @@ class ModelShape:
         if self.layer_windows and len(self.layer_windows) != self.num_layers:
             raise NmsimError(f"model {self.name}: layer_windows has {len(self.layer_windows)} entries for "
                              f"{self.num_layers} layers")
+
+    @property
+    def label(self) -> str:
+        """What errors name: the config.json or GGUF file the shape was read from, else ``model NAME``."""
+        return self.source if self.source.endswith((".json", ".gguf")) else f"model {self.name}"
 
     @property
     def projections(self) -> tuple[str, ...]:

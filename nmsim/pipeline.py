@@ -534,8 +534,8 @@ def check_simulate_bounds(request: SimulateRequest, shape: ModelShape | None = N
         raise NmsimError(f"--devices {request.devices:,}: above the bound of {SIMULATE_LIMITS['devices']:,} "
                          f"tensor-parallel devices{flag}")
     if shape is not None and shape.max_positions and request.seq > shape.max_positions:
-        raise NmsimError(f"--seq {request.seq:,}: longer than {shape.name}'s context of {shape.max_positions:,} "
-                         f"tokens (max_positions){flag}")
+        raise NmsimError(f"--seq {request.seq:,}: longer than the context of {shape.label}, "
+                         f"{shape.max_positions:,} tokens (max_positions){flag}")
 
 
 def check_output_file(path: Path | None, argument: str) -> None:
