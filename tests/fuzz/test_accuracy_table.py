@@ -49,7 +49,8 @@ def _check(cli, path: Path) -> bool:
 
 
 @FUZZ
-@given(row=st.integers(0, len(ORIGINAL) - 1), column=st.sampled_from(list(ORIGINAL.columns)), value=st.sampled_from(BAD))
+@given(row=st.integers(0, len(ORIGINAL) - 1), column=st.sampled_from(list(ORIGINAL.columns)),
+       value=st.sampled_from(BAD))
 def test_a_replaced_cell_is_refused_or_harmless(tmp_path, cli, row, column, value):
     mutated = ORIGINAL.copy()
     mutated.loc[row, column] = value
