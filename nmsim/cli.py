@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -37,6 +38,33 @@ def _int_at_least(low: int):
 
 
 _positive_int = _int_at_least(1)
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (nan, inf, 0 and negatives refused before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: a finite number above 0")
+    return value
+
+
+def _target_presets(text: str) -> tuple[str, ...]:
+    """An argparse type: ';'-separated target presets, each checked now (torch-free)."""
+    from nmsim.sparsify.targets import TARGET_PRESETS, make_targets
+
+    presets = tuple(t.strip() for t in text.split(";") if t.strip())
+    allowed = f"allowed: {', '.join(TARGET_PRESETS)}, or projection lists like 'o,gate,up,down', ';'-separated"
+    if not presets:
+        raise argparse.ArgumentTypeError(f"{text!r}: no target preset given; {allowed}")
+    for preset in presets:
+        try:
+            make_targets(preset)
+        except NmsimError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return presets
 
 
 def _pattern_pairs(text: str) -> tuple[tuple[str, str], ...]:
@@ -103,15 +131,15 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
                         help="learnable mitigation: calibration windows (default: %(default)s; the paper: 256)")
     parser.add_argument("--learn-steps", type=_positive_int,
                         help="learnable mitigation: optimizer steps per block (default: one epoch, one per window)")
-    parser.add_argument("--learn-lr", type=float, default=1e-4, help="learnable mitigation: AdamW learning rate "
-                                                                     "(default: %(default)s)")
-    parser.add_argument("--targets", default=",".join(defaults["targets"]), type=str,
+    parser.add_argument("--learn-lr", type=_positive_float, default=1e-4,
+                        help="learnable mitigation: AdamW learning rate (default: %(default)s)")
+    parser.add_argument("--targets", default=";".join(defaults["targets"]), type=_target_presets,
                         help="';'-separated target presets: all, no-qkv, amber, or projection lists like "
                              "'o,gate,up,down' (default: %(default)s)")
     parser.add_argument("--layers", help="prune only these decoder layers, e.g. 0-11,14")
     parser.add_argument("--exclude-layers", help="never prune these decoder layers, e.g. 0,29")
     parser.add_argument("--prefill-only", action="store_true", help="leave decode tokens dense")
-    parser.add_argument("--seqlen", type=_positive_int, default=512,
+    parser.add_argument("--seqlen", type=_int_at_least(2), default=512,
                         help="window length in tokens (default: %(default)s)")
     parser.add_argument("--max-tokens", type=_max_tokens, default=defaults["max_tokens"],
                         help="evaluate only the first max(1, N//seqlen) test windows; 'all' for the whole test split "
@@ -151,13 +179,27 @@ def _accuracy_request(args: argparse.Namespace):
     json = args.json
     if json is None and args.command == "run":  # the main job keeps its accuracy table as JSON too
         json = Path(args.out).with_suffix(".json")
+    patterns, criteria = _patterns(args.patterns), tuple(_csv(args.criteria))
+    mitigations = tuple(_csv(args.mitigations))
+    weight_patterns, weight_methods = _patterns(args.weight_patterns), tuple(_csv(args.weight_methods))
+    if args.headline_from is None:  # an empty list would leave a grid of the dense row only
+        from nmsim.sparsify.mitigations import MITIGATION_NAMES
+
+        for option, given, what, allowed in (
+                ("--patterns", patterns, "pattern", "2:4, 8:16, unstructured:0.5, dense, … comma-separated"),
+                ("--criteria", criteria, "criterion", "magnitude, amber, wina, clact, clact-causal"),
+                ("--mitigations", mitigations, "mitigation", ", ".join(MITIGATION_NAMES)),
+                ("--weight-methods", weight_methods if weight_patterns else ("-",), "weight method",
+                 "magnitude, wanda")):
+            if not given:
+                raise NmsimError(f"{option}: no {what} given; allowed: {allowed}")
     return AccuracyRequest(
-        out=Path(args.out), json=json, model=args.model, patterns=_patterns(args.patterns),
-        criteria=tuple(_csv(args.criteria)), mitigations=tuple(_csv(args.mitigations)),
-        targets=tuple(t for t in args.targets.split(";") if t.strip()), layers=args.layers,
+        out=Path(args.out), json=json, model=args.model, patterns=patterns,
+        criteria=criteria, mitigations=mitigations,
+        targets=args.targets, layers=args.layers,
         exclude_layers=args.exclude_layers, prefill_only=args.prefill_only,
-        weight_patterns=_patterns(args.weight_patterns) if args.weight_patterns else (),
-        weight_methods=tuple(_csv(args.weight_methods)), headline_from=args.headline_from, seqlen=args.seqlen,
+        weight_patterns=weight_patterns, weight_methods=weight_methods, headline_from=args.headline_from,
+        seqlen=args.seqlen,
         max_tokens=args.max_tokens, data_dir=args.data_dir, batch_size=args.batch_size,
         calibration_windows=args.calibration_windows, learn_windows=args.learn_windows, learn_steps=args.learn_steps,
         learn_lr=args.learn_lr, device=args.device, dtype=args.dtype, recompute=args.recompute,

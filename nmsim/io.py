@@ -8,9 +8,11 @@ or none: every temporary file is written and synced before the first rename.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from nmsim.errors import NmsimError
@@ -98,6 +100,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def exclusive_lock(path: str | Path):
+    """Hold an exclusive ``flock`` on the file ``path`` (created if missing, left in place) for the ``with`` block:
+    another process taking the same lock waits until this one is done. Released on exit and if the process
+    dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def table_files(frame, directory: Path, name: str) -> dict[Path, bytes]:

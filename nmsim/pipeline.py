@@ -182,7 +182,7 @@ def accuracy_stage(request: AccuracyRequest) -> Path:
     table. Rows are matched by key, so other token counts, criteria or models never stand in for the asked ones."""
     if not request.recompute and request.table.is_file():
         planned = planned_row_keys(request)
-        if planned is not None and planned <= {row_key(r) for r in read_rows(request.table)}:
+        if planned is not None and planned <= {row_key(r) for r in read_rows(request.table, resumable=True)}:
             log.info("accuracy: all %d rows of the grid are in %s", len(planned), request.table)
             return request.table
     from nmsim.accuracy.study import StudySettings, build_grid, run_study, targets_from_args

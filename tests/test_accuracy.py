@@ -184,7 +184,8 @@ def test_read_rows_spells_patterns_canonically(tmp_path):
     table = tmp_path / "t.csv"
     row = {c: "" for c in COLUMNS} | {"model": "m", "pattern": "m16n8", "operand": "activation", "criterion": "magnitude",
                                       "mitigation": "none", "targets": "all", "seqlen_tokens": 512,
-                                      "tokens_evaluated": 511, "perplexity": 10.0, "data": "d", "density": 0.5}
+                                      "tokens_evaluated": 511, "perplexity": 10.0, "data": "d", "density": 0.5,
+                                      "dtype": "float32"}
     import pandas as pd
 
     pd.DataFrame([row, {**row, "pattern": "prune 2 of 4"}], columns=COLUMNS).to_csv(table, index=False)

@@ -50,17 +50,19 @@ def test_ratios_follow_the_seed_definition(table_path):
                                            "activation_better": True}]
 
 
-def test_summary_names_missing_tables_and_checks_the_claims(table_path, tmp_path):
+def test_summary_refuses_missing_tables_and_checks_the_claims(table_path, tmp_path):
     recipe = "- learnable recipe: 8 calibration windows x 512 tokens"
     table_path.with_suffix(".md").write_text(f"# header\n\n- windows: 2 x 512 tokens\n{recipe}\n- nmsim: 0\n")
-    text = summary_markdown([table_path, tmp_path / "missing.csv"])
+    with pytest.raises(NmsimError, match=r"missing.csv: no such accuracy table"):
+        summary_markdown([table_path, tmp_path / "missing.csv"])
+    text = summary_markdown([table_path])
     assert f"- windows: 2 x 512 tokens\n{recipe}\n" in text and "- nmsim: 0" not in text
     assert "is 6.75 to 7.00 (median 6.88) over 2 methods" in text  # (47-20)/(24-20) and (41-20)/(23-20)
     assert "With the best method per pattern, the ratio to 16:32 is 7.00 for 2:4, 1.67 for 8:16." in text
     assert "best method per pattern: 7.00 (grid); above the seed's about 2.7" in text.split("## Across the tables")[1]
     assert "At 2:4, the best activation method (magnitude / variance, PPL 41.0) beats the best weight" in text
-    assert "grid.csv: m, 1022 test tokens" in text and "missing.csv\n\nnot run yet." in text
-    with pytest.raises(NmsimError, match="no finished rows"):
+    assert "grid.csv: m, 1022 test tokens" in text
+    with pytest.raises(NmsimError, match="missing.csv: no such accuracy table"):
         headline_grid(tmp_path / "missing.csv")
 
 

@@ -35,7 +35,6 @@ place when complete; a lock file keeps two processes from building it at once.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import io
@@ -50,7 +49,7 @@ import numpy as np
 import torch
 
 from nmsim.errors import NmsimError
-from nmsim.io import atomic_write_bytes, atomic_write_text
+from nmsim.io import atomic_write_bytes, atomic_write_text, exclusive_lock
 from nmsim.llm.data import calibration_windows
 from nmsim.llm.device import model_device
 from nmsim.llm.models import LoadedModel, cache_root
@@ -223,8 +222,7 @@ def dense_reference(lm: LoadedModel, windows: torch.Tensor, prompts: torch.Tenso
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     directory = reference_root() / f"{lm.name}-{key}"
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.with_name(directory.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process building the same reference finishes first
+    with exclusive_lock(directory.with_name(directory.name + ".lock")):  # another process building it finishes first
         if not (directory / "meta.json").is_file():
             _build(lm, windows, prompts, greedy_tokens, batch_size, directory, meta)
     return _open(directory, prompts)

@@ -2,8 +2,10 @@
 (:mod:`nmsim.accuracy.table`), with each pruned row's fidelity to the dense model (:mod:`nmsim.accuracy.fidelity`:
 KL divergence, top-1 and greedy agreement, from one dense reference computed once per run and cached).
 
-Rows are written to disk (CSV, Markdown and optional JSON, and the per-window sidecar, atomically) as each
+Rows are written to disk (CSV, Markdown and optional JSON, and the per-window sidecar, all or none) as each
 finishes; a rerun of the same grid skips rows already in the CSV, so an interrupted study resumes where it stopped.
+Each write merges into the table on disk under its lock (:func:`nmsim.accuracy.table.merge_tables`), so runs of
+other grids writing the same table at the same time keep each other's rows.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from nmsim import __version__
 from nmsim.errors import NmsimError
 from nmsim.accuracy.bootstrap import RESAMPLES, SEED
 from nmsim.accuracy.fidelity import FidelityScorer, GreedySettings, dense_reference, greedy_prompts
-from nmsim.accuracy.table import (COLUMNS, KEY_COLUMNS, NOT_APPLICABLE, method_labels, read_rows,  # noqa: F401
-                                  read_windows, row_key, row_windows, window_frame, windows_path,
+from nmsim.accuracy.table import (COLUMNS, KEY_COLUMNS, NOT_APPLICABLE, merge_tables, method_labels,  # noqa: F401
+                                  read_rows, read_windows, row_key, row_windows, window_frame, windows_path,
                                   write_tables)
 from nmsim.llm.data import evaluation_windows, load_split
 from nmsim.llm.device import describe_placement, parse_dtype
@@ -221,7 +223,10 @@ def run_study(
     csv_path = out_prefix.with_suffix(".csv")
     split = load_split("test", settings.data_dir)
     parse_dtype(settings.dtype)
-    rows = [] if recompute else read_rows(csv_path)
+    if recompute:  # the rows on disk now are evaluated again; rows other writers add meanwhile are kept
+        rows, stale = [], _readable_keys(csv_path)
+    else:
+        rows, stale = read_rows(csv_path, resumable=True), set()
     _check_settings(rows, {"seqlen_tokens": settings.seqlen, "data": split.name, "dtype": settings.dtype}, csv_path)
     with _evaluator(settings, grid, out_prefix, command, scheduler, workers) as (common, meta, results):
         _check_settings(rows, common, csv_path)
@@ -234,17 +239,30 @@ def run_study(
                 log.info("%s: already done, skipped", _label(index, grid, row))
             else:
                 pending[index] = config
+
+        def write(ordered: list[dict]) -> pd.DataFrame:
+            """This run's rows into the table, merged with what other writers put there (under its lock)."""
+            return merge_tables(ordered, out_prefix, json_path, meta, window_rows, stale=stale, start_over=recompute,
+                                check=lambda others: _check_settings(others, common, csv_path))
+
         finished: dict[int, dict] = {}
         for index, (row, frame) in tqdm(results(pending), total=len(pending), desc="accuracy grid", unit="row"):
             finished[index] = row
             window_rows[row_key(row)] = frame
-            ordered = rows + [finished[i] for i in sorted(finished)]  # grid order, whichever finished first
-            write_tables(ordered, out_prefix, json_path, meta, _sidecar(ordered, window_rows))
+            write(rows + [finished[i] for i in sorted(finished)])  # grid order, whichever finished first
             log.info("%s: perplexity %.4f, KL %.4f nats, top-1 agreement %.4f, greedy agreement %.2f tokens",
                      _label(index, grid, row), row["perplexity"], row["kl_mean_nats"], row["top1_agreement"],
                      row["greedy_agreement_tokens"])
         rows += [finished[i] for i in sorted(finished)]
-    return write_tables(rows, out_prefix, json_path, meta, _sidecar(rows, window_rows))
+    return write(rows)
+
+
+def _readable_keys(csv_path: Path) -> set[tuple]:
+    """The row keys of the table at ``csv_path`` (none when it is missing or unreadable: --recompute starts over)."""
+    try:
+        return {row_key(r) for r in read_rows(csv_path, resumable=True)}
+    except NmsimError:
+        return set()
 
 
 def _label(index: int, grid: list[Method], row: dict) -> str:
@@ -298,14 +316,8 @@ def _window_sums(row: dict, result, scorer: FidelityScorer | None, tokens: int, 
 def _windows_by_row(out_prefix: Path, done: set[tuple]) -> dict[tuple, pd.DataFrame]:
     """The sidecar rows of finished rows, by row key (a row the table lacks, from an interruption between the two
     writes, is left out and evaluated again)."""
-    per_row = row_windows(read_windows(out_prefix.with_suffix(".csv")))
+    per_row = row_windows(read_windows(out_prefix.with_suffix(".csv"), resumable=True))
     return {key: part for key, part in per_row.items() if key in done}
-
-
-def _sidecar(rows: list[dict], window_rows: dict[tuple, pd.DataFrame]) -> pd.DataFrame | None:
-    """The sidecar in table order (rows from older runs have no windows); None when no row has any."""
-    parts = [window_rows[row_key(r)] for r in rows if row_key(r) in window_rows]
-    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def _check_settings(rows: list[dict], common: dict[str, object], csv_path: Path) -> None:

@@ -27,12 +27,22 @@ from nmsim.sparsify.weight_pruning import WeightPruningConfig
 RATIO_PATTERNS = ("2:4", "4:8", "8:16")
 REFERENCE = "16:32"
 BEST = "best per pattern"
+RATIO_COLUMNS = ["criterion", "mitigation", "targets", *(f"ppl_{p}" for p in (*RATIO_PATTERNS, REFERENCE,
+                                                                              "unstructured:0.5")),
+                 *(f"ratio_{p}" for p in RATIO_PATTERNS)]
+MATCHED_COLUMNS = ["pattern", "best_activation", "activation_ppl", "best_weight", "weight_ppl", "activation_better"]
 
 
 def _table(path: Path) -> pd.DataFrame:
-    rows = read_rows(Path(path))
+    """The rows of the finished (input) table at ``path``, checked (:func:`nmsim.accuracy.table.read_rows`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NmsimError(f"{path}: no such accuracy table; expected a CSV that `nmsim eval --out PREFIX` wrote "
+                         "(e.g. reports/study_smollm2_16k.csv)")
+    rows = read_rows(path)
     if not rows:
-        raise NmsimError(f"{path}: no finished rows; run the grid first")
+        raise NmsimError(f"{path}: no finished rows (a header only); expected the rows of a finished grid, as "
+                         "`nmsim eval --out PREFIX` writes them; run the grid first")
     return pd.DataFrame(rows)
 
 
@@ -51,7 +61,7 @@ def headline_grid(path: str | Path) -> list[Method]:
 
 
 def _ratio(ppl: dict[str, float], dense: float, pattern: str) -> float:
-    if pattern not in ppl or REFERENCE not in ppl or ppl[REFERENCE] == dense:
+    if pattern not in ppl or REFERENCE not in ppl or ppl[REFERENCE] == dense or math.isnan(dense):
         return math.nan
     return (ppl[pattern] - dense) / (ppl[REFERENCE] - dense)
 
@@ -59,7 +69,8 @@ def _ratio(ppl: dict[str, float], dense: float, pattern: str) -> float:
 def ratio_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per activation method: perplexity per pattern and the seed's ratios; a last row takes, per pattern, the best
     method pruning every layer (``criterion`` "best per pattern")."""
-    dense = float(table[table.pattern == "dense"].perplexity.iloc[0])
+    dense_rows = table[table.pattern == "dense"].perplexity
+    dense = float(dense_rows.iloc[0]) if len(dense_rows) else math.nan  # no dense row: no ratios
     rows = []
     methods = table[table.operand == "activation"].groupby(["criterion", "mitigation", "targets"], sort=False)
     for (criterion, mitigation, targets), group in methods:
@@ -75,7 +86,7 @@ def ratio_table(table: pd.DataFrame) -> pd.DataFrame:
         row.update({f"ppl_{p}": best.get(p, math.nan) for p in (*RATIO_PATTERNS, REFERENCE, "unstructured:0.5")})
         row.update({f"ratio_{p}": round(_ratio(best, dense, p), 3) for p in RATIO_PATTERNS})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RATIO_COLUMNS)
 
 
 def matched_sparsity(table: pd.DataFrame) -> pd.DataFrame:
@@ -89,7 +100,7 @@ def matched_sparsity(table: pd.DataFrame) -> pd.DataFrame:
                          "best_activation": f"{act.criterion} / {act.mitigation}", "activation_ppl": act.perplexity,
                          "best_weight": weight.criterion, "weight_ppl": weight.perplexity,
                          "activation_better": bool(act.perplexity < weight.perplexity)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=MATCHED_COLUMNS)
 
 
 def claims(table: pd.DataFrame) -> list[str]:
@@ -219,22 +230,18 @@ def overview(tables: dict[str, pd.DataFrame]) -> list[str]:
 
 
 def summary_markdown(paths: list[str | Path]) -> str:
-    """The study summary for each finished table in ``paths`` (missing tables are named, not skipped silently)."""
+    """The study summary for each finished table in ``paths`` (a missing or empty table is an error naming it)."""
     parts = ["# Accuracy study summary\n",
              "Ratio = (PPL_N:M − PPL_dense) / (PPL_16:32 − PPL_dense), per activation method (the seed paper reports "
              "about 2.7 for 2:4 on 7–8B models). Tables: "
              + ", ".join(f"`{p}`" for p in paths) + ".\n",
              "\nZero-shot tasks (ARC, BoolQ, HellaSwag, PIQA, WinoGrande) are not run: their data is not available "
              "offline on these machines (only WikiText-2 is), and nmsim downloads nothing at run time.\n"]
-    finished = {Path(p).stem: _table(Path(p)) for p in paths if Path(p).exists()}
-    lines = overview(finished)
+    finished = {Path(p): _table(Path(p)) for p in paths}
+    lines = overview({path.stem: table for path, table in finished.items()})
     if lines:
         parts.append("\n## Across the tables\n\n" + "".join(f"- {line}\n" for line in lines))
-    for path in map(Path, paths):
-        if not path.exists():
-            parts.append(f"\n## {path.name}\n\nnot run yet.\n")
-            continue
-        table = _table(path)
+    for path, table in finished.items():
         model = table.model.iloc[0]
         tokens = ", ".join(str(t) for t in sorted(table.tokens_evaluated.unique()))
         parts.append(f"\n## {path.name}: {model}, {tokens} test tokens\n\n")
@@ -242,7 +249,10 @@ def summary_markdown(paths: list[str | Path]) -> str:
         parts.append(f"Dense perplexity: {dense.iloc[0] if len(dense) else 'not run'}.\n\n")
         parts.append(_settings(path))
         parts.append("### Ratios per activation method\n\n" + _markdown(ratio_table(table)) + "\n")
-        parts.append("### Activation vs weight pruning at matched sparsity\n\n" + _markdown(matched_sparsity(table)))
+        matched = matched_sparsity(table)
+        parts.append("### Activation vs weight pruning at matched sparsity\n\n" + (
+            _markdown(matched) if len(matched) else "No weight baselines in this table (or none at a pattern an "
+                                                    "activation method was run at): nothing to compare.\n"))
         parts.append("\n### Against the seed's claims\n\n" + "".join(f"- {line}\n" for line in claims(table)))
         noise = noise_checks(table, read_windows(path))
         if noise:

@@ -14,16 +14,26 @@ still read: those columns are NaN (not measured).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from nmsim.accuracy.bootstrap import paired_delta
 from nmsim.errors import NmsimError
-from nmsim.io import atomic_write_text
+from nmsim.io import atomic_write_files, exclusive_lock
+from nmsim.llm.device import DTYPE_NAMES
 from nmsim.patterns import Pattern, parse_pattern
+from nmsim.registry import PROJECTIONS
+from nmsim.sparsify.mitigations import MITIGATION_NAMES, parse_mitigation
+from nmsim.sparsify.targets import TARGET_PRESETS, make_targets
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "model",
@@ -126,76 +136,317 @@ def _gaps(table: pd.DataFrame) -> str:
     return "\n" + "".join(notes) if notes else ""
 
 
-def write_tables(rows: list[dict], out_prefix: Path, json_path: Path | None, meta: dict,
-                 windows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Write ``<prefix>.csv`` and ``<prefix>.md`` (and JSON if asked) atomically; return the table. ``windows``
-    (columns :data:`KEY_COLUMNS` + :data:`WINDOW_VALUES`) is written first, as the sidecar, and gives the
-    intervals."""
+def table_files(rows: list[dict], out_prefix: Path, json_path: Path | None, meta: dict,
+                windows: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[Path, bytes]]:
+    """The table of ``rows`` (deltas and intervals attached) and its files as bytes: the sidecar (when
+    ``windows`` is given, first), ``<prefix>.csv``, ``<prefix>.md`` and the JSON (when ``json_path`` is given)."""
+    csv_path = out_prefix.with_suffix(".csv")
+    files: dict[Path, bytes] = {}
     if windows is not None:
-        atomic_write_text(windows_path(out_prefix.with_suffix(".csv")),
-                          windows[KEY_COLUMNS + WINDOW_VALUES].to_csv(index=False, lineterminator="\n"))
+        files[windows_path(csv_path)] = windows[KEY_COLUMNS + WINDOW_VALUES].to_csv(
+            index=False, lineterminator="\n").encode("utf-8")
     table = _with_deltas(rows, windows)
-    atomic_write_text(out_prefix.with_suffix(".csv"), table.to_csv(index=False, lineterminator="\n"))
+    files[csv_path] = table.to_csv(index=False, lineterminator="\n").encode("utf-8")
     title = "# Accuracy: WikiText-2 perplexity under N:M activation (and weight) pruning\n\n"
     details = "".join(f"- {k}: {v}\n" for k, v in meta.items())
-    atomic_write_text(out_prefix.with_suffix(".md"), title + details + "\n" + _markdown(table) + _gaps(table))
+    files[out_prefix.with_suffix(".md")] = (title + details + "\n" + _markdown(table) + _gaps(table)).encode("utf-8")
     if json_path is not None:
         payload = {"meta": meta, "rows": json.loads(table.to_json(orient="records"))}
-        atomic_write_text(json_path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+        files[Path(json_path)] = (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    return table, files
+
+
+def write_tables(rows: list[dict], out_prefix: Path, json_path: Path | None, meta: dict,
+                 windows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write ``<prefix>.csv`` and ``<prefix>.md`` (and JSON if asked, and the sidecar ``windows``, columns
+    :data:`KEY_COLUMNS` + :data:`WINDOW_VALUES`, which gives the intervals) all or none
+    (:func:`nmsim.io.atomic_write_files`: a full disk leaves the previous files whole); return the table."""
+    table, files = table_files(rows, Path(out_prefix), json_path, meta, windows)
+    atomic_write_files(files)
     return table
 
 
-def read_rows(csv_path: Path) -> list[dict]:
-    """Rows already finished (from a previous, possibly interrupted run)."""
+def table_lock(out_prefix: Path) -> Path:
+    """The lock file of a table: ``<prefix>.lock`` beside ``<prefix>.csv``."""
+    return Path(out_prefix).with_suffix(".lock")
+
+
+def merge_tables(mine: list[dict], out_prefix: Path, json_path: Path | None, meta: dict,
+                 windows_by_row: dict[tuple, pd.DataFrame], *, stale: set[tuple] = frozenset(),
+                 start_over: bool = False, check=None) -> pd.DataFrame:
+    """Write this run's rows ``mine`` into the table at ``out_prefix`` without losing another writer's: under the
+    table's exclusive lock (:func:`table_lock`), re-read the table and its sidecar from disk, keep every row on
+    disk that is not one of ``mine`` (by key) and not ``stale`` (rows a ``--recompute`` run started without), put
+    ``mine`` after them in their order, and write everything (:func:`write_tables`). A single writer's table is
+    exactly ``mine``. ``windows_by_row``: this run's sidecar rows by row key (they win over the disk's).
+    start_over: a table on disk that cannot be read counts as empty (``--recompute``). check(rows on disk): raises
+    when they cannot share the table with ``mine``."""
+    csv_path = Path(out_prefix).with_suffix(".csv")
+    with exclusive_lock(table_lock(out_prefix)):
+        try:
+            disk = read_rows(csv_path, resumable=True)
+            disk_windows = row_windows(read_windows(csv_path, resumable=True))
+        except NmsimError:
+            if not start_over:
+                raise
+            disk, disk_windows = [], {}
+        ours = {row_key(r) for r in mine}
+        others = [r for r in disk if row_key(r) not in ours and row_key(r) not in stale]
+        if check is not None:
+            check(others)
+        merged = others + list(mine)
+        known = {**disk_windows, **windows_by_row}
+        parts = [known[row_key(r)] for r in merged if row_key(r) in known]
+        return write_tables(merged, out_prefix, json_path, meta, pd.concat(parts, ignore_index=True) if parts else None)
+
+
+# --- reading: every table is checked where it enters ----------------------------------------------------------------
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_INTEGER = re.compile(r"^\d+$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")  # a criterion's registered name (criteria are a registry)
+OPERANDS = ("activation", "weight")
+_TARGET_LABEL = re.compile(r"^(?P<preset>[^\[\]]+)(?:\[layers=[0-9,-]+\])?(?:\[exclude=[0-9,-]+\])?"
+                           r"(?:\[prefill-only\])?$")
+_RESUMABLE = "move it away to start over"
+_INPUT = "restore it, or write it again with `nmsim eval`"
+
+
+def _lines(path: Path, what: str, header_hint: list[str], resumable: bool) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The header and (line number, {column: text}) of every record of the CSV at ``path``, refusing a file that is
+    empty, not UTF-8, cut mid-line (the writer ends every line with a newline) or whose records do not have the
+    header's field count."""
+    advice = _RESUMABLE if resumable else _INPUT
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NmsimError(f"{path}: not UTF-8 text ({exc}); expected {what}; {advice}") from None
+    except OSError as exc:
+        raise NmsimError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    if not text.strip():
+        raise NmsimError(f"{path}: the file is empty; expected {what} (a CSV with the columns "
+                         f"{', '.join(header_hint)}, as `nmsim eval` writes it); {advice}")
+    if not text.endswith("\n"):
+        raise NmsimError(f"{path}: line {text.count(chr(10)) + 1}: the table ends mid-line (truncated?): "
+                         f"{text.splitlines()[-1][-40:]!r}; {advice}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[tuple[int, list[str]]] = []
+    try:
+        for record in reader:
+            if record:
+                records.append((reader.line_num, record))
+    except csv.Error as exc:
+        raise NmsimError(f"{path}: line {reader.line_num}: not a CSV record ({exc}); {advice}") from None
+    header = records[0][1]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise NmsimError(f"{path}: line 1: columns repeat ({', '.join(repeated)}); expected {what}; {advice}")
+    rows = []
+    for line, record in records[1:]:
+        if len(record) != len(header):
+            raise NmsimError(f"{path}: line {line}: {len(record)} fields, the header has {len(header)} (truncated "
+                             f"or edited?); {advice}")
+        rows.append((line, dict(zip(header, record))))
+    return header, rows
+
+
+class _RowCheck:
+    """Parse and check one row's cells; each error names the file, line, row, column, what is there and what is
+    allowed."""
+
+    def __init__(self, path: Path, line: int, cells: dict[str, str]):
+        self.path, self.line, self.cells = path, line, cells
+        self.label = "dense" if cells.get("pattern") == "dense" else " ".join(
+            cells.get(c, "?") for c in ("operand", "pattern", "criterion", "mitigation", "targets"))
+
+    def error(self, column: str, allowed: str) -> NmsimError:
+        return NmsimError(f"{self.path}: line {self.line} (row {self.label}): column {column}: "
+                          f"{self.cells.get(column, '')!r}; {allowed}")
+
+    def number(self, column: str, low: float = -math.inf, high: float = math.inf, *, empty_ok: bool = False,
+               above: bool = False, what: str = "") -> float:
+        text = self.cells.get(column, "").strip()
+        bound = (f"above {low:g}" if above else f"at least {low:g}") if low > -math.inf else ""
+        bound += (" and " if bound else "") + f"at most {high:g}" if high < math.inf else ""
+        allowed = f"allowed: a finite number{' ' + bound if bound else ''}{what}" + (
+            " or empty (not measured)" if empty_ok else "")
+        if not text:
+            if empty_ok:
+                return math.nan
+            raise self.error(column, allowed)
+        if not _NUMBER.match(text):
+            raise self.error(column, allowed)
+        value = float(text)
+        if not math.isfinite(value) or value < low or value > high or (above and value == low):
+            raise self.error(column, allowed)
+        return value
+
+    def integer(self, column: str, low: int) -> int:
+        text = self.cells.get(column, "").strip()
+        if not _INTEGER.match(text) or int(text) < low:
+            raise self.error(column, f"allowed: a whole number of at least {low}")
+        return int(text)
+
+
+def _check_row(path: Path, line: int, cells: dict[str, str]) -> dict:
+    """One table row as typed values (the columns of :data:`COLUMNS` but the deltas), checked."""
+    check = _RowCheck(path, line, cells)
+    row: dict = {}
+    for column in ("model", "data"):
+        if not cells[column].strip():
+            raise check.error(column, "allowed: a name (not empty)")
+        row[column] = cells[column]
+    try:  # patterns become their canonical spelling at the boundary (m16n8 and 8:16 are one row key)
+        pattern = parse_pattern(cells["pattern"])
+    except NmsimError as exc:
+        raise NmsimError(f"{path}: column pattern: {exc}") from None
+    row["pattern"] = str(pattern)
+    dense = pattern.kind == "dense"
+    row["density"] = check.number("density", 0.0, 1.0, above=True)
+    if abs(row["density"] - round(pattern.density, 6)) > 1e-6:
+        raise check.error("density", f"allowed: {round(pattern.density, 6)}, the density of pattern {pattern}")
+    if dense:
+        for column in ("operand", "criterion", "mitigation", "targets"):
+            if cells[column] != NOT_APPLICABLE:
+                raise check.error(column, f"allowed: {NOT_APPLICABLE} (the dense row prunes nothing)")
+            row[column] = NOT_APPLICABLE
+    else:
+        if cells["operand"] not in OPERANDS:
+            raise check.error("operand", f"allowed: {', '.join(OPERANDS)}")
+        if not _NAME.match(cells["criterion"]):
+            raise check.error("criterion", "allowed: a criterion's name such as magnitude, amber, wina, clact, "
+                                           "clact-causal, or a weight method (magnitude, wanda)")
+        try:
+            canonical = str(parse_mitigation(cells["mitigation"]))
+        except NmsimError:
+            canonical = None
+        if canonical != cells["mitigation"] or (cells["operand"] == "weight" and canonical != "none"):
+            raise check.error("mitigation", "allowed: none for weight rows; for activation rows one of "
+                                            f"{', '.join(MITIGATION_NAMES)}")
+        label = _TARGET_LABEL.match(cells["targets"])
+        try:
+            if label is None:
+                raise NmsimError("")
+            make_targets(label["preset"])
+        except NmsimError:
+            raise check.error("targets", f"allowed: a preset ({', '.join(TARGET_PRESETS)}) or a comma list of "
+                                         f"projections from {', '.join(PROJECTIONS)}, then optionally "
+                                         "[layers=…][exclude=…][prefill-only]") from None
+        row.update({c: cells[c] for c in ("operand", "criterion", "mitigation", "targets")})
+    row["seqlen_tokens"] = check.integer("seqlen_tokens", 2)
+    row["tokens_evaluated"] = check.integer("tokens_evaluated", 1)
+    if row["tokens_evaluated"] % (row["seqlen_tokens"] - 1):
+        raise check.error("tokens_evaluated", f"allowed: a multiple of seqlen_tokens − 1 = {row['seqlen_tokens'] - 1}"
+                                              " (every window scores seqlen − 1 tokens)")
+    row["perplexity"] = check.number("perplexity", 1.0, what=" (the exponential of a mean negative "
+                                                               "log-likelihood, which is ≥ 0)")
+    row["kl_mean_nats"] = check.number("kl_mean_nats", 0.0, empty_ok=True)
+    row["top1_agreement"] = check.number("top1_agreement", 0.0, 1.0, empty_ok=True, what=" (a fraction)")
+    row["greedy_agreement_tokens"] = check.number("greedy_agreement_tokens", 0.0, empty_ok=True)
+    dtype = cells.get("dtype", DEFAULT_DTYPE)
+    if dtype not in DTYPE_NAMES:
+        raise check.error("dtype", f"allowed: {', '.join(DTYPE_NAMES)}")
+    row["dtype"] = dtype
+    for column in ("delta_ppl_vs_dense", "delta_pct_vs_dense", "delta_ppl_ci_low", "delta_ppl_ci_high"):
+        row[column] = check.number(column, empty_ok=True)  # deltas are recomputed on writing; checked below
+    return row
+
+
+def _check_deltas(path: Path, rows: list[tuple[int, dict]]) -> None:
+    """A table's Δ columns, where it has them, must be those of its perplexities (an edited perplexity or Δ)."""
+    same = ("model", "seqlen_tokens", "tokens_evaluated", "data", "dtype")
+    dense = {tuple(r[c] for c in same): r["perplexity"] for _, r in rows if r["pattern"] == "dense"}
+    for line, row in rows:
+        base = dense.get(tuple(row[c] for c in same))
+        if base is None:
+            continue
+        for column, want, tolerance in (("delta_ppl_vs_dense", row["perplexity"] - base, 2e-4),
+                                        ("delta_pct_vs_dense", 100 * (row["perplexity"] / base - 1), 0.011)):
+            found = row[column]
+            if not math.isnan(found) and abs(found - want) > tolerance + 1e-9 * abs(want):
+                raise _RowCheck(path, line, {**row, column: f"{found:g}"}).error(
+                    column, f"the perplexities give {want:.4f} (perplexity {row['perplexity']:g}, dense "
+                            f"{base:g}); one of them was edited")
+
+
+def read_rows(csv_path: Path, *, resumable: bool = False) -> list[dict]:
+    """Rows already finished (from a previous, possibly interrupted run), checked: the columns, every number
+    (finite, in range, whole where a count is meant), a perplexity of at least 1, the density of the pattern, the
+    method columns (``-`` for the dense row), the Δ columns against the perplexities, and rows repeated (an
+    identical repeat is dropped, a conflicting one refused). A missing file has no rows. resumable: the table is the
+    output of a run that resumes (its errors advise moving it away); else an input."""
+    csv_path = Path(csv_path)
     if not csv_path.exists():
         return []
-    try:
-        table = pd.read_csv(csv_path, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise NmsimError(f"{csv_path}: cannot read the existing results table ({exc}); move it away to start over")
-    if "operand" not in table.columns and "pattern" in table.columns:  # written before weight baselines existed
-        table.insert(3, "operand", [NOT_APPLICABLE if p == "dense" else "activation" for p in table["pattern"]])
-    if "dtype" not in table.columns:  # written before dtypes were chosen: evaluated in float32
-        table["dtype"] = DEFAULT_DTYPE
-    missing = [c for c in COLUMNS if c not in table.columns and c not in OPTIONAL_COLUMNS]
+    what = "an nmsim accuracy table"
+    header, records = _lines(csv_path, what, [c for c in COLUMNS if c not in OPTIONAL_COLUMNS], resumable)
+    advice = _RESUMABLE if resumable else _INPUT
+    if "operand" not in header and "pattern" in header:  # written before weight baselines existed
+        for _, cells in records:
+            cells["operand"] = NOT_APPLICABLE if cells["pattern"] == "dense" else "activation"
+        header = [*header, "operand"]
+    missing = [c for c in COLUMNS if c not in header and c not in OPTIONAL_COLUMNS and c != "dtype"
+               and not c.startswith("delta_")]
     if missing:
-        raise NmsimError(f"{csv_path}: not an nmsim accuracy table (missing columns {', '.join(missing)})")
-    try:  # patterns become their canonical spelling at the boundary (m16n8 and 8:16 are one row key)
-        table["pattern"] = [str(parse_pattern(p)) for p in table["pattern"]]
-    except NmsimError as exc:
-        raise NmsimError(f"{csv_path}: column pattern: {exc}") from None
-    for column in FIDELITY_COLUMNS:  # NaN: not measured (an older table, or --no-fidelity)
-        table[column] = _numbers(table[column], csv_path, column) if column in table.columns else math.nan
-    return table[[c for c in COLUMNS if not c.startswith("delta_")]].to_dict("records")
+        raise NmsimError(f"{csv_path}: not an nmsim accuracy table (missing columns {', '.join(missing)}); {advice}")
+    rows = [(line, _check_row(csv_path, line, cells)) for line, cells in records]
+    _check_deltas(csv_path, rows)
+    kept: dict[tuple, tuple[int, dict]] = {}
+    for line, row in rows:
+        key = row_key(row)
+        if key in kept:
+            first_line, first = kept[key]
+            differ = [c for c in COLUMNS if c not in KEY_COLUMNS and not c.startswith("delta_")
+                      and not _same(first[c], row[c])]
+            if differ:
+                shown = ", ".join(f"{c} {first[c]} vs {row[c]}" for c in differ)
+                raise NmsimError(f"{csv_path}: lines {first_line} and {line} (row {_label(pd.Series(row))}): the "
+                                 f"same row twice with different values ({shown}); keep the right one")
+            log.warning("%s: line %d repeats line %d; one is kept", csv_path, line, first_line)
+            continue
+        kept[key] = (line, row)
+    return [{c: row[c] for c in COLUMNS if not c.startswith("delta_")} for _, row in kept.values()]
 
 
-def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
-    """A column read with ``keep_default_na=False`` as floats, the empty cells NaN."""
-    try:
-        return pd.to_numeric(values.replace("", math.nan))
-    except (ValueError, TypeError) as exc:
-        raise NmsimError(f"{path}: column {column}: {exc}") from None
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
 
 
-def read_windows(csv_path: Path) -> pd.DataFrame:
-    """The per-window sidecar of the table at ``csv_path`` (no rows if there is none)."""
+def read_windows(csv_path: Path, *, resumable: bool = False) -> pd.DataFrame:
+    """The per-window sidecar of the table at ``csv_path`` (no rows if there is none), checked: columns, finite
+    numbers (window an index, tokens ≥ 1, NLL sums ≥ 0; KL ≥ 0 and top-1 matches within the tokens, or empty)."""
     path = windows_path(csv_path)
     if not path.exists():
         return pd.DataFrame(columns=KEY_COLUMNS + WINDOW_VALUES)
-    try:
-        frame = pd.read_csv(path, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise NmsimError(f"{path}: cannot read the per-window table ({exc}); move it away to start over")
-    missing = [c for c in KEY_COLUMNS + WINDOW_VALUES if c not in frame.columns]
+    header, records = _lines(path, "an nmsim per-window table", KEY_COLUMNS + WINDOW_VALUES, resumable)
+    missing = [c for c in KEY_COLUMNS + WINDOW_VALUES if c not in header]
     if missing:
-        raise NmsimError(f"{path}: not an nmsim per-window table (missing columns {', '.join(missing)})")
+        raise NmsimError(f"{path}: not an nmsim per-window table (missing columns {', '.join(missing)}); "
+                         f"{_RESUMABLE if resumable else _INPUT}")
+    for line, cells in records:
+        check = _RowCheck(path, line, cells)
+        try:
+            parse_pattern(cells["pattern"])
+        except NmsimError as exc:
+            raise NmsimError(f"{path}: line {line}: column pattern: {exc}") from None
+        check.integer("seqlen_tokens", 2)
+        check.integer("tokens_evaluated", 1)
+        check.integer("window", 0)
+        tokens = check.integer("tokens", 1)
+        check.number("nll_sum_nats", 0.0)
+        check.number("kl_sum_nats", 0.0, empty_ok=True)
+        check.number("top1_matches", 0.0, tokens, empty_ok=True)
+    frame = pd.read_csv(path, keep_default_na=False)  # checked above; pandas gives the columns' usual types
     for column in WINDOW_VALUES:
-        frame[column] = _numbers(frame[column], path, column)
-    try:
-        frame["pattern"] = [str(parse_pattern(p)) for p in frame["pattern"]]
-    except NmsimError as exc:
-        raise NmsimError(f"{path}: column pattern: {exc}") from None
+        frame[column] = _numbers(frame[column])
+    frame["pattern"] = [str(parse_pattern(p)) for p in frame["pattern"]]
     return frame[KEY_COLUMNS + WINDOW_VALUES]
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """A checked column read with ``keep_default_na=False`` as floats, the empty cells NaN."""
+    return pd.to_numeric(values.replace("", math.nan))
 
 
 def window_frame(row: dict, nll_sum_nats, tokens: int, kl_sum_nats=None, top1_matches=None) -> pd.DataFrame:
