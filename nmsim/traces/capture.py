@@ -312,15 +312,15 @@ def run_capture(
     from nmsim.llm.device import parse_dtype
     from nmsim.llm.models import load_model
 
+    if settings.decode_prompts and settings.prompt_tokens > settings.seqlen:
+        raise NmsimError(f"--prompt-tokens {settings.prompt_tokens}: a decode prompt is cut from one window, so it "
+                         f"can be at most --seqlen {settings.seqlen} tokens (or pass --decode-prompts 0 to capture "
+                         "no decode)")
     torch_dtype = parse_dtype(dtype)
     split = load_split("test", data_dir)
     lm = load_model(model, dtype=torch_dtype, device=device)
     windows = evaluation_windows(lm.token_ids(split), settings.seqlen, bos_id=lm.window_bos)
     needed = settings.prefill_windows + settings.decode_prompts
-    if settings.decode_prompts and settings.prompt_tokens > settings.seqlen:
-        raise NmsimError(f"--prompt-tokens {settings.prompt_tokens}: a decode prompt is cut from one window, so it "
-                         f"can be at most --seqlen {settings.seqlen} tokens (or pass --decode-prompts 0 to capture "
-                         "no decode)")
     if windows.shape[0] < needed:
         raise NmsimError(f"the test split has {windows.shape[0]} windows of {settings.seqlen} tokens; the capture "
                          f"needs {needed} (--prefill-windows {settings.prefill_windows} + --decode-prompts "

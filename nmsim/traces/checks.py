@@ -200,9 +200,33 @@ def check_statistics(tables: dict[str, pd.DataFrame], manifest: dict, stats_labe
             if row not in described:
                 found = "is not" if row[:2] not in by_key else "has another layer, projections or k than"
                 raise t.fail(f"input {row[1]} ({row[0]}) {found} in {stats_label}inputs.csv", i, "input")
+    for name, columns in _EVERY_INPUT.items():
+        if name in checked:
+            _check_every_input(labelled[name], checked[name], inputs, columns)
     _check_groups(labelled["group_nnz"], checked["group_nnz"], inputs, pattern, stats_label)
     _check_fetch(labelled["weight_fetch"], checked["weight_fetch"], inputs, stats_label)
     return checked
+
+
+_EVERY_INPUT = {"group_nnz": ["group_size"], "weight_fetch": ["tile_tokens"],
+                "compression": ["metadata_format", "value_dtype"]}  # rows that every input of a phase has
+
+
+def _check_every_input(t: _Table, table: pd.DataFrame, inputs: pd.DataFrame, columns: list[str]) -> None:
+    """Every input of a phase has a row for each value of ``columns`` that any input of the phase has (the
+    inputs see the same tokens); a missing one is a deleted row."""
+    rows = table.drop_duplicates(["phase", "input", *columns])
+    per_phase = inputs.groupby("phase").size()
+    counts = rows.groupby(["phase", *columns], sort=False).size().reset_index(name="inputs")
+    short = counts[counts["inputs"].to_numpy() != per_phase.reindex(counts["phase"]).to_numpy()]
+    if len(short):
+        first = short.iloc[0]
+        value = ", ".join(f"{c}={first[c]}" for c in columns)
+        having = set(rows[(rows["phase"] == first["phase"]) & (rows[columns] == first[columns]).all(axis=1)]["input"])
+        lacking = [key for phase, key in zip(inputs["phase"], inputs["input"])
+                   if phase == first["phase"] and key not in having]
+        raise t.fail(f"no row with {value} for {first['phase']} input {lacking[0] if lacking else '?'}, though "
+                     f"{first['inputs']} other input(s) have one (a deleted row?)")
 
 
 def _with_inputs(table: pd.DataFrame, inputs: pd.DataFrame) -> pd.DataFrame:
