@@ -47,6 +47,7 @@ POSITIVE = {"inputs": ["k", "tokens"], "group_nnz": ["k", "group_size"], "weight
 NON_NEGATIVE = {"compression": ["bytes_per_token", "ratio_to_dense"]}
 # The CSVs hold 6 significant digits (%.6g): a value is off by at most 5e-7, a sum of n values by n times that.
 ROUNDING = 1e-6
+_MAX_COUNT = 1e15  # token counts, widths and layers stay far below this (and exact in float64 and int64)
 
 
 def _line(table: pd.DataFrame, position: int) -> int:
@@ -74,7 +75,9 @@ def _numbers(t: _Table, column: str) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argmax(bad))
-        raise t.fail(f"{t.table[column].iloc[i]!r} is not a finite number", i, column)
+        cell = t.table[column].iloc[i]
+        raise t.fail(f"{cell!r} is not a finite number" if isinstance(cell, str) else f"{float(cell)} is not a finite "
+                     "number", i, column)
     return values
 
 
@@ -96,6 +99,10 @@ def _check_table(name: str, t: _Table) -> pd.DataFrame:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise t.fail(f"{values[i]:g} is not a whole number", i, column)
+            bad = values > _MAX_COUNT
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise t.fail(f"{values[i]:g} is beyond any real count (at most {_MAX_COUNT:.0e})", i, column)
             low = 1 if column in POSITIVE.get(name, []) else 0
             bad = values < low
             if bad.any():
@@ -203,6 +210,11 @@ def check_statistics(tables: dict[str, pd.DataFrame], manifest: dict, stats_labe
     for name, columns in _EVERY_INPUT.items():
         if name in checked:
             _check_every_input(labelled[name], checked[name], inputs, columns)
+    _check_fetch_tiles(labelled["weight_fetch"], checked["weight_fetch"], inputs)
+    if "compression" in checked:
+        _check_compression(labelled["compression"], checked["compression"], pattern)
+    if "agreement" in checked:
+        _check_agreement(labelled["agreement"], checked["agreement"], inputs, stats_label)
     _check_groups(labelled["group_nnz"], checked["group_nnz"], inputs, pattern, stats_label)
     _check_fetch(labelled["weight_fetch"], checked["weight_fetch"], inputs, stats_label)
     return checked
@@ -273,6 +285,63 @@ def _check_groups(t: _Table, table: pd.DataFrame, inputs: pd.DataFrame, pattern:
         raise t.fail(f"input {table['input'].iloc[i]} ({table['phase'].iloc[i]}): groups of {size.iloc[i]} keeping "
                      f"{kept.iloc[i]}, but pattern {pattern} keeps exactly {only.iloc[i]} of {size.iloc[i]}", i,
                      "kept_in_group")
+
+
+def _first_bad(t: _Table, bad, detail, column: str) -> None:
+    """Raise ``detail(i)`` for the first row where ``bad`` holds."""
+    bad = np.asarray(bad)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise t.fail(detail(i), i, column)
+
+
+def _check_fetch_tiles(t: _Table, table: pd.DataFrame, inputs: pd.DataFrame) -> None:
+    """A tile holds at most the input's tokens."""
+    tokens = inputs.set_index(["phase", "input"])["tokens"]
+    limit = tokens.reindex(pd.MultiIndex.from_arrays([table["phase"], table["input"]])).to_numpy()
+    _first_bad(t, table["tile_tokens"].to_numpy() > limit,
+               lambda i: f"a tile of {table['tile_tokens'].iloc[i]} tokens, but input {table['input'].iloc[i]} has "
+                         f"{limit[i]} tokens", "tile_tokens")
+
+
+def _check_compression(t: _Table, table: pd.DataFrame, pattern: Pattern) -> None:
+    """Known formats and value types, the pattern's format group, dense bytes = K × value bits / 8, and the ratio
+    = bytes / dense bytes."""
+    from nmsim.traces.stats import UNSTRUCTURED_GROUP, VALUE_BITS
+
+    formats = ("none",) if pattern.kind == "dense" else ("index", "bitmask", "enumerative")
+    _first_bad(t, ~table["metadata_format"].isin(formats),
+               lambda i: f"{table['metadata_format'].iloc[i]!r}: a {pattern} trace has formats {', '.join(formats)}",
+               "metadata_format")
+    _first_bad(t, ~table["value_dtype"].isin(list(VALUE_BITS)),
+               lambda i: f"{table['value_dtype'].iloc[i]!r} is not one of {', '.join(VALUE_BITS)}", "value_dtype")
+    group = pattern.m if pattern.kind == "nm" else UNSTRUCTURED_GROUP
+    if pattern.kind != "dense":
+        _first_bad(t, table["group_size"] != group,
+                   lambda i: f"{table['group_size'].iloc[i]}, but a {pattern} trace's formats use groups of {group}",
+                   "group_size")
+    dense = table["k"] * table["value_dtype"].map(VALUE_BITS) / 8
+    _first_bad(t, (table["dense_bytes_per_token"] - dense).abs() > ROUNDING * dense,
+               lambda i: f"{table['dense_bytes_per_token'].iloc[i]:g}, but K={table['k'].iloc[i]} values of "
+                         f"{table['value_dtype'].iloc[i]} take {dense.iloc[i]:g} bytes", "dense_bytes_per_token")
+    ratio = table["bytes_per_token"] / table["dense_bytes_per_token"]
+    _first_bad(t, (table["ratio_to_dense"] - ratio).abs() > 10 * ROUNDING * np.maximum(1, ratio),
+               lambda i: f"{table['ratio_to_dense'].iloc[i]:g}, but bytes_per_token / dense_bytes_per_token is "
+                         f"{ratio.iloc[i]:.6g}", "ratio_to_dense")
+
+
+def _check_agreement(t: _Table, table: pd.DataFrame, inputs: pd.DataFrame, stats_label: str) -> None:
+    """Relations token and layer; chance is the input's density; pairs ≤ tokens."""
+    _first_bad(t, ~table["relation"].isin(["token", "layer"]),
+               lambda i: f"{table['relation'].iloc[i]!r} is not token or layer", "relation")
+    table = _with_inputs(table, inputs)
+    _first_bad(t, (table["chance"] - table["_density"]).abs() > ROUNDING,
+               lambda i: f"{table['chance'].iloc[i]:g}, but the input's density in {stats_label}inputs.csv is "
+                         f"{table['_density'].iloc[i]:g}", "chance")
+    tokens = inputs.set_index(["phase", "input"])["tokens"]
+    limit = tokens.reindex(pd.MultiIndex.from_arrays([table["phase"], table["input"]])).to_numpy()
+    _first_bad(t, table["pairs"].to_numpy() > limit,
+               lambda i: f"{table['pairs'].iloc[i]} pairs, more than the input's {limit[i]} tokens", "pairs")
 
 
 def _check_fetch(t: _Table, table: pd.DataFrame, inputs: pd.DataFrame, stats_label: str) -> None:
