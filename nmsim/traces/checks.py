@@ -210,13 +210,13 @@ def check_statistics(tables: dict[str, pd.DataFrame], manifest: dict, stats_labe
     for name, columns in _EVERY_INPUT.items():
         if name in checked:
             _check_every_input(labelled[name], checked[name], inputs, columns)
+    _check_groups(labelled["group_nnz"], checked["group_nnz"], inputs, pattern, stats_label)
     _check_fetch_tiles(labelled["weight_fetch"], checked["weight_fetch"], inputs)
+    _check_fetch(labelled["weight_fetch"], checked["weight_fetch"], inputs, stats_label)
     if "compression" in checked:
         _check_compression(labelled["compression"], checked["compression"], pattern)
     if "agreement" in checked:
         _check_agreement(labelled["agreement"], checked["agreement"], inputs, stats_label)
-    _check_groups(labelled["group_nnz"], checked["group_nnz"], inputs, pattern, stats_label)
-    _check_fetch(labelled["weight_fetch"], checked["weight_fetch"], inputs, stats_label)
     return checked
 
 
