@@ -442,6 +442,8 @@ def _capture(args: argparse.Namespace) -> int:
     from nmsim.traces.capture import CaptureSettings, run_capture
 
     set_threads(args.threads)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise NmsimError(f"--out {args.out}: a file, not a directory; choose a new or empty directory for the trace")
     projections = tuple(_csv(args.projections))
     unknown = [p for p in projections if p not in PROJECTIONS]
     if unknown or not projections:
@@ -456,6 +458,14 @@ def _capture(args: argparse.Namespace) -> int:
         values_tokens=args.values_tokens, layers=parse_layer_list(args.layers) if args.layers else None,
         projections=projections,
     )
+    if settings.layers is not None:  # refuse missing layers before the model loads (capture_trace checks again)
+        from nmsim.registry import find_model
+
+        entry = find_model(args.model)
+        beyond = sorted(layer for layer in settings.layers if entry is not None and layer >= entry.shape.num_layers)
+        if beyond:
+            raise NmsimError(f"--layers {args.layers}: {args.model} has decoder layers 0-{entry.shape.num_layers - 1}"
+                             f", not {', '.join(map(str, beyond[:8]))}{' ...' if len(beyond) > 8 else ''}")
     try:
         out = run_capture(config, args.out, settings, model=args.model, data_dir=args.data_dir, device=args.device,
                           dtype=args.dtype)
@@ -519,14 +529,18 @@ def _traces(args: argparse.Namespace) -> int:
         return 0
     if args.trace is None:
         raise NmsimError(f"nmsim traces {args.action} needs a trace directory")
-    trace = Trace.open(args.trace)
     if args.action == "verify":
-        tokens = trace.verify()
-        print(f"{args.trace}: OK ({len(trace.manifest['shards'])} shards, {tokens} tokens, every checksum matches)")
+        from nmsim.traces.format import verify_directory
+
+        for line in verify_directory(Path(args.trace)):
+            print(line)
         return 0
-    statistics = compute_statistics(trace)
     out = Path(args.out) if args.out else Path(args.trace) / "stats"
-    write_statistics(statistics, out)
+    if out.exists() and not out.is_dir():
+        raise NmsimError(f"--out {out}: a file, not a directory; the statistics go into a directory")
+    trace = Trace.open(args.trace)
+    statistics = compute_statistics(trace)
+    write_statistics(statistics, out, trace.manifest)
     summary = statistics.inputs.groupby("phase")[["density", "natural_zero_fraction"]].mean()
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     log.info("statistics tables written to %s", out)

@@ -49,7 +49,8 @@ def _expected_presets() -> dict[str, Path]:
     for path in sorted((ROOT / "nmsim" / "presets" / "measurements").iterdir()):
         expected[f"nmsim/presets/measurements/{path.name}"] = path
     for trace in sorted(p for p in (ROOT / "traces").iterdir() if (p / "stats").is_dir()):
-        for path in [trace / "full_manifest.json", trace / "profile.json", *sorted((trace / "stats").glob("*.csv"))]:
+        for path in [trace / "full_manifest.json", trace / "profile.json", *sorted((trace / "stats").glob("*.csv")),
+                     trace / "stats" / "checksums.json"]:
             expected[f"nmsim/presets/traces/{path.relative_to(ROOT / 'traces').as_posix()}"] = path
     return expected
 

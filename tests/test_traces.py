@@ -290,3 +290,203 @@ def test_traces_build_and_index_commands_on_a_tiny_capture(tmp_path, monkeypatch
     index = (root / "README.md").read_text()
     assert "## smollm2-135m" in index and "smollm2-135m_8of16_magnitude_none | 8:16 | magnitude | none" in index
     assert "within the 40 MB traces budget" in index
+
+
+# --- checked statistics, checked masks, capture cleanup (issue 18) ------------------------------------------------
+COMMITTED_816 = Path(__file__).parents[1] / "traces" / "smollm2-135m_8of16_magnitude_none"
+
+
+def _committed_copy(tmp_path):
+    """The committed 8:16 trace's statistics and manifest (not its raw sample) in ``tmp_path``."""
+    target = tmp_path / COMMITTED_816.name
+    shutil.copytree(COMMITTED_816 / "stats", target / "stats")
+    shutil.copy(COMMITTED_816 / "full_manifest.json", target)
+    return target
+
+
+def _resign(directory, manifest_change=None):
+    """Recompute the checksums an editor would: the manifest's own (after ``manifest_change``) and stats/."""
+    from nmsim.traces.format import manifest_text
+    from nmsim.traces.stats import CHECKSUMS, checksums_text
+
+    manifest_file = directory / "full_manifest.json"
+    if not manifest_file.is_file():
+        manifest_file = directory / MANIFEST
+    manifest = json.loads(manifest_file.read_text())
+    if manifest_change is not None:
+        manifest_change(manifest)
+        manifest_file.write_text(manifest_text(manifest))
+        manifest = json.loads(manifest_file.read_text())
+    files = {p.name: p.read_bytes() for p in sorted((directory / "stats").glob("*.csv"))}
+    (directory / "stats" / CHECKSUMS).write_text(checksums_text(files, manifest))
+
+
+def _edit_csv(directory, name, change):
+    import pandas as pd
+
+    path = directory / "stats" / f"{name}.csv"
+    table = pd.read_csv(path)
+    table = change(table)
+    path.write_text(table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+
+
+def test_statistics_are_checksummed_and_bound_to_their_manifest(trace_dir, tmp_path):
+    from nmsim.errors import NmsimError
+    from nmsim.traces.reader import TraceData
+
+    copy = _copy(trace_dir, tmp_path)
+    assert main(["traces", "stats", str(copy)]) == 0
+    assert set(json.loads((copy / "stats" / "checksums.json").read_text())["files"]) == {
+        f"{n}.csv" for n in ("inputs", "group_nnz", "weight_fetch", "compression", "agreement")}
+    assert TraceData.open(copy).pattern == parse_pattern("2:4")
+    assert main(["traces", "verify", str(copy)]) == 0
+    fetch = copy / "stats" / "weight_fetch.csv"
+    original = fetch.read_bytes()
+    fetch.write_text(fetch.read_text().replace(",0.5\n", ",0.01\n", 1))
+    with pytest.raises(NmsimError, match=r"stats/weight_fetch.csv: checksum mismatch \(edited or damaged\); "
+                                         r"recompute with `nmsim traces stats"):
+        TraceData.open(copy)
+    assert main(["traces", "verify", str(copy)]) == 2
+    fetch.write_bytes(original)
+    _rewrite_manifest(copy, lambda m: None)  # re-serialised, same content: still the same manifest
+    TraceData.open(copy)
+    manifest = read_manifest(copy)
+    manifest["method"]["criterion"] = "edited"
+    write_manifest(copy, manifest)  # a re-signed manifest no longer matches the one the statistics name
+    with pytest.raises(NmsimError, match="is not the manifest the statistics were computed from"):
+        TraceData.open(copy)
+    (copy / "stats" / "checksums.json").unlink()
+    with pytest.raises(NmsimError, match="stats/checksums.json is missing"):
+        TraceData.open(copy)
+
+
+def _set(table, column, value, row=0):
+    table[column] = table[column].astype(object)
+    table.loc[row, column] = value
+    return table
+
+
+@pytest.mark.parametrize("name, change, manifest_change, needles", [
+    ("weight_fetch", lambda t: _set(t, "weight_rows_needed_fraction", 0.01), None,
+     ["stats/weight_fetch.csv line 2", "weight_rows_needed_fraction"]),
+    ("weight_fetch", lambda t: t.iloc[:0], None, ["stats/weight_fetch.csv", "no rows"]),
+    (None, None, lambda m: m.pop("method"), ["full_manifest.json", "method.pattern"]),
+    (None, None, lambda m: m["method"].update(pattern="dense", kept_all=True, density=1.0),
+     ["stats/inputs.csv line 2", "density 0.5", "dense"]),
+    (None, None, lambda m: m["method"].update(pattern="2:4"), ["stats/group_nnz.csv", "keeps exactly 2 of 4"]),
+    ("group_nnz", lambda t: _set(t, "fraction_of_groups", 0.2), None, ["stats/group_nnz.csv", "sums to"]),
+    ("group_nnz", lambda t: _set(t, "kept_in_group", 9), None, ["stats/group_nnz.csv line 2", "exceeds group_size"]),
+    ("group_nnz", lambda t: t.drop(index=3), None, ["stats/group_nnz.csv"]),
+    ("inputs", lambda t: __import__("pandas").concat([t, t.iloc[[4]]]), None, ["stats/inputs.csv", "duplicated"]),
+    ("inputs", lambda t: _set(t, "tokens", -5), None, ["stats/inputs.csv line 2 column tokens", "at least 1"]),
+    ("inputs", lambda t: _set(t, "natural_zero_fraction", -0.1), None, ["natural_zero_fraction", "[0, 1]"]),
+    ("inputs", lambda t: _set(t, "natural_zero_fraction", 5.0), None,
+     ["stats/inputs.csv line 2 column natural_zero_fraction", "5"]),
+    ("inputs", lambda t: _set(_set(t, "projections", "q+k+x"), "input", "L0.q+k+x"), None, ["projections", "q+k+x"]),
+    ("weight_fetch", lambda t: _set(t, "tile_tokens", -4, 2), None, ["tile_tokens", "at least 1"]),
+    ("inputs", lambda t: _set(t, "density", float("nan")), None, ["density", "not a finite number"]),
+    ("compression", lambda t: t.drop(columns="ratio_to_dense"), None, ["stats/compression.csv", "ratio_to_dense"]),
+])
+def test_statistics_invariants_are_checked_on_read(tmp_path, name, change, manifest_change, needles):
+    """Edits whose checksums were recomputed still fail the invariants, each naming the file (and row, column)."""
+    from nmsim.errors import NmsimError
+    from nmsim.traces.reader import TraceData
+
+    copy = _committed_copy(tmp_path)
+    if name is not None:
+        _edit_csv(copy, name, change)
+    _resign(copy, manifest_change)
+    with pytest.raises(NmsimError) as info:
+        TraceData.open(copy)
+    for needle in needles:
+        assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("change, check", [
+    (lambda m: m["method"].update(pattern="1:2", density=0.5), r"pattern check failed: L0.q\+k\+v: token 0 keeps"),
+    (lambda m: m["method"].update(pattern="dense", density=1.0, kept_all=True), "pattern check failed"),
+    (lambda m: m["method"].update(kept_all=True), "kept_all"),
+    (lambda m: m["token_counts"].update(prefill=33), "token counts check failed"),
+    (lambda m: m["shards"][0].update(tokens=15), "contents check failed"),
+    (lambda m: m["shards"][0].update({k: m["shards"][1][k] for k in ("file", "bytes", "sha256")}),
+     "token coordinates are not positions 0-15 of prefill window 0"),  # another unit's shard under this entry
+])
+def test_verify_checks_the_manifest_against_the_shards(trace_dir, tmp_path, change, check):
+    copy = _copy(trace_dir, tmp_path)
+    manifest = read_manifest(copy)
+    change(manifest)
+    write_manifest(copy, manifest)  # edited with a recomputed checksum
+    with pytest.raises(TraceError, match=check):
+        Trace.open(copy).verify()
+    assert main(["traces", "verify", str(copy)]) == 2
+
+
+def test_capture_records_the_thread_count(trace_dir):
+    shards = read_manifest(trace_dir)["shards"]
+    assert {s["torch_threads"] for s in shards} == {torch.get_num_threads()}
+    assert Trace.open(trace_dir).torch_threads == [torch.get_num_threads()]
+
+
+def test_a_capture_that_fails_before_its_first_shard_leaves_nothing(tmp_path, monkeypatch):
+    from nmsim.errors import NmsimError
+
+    out = tmp_path / "t"
+    with pytest.raises(NmsimError, match=r"has decoder layers 0-1, not 5"):
+        _capture(out, settings=dataclasses.replace(SETTINGS, layers=frozenset({5})))
+    assert not out.exists()
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(capture_module, "write_shard", broken)
+    with pytest.raises(OSError):
+        _capture(out)
+    assert not out.exists()
+    monkeypatch.undo()
+    # a manifest-only folder (a capture killed before its first shard) does not block other settings
+    other = dataclasses.replace(SETTINGS, seqlen=8)
+    header = {"format": "nmsim-trace", "format_version": 1, "capture": other.describe()}
+    capture_module._start_or_resume(out, header)
+    assert _capture(out) == out and Trace.open(out).verify() > 0
+
+
+def test_output_paths_that_are_files_are_refused(trace_dir, tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("x")
+    assert main(["capture", "--out", str(file)]) == 2
+    assert main(["traces", "stats", str(trace_dir), "--out", str(file)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(f"--out {file}: a file, not a directory" in e for e in errors)
+
+
+def test_traces_stats_on_a_full_disk_leaves_no_directory(trace_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import nmsim.io
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(nmsim.io, "_temporary", full)
+    out = tmp_path / "new" / "stats"
+    assert main(["traces", "stats", str(trace_dir), "--out", str(out)]) == 2
+    assert "no space left on the device" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_prompt_tokens_matter_only_with_decode(tmp_path, monkeypatch):
+    from nmsim.errors import NmsimError
+    from nmsim.llm import data
+    from nmsim.traces.capture import run_capture
+
+    config = SparsityConfig(parse_pattern("2:4"))
+    settings = CaptureSettings(prefill_windows=1, seqlen=64, decode_prompts=2, prompt_tokens=128)
+    with pytest.raises(NmsimError, match=r"--prompt-tokens 128: .* at most --seqlen 64"):
+        run_capture(config, tmp_path / "t", settings)
+
+    def reached(*args, **kwargs):
+        raise RuntimeError("past the argument checks")
+
+    monkeypatch.setattr(data, "load_split", reached)
+    with pytest.raises(RuntimeError, match="past the argument checks"):
+        run_capture(config, tmp_path / "t", dataclasses.replace(settings, decode_prompts=0))

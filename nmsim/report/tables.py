@@ -370,9 +370,11 @@ def _sha256(path: Path) -> str:
 
 
 def _tree_sha256(directory: Path) -> str:
-    """One digest over a trace's statistics and manifest: (relative path, file digest) of each, sorted."""
+    """One digest over a trace's statistics and manifest: (relative path, file digest) of each, sorted. The
+    statistics' checksum file (``stats/checksums.json``) is left out: it is a function of the files digested."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and "sample" not in p.relative_to(directory).parts):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and "sample" not in p.relative_to(directory).parts
+                       and p.name != "checksums.json"):
         digest.update(f"{path.relative_to(directory)}\0{_sha256(path)}\n".encode())
     return digest.hexdigest()
 

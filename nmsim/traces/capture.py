@@ -182,7 +182,49 @@ def capture_trace(
         "seed": seed,
         "capture": settings.describe(),
     }
+    _check_selection(lm, config, settings)
+    created = _created_by_capture(out)
     manifest = _start_or_resume(out, header)
+    try:
+        return _capture_units(lm, config, out, manifest, prefill_windows, decode_prompts, settings, input_stats)
+    except BaseException:
+        if not manifest["shards"]:  # failed before its first shard: leave nothing that blocks a rerun
+            (out / "manifest.json").unlink(missing_ok=True)
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+def _check_selection(lm: LoadedModel, config: SparsityConfig, settings: CaptureSettings) -> None:
+    """Refuse, before anything is written, layers the model lacks and a selection that records no input."""
+    from nmsim.sparsify.targets import find_linear_sites
+
+    sites = find_linear_sites(lm.model)
+    layers = sorted({site.layer for site in sites})
+    if settings.layers is not None:
+        missing = sorted(settings.layers - set(layers))
+        if missing:
+            raise NmsimError(f"--layers: the model {lm.name} has decoder layers {layers[0]}-{layers[-1]}, not "
+                             f"{', '.join(map(str, missing[:8]))}{' ...' if len(missing) > 8 else ''}; the layers "
+                             "and projections asked for select no pruned linear input there")
+    chosen = [site for site in sites if config.targets.selects(site) and site.projection in settings.projections
+              and (settings.layers is None or site.layer in settings.layers)]
+    if not chosen:
+        raise NmsimError(f"nothing to record: layers {settings.describe()['layers']} and projections "
+                         f"{', '.join(settings.projections)} select no pruned linear input (targets "
+                         f"{config.targets})")
+
+
+def _created_by_capture(out: Path) -> bool:
+    """Whether ``out`` is new (the capture may remove it again); refuses a path that is a file."""
+    if out.exists() and not out.is_dir():
+        raise NmsimError(f"--out {out}: a file, not a directory; choose a new or empty directory for the trace")
+    return not out.exists()
+
+
+def _capture_units(lm, config, out, manifest, prefill_windows, decode_prompts, settings, input_stats) -> Path:
+    """Capture every unit not yet in ``manifest``, one shard each, then mark the trace complete."""
+    threads, device = torch.get_num_threads(), model_device(lm.model)  # values (not masks) depend on the threads
     done = {(s["phase"], s["unit"]) for s in manifest["shards"]}
     recorder = _UnitRecorder(config, settings, manifest["inputs"])
     units = [("prefill", w) for w in range(prefill_windows.shape[0])]
@@ -218,7 +260,7 @@ def capture_trace(
                                     {"phase": phase, "unit": str(unit)})
                 manifest["inputs"] = recorder.inputs
                 manifest["shards"].append({**entry, "phase": phase, "unit": unit,
-                                           "tokens": int(len(tensors["token.sequence"]))})
+                                           "tokens": int(len(tensors["token.sequence"])), "torch_threads": threads})
                 write_manifest(out, manifest)
         finally:
             handle.remove()
@@ -234,10 +276,14 @@ def _start_or_resume(out: Path, header: dict) -> dict:
     if (out / "manifest.json").exists():
         manifest = read_manifest(out)
         differing = [k for k in header if k != "nmsim_version" and manifest.get(k) != header[k]]
-        if differing:
+        if differing and not manifest["shards"] and not (set(p.name for p in out.iterdir()) - {"manifest.json"}):
+            log.info("%s: a capture with other settings stopped before its first shard; starting over", out)
+            (out / "manifest.json").unlink()
+        elif differing:
             raise NmsimError(f"{out} holds a trace captured with different settings ({', '.join(differing)}); "
                              "choose another output directory or delete it")
-        return manifest
+        if not differing:
+            return manifest
     if out.exists() and any(out.iterdir()):
         raise NmsimError(f"{out} exists and is not an nmsim trace; choose an empty or new directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -266,14 +312,19 @@ def run_capture(
     from nmsim.llm.device import parse_dtype
     from nmsim.llm.models import load_model
 
+    if settings.decode_prompts and settings.prompt_tokens > settings.seqlen:
+        raise NmsimError(f"--prompt-tokens {settings.prompt_tokens}: a decode prompt is cut from one window, so it "
+                         f"can be at most --seqlen {settings.seqlen} tokens (or pass --decode-prompts 0 to capture "
+                         "no decode)")
     torch_dtype = parse_dtype(dtype)
     split = load_split("test", data_dir)
     lm = load_model(model, dtype=torch_dtype, device=device)
     windows = evaluation_windows(lm.token_ids(split), settings.seqlen, bos_id=lm.window_bos)
     needed = settings.prefill_windows + settings.decode_prompts
-    if windows.shape[0] < needed or settings.prompt_tokens > settings.seqlen:
-        raise NmsimError(f"the test split has {windows.shape[0]} windows of {settings.seqlen}; the capture needs "
-                         f"{needed} and prompts of at most {settings.seqlen} tokens")
+    if windows.shape[0] < needed:
+        raise NmsimError(f"the test split has {windows.shape[0]} windows of {settings.seqlen} tokens; the capture "
+                         f"needs {needed} (--prefill-windows {settings.prefill_windows} + --decode-prompts "
+                         f"{settings.decode_prompts})")
     prompts = windows[settings.prefill_windows : needed, : settings.prompt_tokens]
     stats = None
     if config.needs_calibration:

@@ -2,7 +2,8 @@
 
 For each method, ``build_trace`` runs (1) a full capture (16,384 prefill + 256 decode tokens) into the cache
 directory, computes its statistics into ``traces/<name>/stats/`` and keeps its manifest as
-``traces/<name>/full_manifest.json``, then deletes the bulky shards; and (2) a small capture whose raw masks
+``traces/<name>/full_manifest.json`` (``stats/checksums.json`` holds each table's sha256 and that manifest's
+checksum), then deletes the bulky shards; and (2) a small capture whose raw masks
 (128 prefill + 48 decode tokens, every layer) and values (1 token per phase) are committed in
 ``traces/<name>/sample/``. Both steps resume after an interruption. ``write_index`` writes ``traces/README.md``.
 """
@@ -23,7 +24,7 @@ from nmsim.registry import DEFAULT_MODEL, TRACE_ROOT, trace_name
 from nmsim.sparsify.linear import SparsityConfig
 from nmsim.sparsify.mitigations import parse_mitigation
 from nmsim.traces.capture import CaptureSettings, run_capture
-from nmsim.traces.format import Trace, read_manifest
+from nmsim.traces.format import Trace, manifest_text, read_manifest
 from nmsim.traces.profile import PROFILE_FILE, profile_from_trace, write_profile
 from nmsim.traces.reader import TraceData
 from nmsim.traces.stats import compute_statistics, write_statistics
@@ -65,9 +66,9 @@ def build_trace(config: SparsityConfig, root: str | Path = TRACE_ROOT, model: st
         log.info("%s: full capture (%d prefill windows of %d, %d x %d decode tokens)", name, FULL.prefill_windows,
                  FULL.seqlen, FULL.decode_prompts, FULL.decode_steps)
         run_capture(config, full, FULL, model=model, data_dir=data_dir, device=device, dtype=dtype)
-        write_statistics(compute_statistics(Trace.open(full)), target / "stats")
-        atomic_write_text(target / "full_manifest.json", json.dumps(read_manifest(full), indent=1, sort_keys=True)
-                          + "\n")
+        manifest = read_manifest(full)  # kept as full_manifest.json, written with the statistics (all or none)
+        write_statistics(compute_statistics(Trace.open(full)), target / "stats", manifest,
+                         extra={target / "full_manifest.json": manifest_text(manifest).encode("utf-8")})
         shutil.rmtree(full)
     if not (target / PROFILE_FILE).exists():
         write_profile(profile_from_trace(TraceData.open(target)), target / PROFILE_FILE)

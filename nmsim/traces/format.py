@@ -48,10 +48,19 @@ def _manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def signed_manifest(manifest: dict) -> dict:
+    """The manifest with its own checksum (``manifest_sha256``) recomputed."""
+    return {**manifest, "manifest_sha256": _manifest_digest(manifest)}
+
+
+def manifest_text(manifest: dict) -> str:
+    """The manifest file's text: sorted keys, its checksum recomputed (also the committed ``full_manifest.json``)."""
+    return json.dumps(signed_manifest(manifest), indent=1, sort_keys=True) + "\n"
+
+
 def write_manifest(directory: Path, manifest: dict) -> None:
     """Write the manifest atomically with its own checksum."""
-    manifest = {**manifest, "manifest_sha256": _manifest_digest(manifest)}
-    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(directory / MANIFEST, manifest_text(manifest))
 
 
 def read_manifest(directory: Path) -> dict:
@@ -59,6 +68,12 @@ def read_manifest(directory: Path) -> dict:
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise TraceError(path, "presence", f"no {MANIFEST}; {directory} is not an nmsim trace directory")
+    return read_manifest_file(path)
+
+
+def read_manifest_file(path: Path) -> dict:
+    """:func:`read_manifest` of a manifest file under any name (the committed traces' ``full_manifest.json``)."""
+    path = Path(path)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -177,8 +192,74 @@ class Trace:
             yield entry, arrays
 
     def verify(self) -> int:
-        """Read and check every shard; return the number of tokens."""
-        return sum(len(arrays["token.sequence"]) for _, arrays in self.shards())
+        """Read and check every shard (size, checksum, container, array shapes, token coordinates) and the manifest's
+        token counts and input widths; unpack the masks of a sample of shards (the first and last of each phase)
+        and check each against the manifest's pattern. Returns the number of tokens.
+
+        Stored values (``dense_values``, ``pruned_values``) depend on the CPU thread count of the capture (the
+        reduction order of the model's matrix products), recorded as ``torch_threads``; masks do not."""
+        from nmsim.traces.checks import check_masks, method_pattern
+
+        manifest_path = self.path / MANIFEST
+        try:
+            pattern = method_pattern(self.manifest, "method")
+        except NmsimError as exc:
+            raise TraceError(manifest_path, "method", str(exc)) from None
+        self._check_inputs()
+        by_phase: dict[str, list[str]] = {}
+        for entry in self.manifest["shards"]:
+            by_phase.setdefault(entry["phase"], []).append(entry["file"])
+        sampled = {files[i] for files in by_phase.values() for i in (0, -1)}
+        tokens = dict.fromkeys(PHASES, 0)
+        for entry, arrays in self.shards():
+            tokens[entry["phase"]] += len(arrays["token.sequence"])
+            if entry["file"] not in sampled:
+                continue
+            path = self.path / entry["file"]
+            for site in self.inputs:
+                name = f"{site.key}.kept"
+                if pattern.kind == "dense":
+                    if name in arrays:
+                        raise TraceError(path, "pattern", f"array {name!r} holds a mask, but the manifest's pattern "
+                                                          "is dense (a dense trace stores no masks)")
+                    continue
+                kept = unpack_mask(arrays[name], site.k)
+                if not np.array_equal(pack_mask(kept), arrays[name]):
+                    raise TraceError(path, "pattern", f"array {name!r} sets bits past K={site.k}")
+                try:
+                    check_masks(kept, pattern, site.key)
+                except NmsimError as exc:
+                    raise TraceError(path, "pattern", str(exc)) from None
+        counts = self.manifest.get("token_counts") or {}
+        for phase in PHASES:
+            if counts.get(phase, 0) != tokens[phase]:
+                raise TraceError(manifest_path, "token counts", f"token_counts.{phase} is {counts.get(phase)!r} but "
+                                                                f"the {phase} shards hold {tokens[phase]} tokens")
+        return sum(tokens.values())
+
+    @property
+    def torch_threads(self) -> list[int]:
+        """The CPU thread counts the shards were captured with (empty for traces captured before it was recorded)."""
+        return sorted({s["torch_threads"] for s in self.manifest["shards"] if "torch_threads" in s})
+
+    def _check_inputs(self) -> None:
+        """The inputs of a registered model have its layer count and each projection's K."""
+        from nmsim.registry import find_model
+
+        entry = find_model(str((self.manifest.get("model") or {}).get("name", "")))
+        if entry is None:
+            return  # a model outside the registry (a test model): nothing to compare with
+        shape = entry.shape
+        for site in self.inputs:
+            if not 0 <= site.layer < shape.num_layers:
+                raise TraceError(self.path / MANIFEST, "inputs", f"input {site.key}: layer {site.layer}, but "
+                                                                 f"{shape.name} has layers 0-{shape.num_layers - 1}")
+            for projection in site.projections:
+                k = shape.projection_shape(projection)[0] if projection in shape.projections else None
+                if k != site.k:
+                    raise TraceError(self.path / MANIFEST, "inputs",
+                                     f"input {site.key}: K={site.k}, but {shape.name}'s {projection} projection "
+                                     f"{'has K=' + str(k) if k else 'does not exist'}")
 
     def _check_shape(self, entry: dict, arrays: dict[str, np.ndarray]) -> None:
         path = self.path / entry["file"]
@@ -193,6 +274,21 @@ class Trace:
                 raise TraceError(path, "contents", f"array {name!r} is missing")
             if arrays[name].shape != shape:
                 raise TraceError(path, "contents", f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
+        keys = {site.key for site in self.inputs}
+        for name in arrays:
+            if name not in expected and name.rpartition(".")[0] not in keys:
+                raise TraceError(path, "contents", f"array {name!r} belongs to no input of the manifest (a shard of "
+                                                   "another trace?)")
+        sequence, position = arrays["token.sequence"], arrays["token.position"]
+        unit, batch = entry.get("unit"), (self.manifest.get("capture") or {}).get("decode_batch")
+        if entry.get("phase") == "prefill" and tokens and not (
+                (sequence == unit).all() and np.array_equal(position, np.arange(tokens))):
+            raise TraceError(path, "contents", f"token coordinates are not positions 0-{tokens - 1} of prefill "
+                                               f"window {unit} (a shard of another unit or trace?)")
+        if entry.get("phase") == "decode" and isinstance(batch, int) and isinstance(unit, int) and tokens and not (
+                (sequence >= unit * batch) & (sequence < (unit + 1) * batch)).all():
+            raise TraceError(path, "contents", f"token sequences are not those of decode batch {unit} "
+                                               "(a shard of another unit or trace?)")
 
 
 def pack_mask(mask: np.ndarray) -> np.ndarray:
@@ -203,3 +299,31 @@ def pack_mask(mask: np.ndarray) -> np.ndarray:
 def unpack_mask(packed: np.ndarray, k: int) -> np.ndarray:
     """uint8 [T, ceil(K/8)] -> bool [T, K]; the inverse of :func:`pack_mask`."""
     return np.unpackbits(packed, axis=-1, count=k, bitorder="little").astype(bool)
+
+
+def verify_directory(path: Path) -> list[str]:
+    """``nmsim traces verify``: check whatever ``path`` holds, one line per part checked. A raw trace
+    (``manifest.json`` and shards): :meth:`Trace.verify`; statistics (``stats/``): their checksums and invariants
+    (:meth:`nmsim.traces.reader.TraceData.open`); a committed trace: both, its raw sample being ``sample/``."""
+    from nmsim.traces.reader import TraceData
+
+    path = Path(path)
+    lines = []
+    raw = [p for p in (path, path / "sample") if (p / MANIFEST).is_file()]
+    has_stats = (path / "stats").is_dir()
+    if not raw and not has_stats:
+        raw = [path]  # Trace.open names what is missing
+    for directory in raw:
+        trace = Trace.open(directory)
+        tokens = trace.verify()
+        threads = trace.torch_threads
+        values = (f"values captured with {'/'.join(map(str, threads))} CPU thread(s): stored values, not masks, "
+                  "depend on the thread count" if threads else "thread count not recorded (stored values, not "
+                  "masks, depend on it)")
+        lines.append(f"{directory}: OK ({len(trace.manifest['shards'])} shards, {tokens} tokens, every checksum "
+                     f"matches; the masks of the first and last shard of each phase follow {trace.pattern}; {values})")
+    if has_stats:
+        data = TraceData.open(path)
+        lines.append(f"{path / 'stats'}: OK ({len(data.tables)} tables, each matches its checksum in "
+                     f"stats/checksums.json and the manifest it names; invariants hold for {data.pattern})")
+    return lines

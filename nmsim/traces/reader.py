@@ -8,6 +8,8 @@ input; GEMMs find their input by layer and projection (q, k and v share one inpu
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,9 @@ import pandas as pd
 from nmsim.errors import NmsimError
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import TRACE_ROOT, ModelShape, committed_trace_dir
+from nmsim.traces.checks import check_statistics
+from nmsim.traces.format import read_manifest_file
+from nmsim.traces.stats import CHECKSUMS, CHECKSUMS_FORMAT
 
 _TABLES = ("inputs", "group_nnz", "weight_fetch")  # required: the simulator reads them
 _OPTIONAL_TABLES = ("compression", "agreement")  # read when present: the report's byte and overlap figures
@@ -60,7 +65,10 @@ class TraceData:
 
     @classmethod
     def open(cls, path: str | Path) -> TraceData:
-        """Read a trace directory's statistics and manifest; errors name what is missing and how to make it."""
+        """Read a trace directory's statistics and manifest, checked: the manifest's own checksum, every
+        ``stats/`` file against ``stats/checksums.json`` (which also names the manifest they were computed from),
+        and the tables' invariants (:func:`nmsim.traces.checks.check_statistics`). Errors name the file and what
+        is missing or wrong, and how to make it again."""
         path = Path(path)
         stats_dir = path / "stats" if (path / "stats").is_dir() else path
         manifest_file = next((p for p in (path / "full_manifest.json", path / "manifest.json",
@@ -72,22 +80,31 @@ class TraceData:
             raise NmsimError(f"trace {path}: missing {what}; compute the statistics with `nmsim traces stats {path}` "
                              "or pick a committed trace under traces/")
         try:
-            return cls._read(path, stats_dir, manifest_file)
+            label = f"{stats_dir.relative_to(manifest_file.parent).as_posix()}/"
+        except ValueError:
+            label = f"{stats_dir}/"
+        label = "" if label == "./" else label
+        manifest = read_manifest_file(manifest_file)
+        data = _checked_files(path, stats_dir, label, manifest, manifest_file)
+        try:
+            return cls._read(path, label, manifest, manifest_file, data)
         except (ValueError, KeyError, AttributeError, TypeError, pd.errors.ParserError) as exc:
             raise NmsimError(f"trace {path}: corrupted statistics or manifest ({type(exc).__name__}: {str(exc).strip()}); "
                              "restore it (git checkout) or capture it again with `nmsim traces build`") from None
 
     @classmethod
-    def _read(cls, path: Path, stats_dir: Path, manifest_file: Path) -> TraceData:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        tables = {name: pd.read_csv(stats_dir / f"{name}.csv") for name in _TABLES}
-        tables.update({name: pd.read_csv(stats_dir / f"{name}.csv") for name in _OPTIONAL_TABLES
-                       if (stats_dir / f"{name}.csv").is_file()})
-        for name, column in (("inputs", "density"), ("weight_fetch", "weight_rows_needed_fraction"),
-                             ("group_nnz", "fraction_of_groups")):
-            values = pd.to_numeric(tables[name][column], errors="raise")
-            if values.isna().any() or not values.between(0, 1).all():
-                raise ValueError(f"{name}.csv: {column} must lie in [0, 1]")
+    def _read(cls, path: Path, label: str, manifest: dict, manifest_file: Path, data: dict[str, bytes]) -> TraceData:
+        tables = {}
+        for name, raw in data.items():
+            try:
+                tables[name] = pd.read_csv(io.BytesIO(raw))
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+                raise NmsimError(f"trace {path}: {label}{name}.csv: not a readable CSV table "
+                                 f"({str(exc).strip() or type(exc).__name__})") from None
+        try:
+            check_statistics(tables, manifest, label, manifest_file.name)
+        except NmsimError as exc:
+            raise NmsimError(f"trace {path}: invalid statistics: {exc}") from None
         rows_needed = {key: tuple(zip(group.tile_tokens.astype(int), group.weight_rows_needed_fraction))
                        for key, group in tables["weight_fetch"].groupby(["phase", "input"], sort=False)}
         histograms = {key: tuple(zip(group.group_size.astype(int), group.kept_in_group.astype(int),
@@ -103,8 +120,8 @@ class TraceData:
             )
             for projection in row.projections.split("+"):
                 inputs[(row.phase, int(row.layer), projection)] = stats
-        method = manifest.get("method", {})
-        return cls(path, manifest.get("model", {}).get("name", "?"), parse_pattern(method.get("pattern", "dense")),
+        method = manifest["method"]
+        return cls(path, manifest.get("model", {}).get("name", "?"), parse_pattern(method["pattern"]),
                    method, inputs, tables, provenance=f"measured ({path.name})")
 
     def check_model(self, shape: ModelShape) -> None:
@@ -129,6 +146,41 @@ class TraceData:
             if found is not None:
                 return found
         raise NmsimError(f"trace {self.path}: no statistics for layer {gemm.layer} {gemm.projection}")
+
+
+def _checked_files(path: Path, stats_dir: Path, label: str, manifest: dict, manifest_file: Path) -> dict[str, bytes]:
+    """The bytes of each statistics table (the required ones and the optional ones present), each checked against
+    ``checksums.json``, whose manifest checksum must be the manifest's."""
+    redo = f"recompute with `nmsim traces stats {path}` (a committed trace: restore it with git checkout)"
+    record_file = stats_dir / CHECKSUMS
+    if not record_file.is_file():
+        raise NmsimError(f"trace {path}: {label}{CHECKSUMS} is missing, so the statistics are not covered by "
+                         f"checksums; {redo}")
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        files = record["files"] if record.get("format") == CHECKSUMS_FORMAT else None
+        if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()):
+            raise ValueError("not an nmsim statistics checksum file")
+    except (ValueError, KeyError, AttributeError, UnicodeDecodeError) as exc:
+        raise NmsimError(f"trace {path}: {label}{CHECKSUMS}: unreadable ({exc}); {redo}") from None
+    if record.get("manifest_sha256") != manifest.get("manifest_sha256"):
+        raise NmsimError(f"trace {path}: {manifest_file.name} is not the manifest the statistics were computed from "
+                         f"(its checksum differs from the one in {label}{CHECKSUMS}: edited or replaced); {redo}")
+    names = [*_TABLES, *(n for n in _OPTIONAL_TABLES if (stats_dir / f"{n}.csv").is_file())]
+    data = {}
+    for name in names:
+        entry = files.get(f"{name}.csv")
+        if entry is None:
+            raise NmsimError(f"trace {path}: {label}{name}.csv is not covered by {label}{CHECKSUMS}; {redo}")
+        raw = (stats_dir / f"{name}.csv").read_bytes()
+        if len(raw) != entry.get("bytes") or hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
+            raise NmsimError(f"trace {path}: corrupted statistics: {label}{name}.csv: checksum mismatch (edited or "
+                             f"damaged); {redo}")
+        data[name] = raw
+    for name in files:
+        if name.removesuffix(".csv") not in names:
+            raise NmsimError(f"trace {path}: {label}{name} is listed in {label}{CHECKSUMS} but missing; {redo}")
+    return data
 
 
 def committed_traces(patterns, model: str, root: Path | None = TRACE_ROOT) -> dict[Pattern, TraceData | None]:

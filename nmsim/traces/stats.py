@@ -18,12 +18,17 @@ Tables (one row per phase × captured input, plus the column named in brackets):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from nmsim.errors import NmsimError
+from nmsim.io import atomic_write_files
 from nmsim.patterns import metadata_bits, parse_pattern
 from nmsim.traces.format import Trace, unpack_mask
 
@@ -166,12 +171,41 @@ def _tables(trace: Trace, sites, acc, kept_all: bool) -> TraceStatistics:
                            pd.DataFrame(compression), pd.DataFrame(agreement) if agreement else empty_agreement)
 
 
-def write_statistics(statistics: TraceStatistics, out_dir) -> None:
-    """One CSV per table (floats to 6 significant digits, so tables are small and byte-stable)."""
-    from pathlib import Path
+CHECKSUMS = "checksums.json"  # in the statistics directory: bytes and sha256 of each table, and the manifest's checksum
+CHECKSUMS_FORMAT = "nmsim-trace-statistics"
 
-    from nmsim.io import atomic_write_text
 
+def statistics_files(statistics: TraceStatistics) -> dict[str, bytes]:
+    """``<table>.csv`` → its bytes (floats to 6 significant digits, so tables are small and byte-stable)."""
+    return {f"{name}.csv": table.to_csv(index=False, float_format="%.6g", lineterminator="\n").encode("utf-8")
+            for name, table in statistics.tables().items()}
+
+
+def checksums_text(files: dict[str, bytes], manifest: dict) -> str:
+    """The ``checksums.json`` of statistics files (name → bytes): size and sha256 of each, and the checksum of the
+    manifest of the trace they were computed from (so an edited manifest no longer matches its statistics)."""
+    body = {"format": CHECKSUMS_FORMAT, "format_version": 1, "manifest_sha256": manifest.get("manifest_sha256"),
+            "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                      for name, data in sorted(files.items())}}
+    return json.dumps(body, indent=1, sort_keys=True) + "\n"
+
+
+def write_statistics(statistics: TraceStatistics, out_dir, manifest: dict,
+                     extra: dict[Path, bytes] | None = None) -> None:
+    """One CSV per table and their ``checksums.json`` under ``out_dir`` (plus the ``extra`` files), all or none.
+    ``manifest``: the (signed) manifest of the trace the statistics come from. A new ``out_dir`` is removed again
+    when the write fails (a full disk leaves no empty directory)."""
     out = Path(out_dir)
-    for name, table in statistics.tables().items():
-        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    if out.exists() and not out.is_dir():
+        raise NmsimError(f"{out}: a file, not a directory; the statistics go into a directory (--out DIR)")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    files = statistics_files(statistics)
+    written = {out / name: data for name, data in files.items()}
+    written[out / CHECKSUMS] = checksums_text(files, manifest).encode("utf-8")
+    try:
+        atomic_write_files({**written, **(extra or {})}, kept="no statistics were written")
+    except BaseException:
+        for directory in created:  # innermost first
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+        raise
