@@ -39,6 +39,12 @@ def _int_at_least(low: int):
 _positive_int = _int_at_least(1)
 
 
+def _folder_argument(option: str, path: str | Path | None) -> None:
+    """Refuse, before any work, a folder argument that names an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise NmsimError(f"{option} {path}: is a file; it must be a folder (existing or to create)")
+
+
 def _pattern_pairs(text: str) -> tuple[tuple[str, str], ...]:
     """'8:16/16:32,2:4/8:16' → (("8:16", "16:32"), ("2:4", "8:16")); each item must be A/B."""
     pairs = []
@@ -192,7 +198,8 @@ def _run(args: argparse.Namespace) -> int:
         set_threads(args.threads)
     study = _accuracy_request(args)
     extra = args.accuracy if args.accuracy is not None else [p for p in STUDY_TABLES if p.is_file()]
-    request = RunRequest(name=args.name or Path(args.model).stem, model=args.model,
+    _folder_argument("--report-root", args.report_root)
+    request = RunRequest(name=args.name if args.name is not None else Path(args.model).stem, model=args.model,
                          designs=tuple(_csv(args.designs)) if args.designs else (), baseline=args.baseline,
                          accuracy=tuple(extra), patterns=study.patterns,
                          trace_root=Path(args.trace_root) if args.trace_root else RunRequest.trace_root,
@@ -219,8 +226,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     table = run_sweep(load_sweep(args.file), workers=args.workers, scheduler=args.scheduler)
     out = Path(args.out) if args.out else Path("reports") / "sweeps" / Path(args.file).stem
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_table(table, out.parent, out.name)
+    write_table(table, out.parent, out.name)  # makes the folder; a full disk leaves no empty one
     log.info("wrote %s.csv and %s.parquet (%d rows); `nmsim run --sweep %s` adds the points to the trade-off "
              "plots", out, out, len(table), args.file)
     return 0
@@ -397,6 +403,7 @@ def _capture(args: argparse.Namespace) -> int:
     from nmsim.sparsify.targets import make_targets, parse_layer_list
     from nmsim.traces.capture import CaptureSettings, run_capture
 
+    _folder_argument("--out", args.out)
     set_threads(args.threads)
     projections = tuple(_csv(args.projections))
     unknown = [p for p in projections if p not in PROJECTIONS]
@@ -430,6 +437,9 @@ def _traces(args: argparse.Namespace) -> int:
     from nmsim.traces.stats import compute_statistics, write_statistics
 
     root = Path(args.root) if args.root else TRACE_ROOT
+    _folder_argument("--root", args.root)
+    if args.action == "stats":  # a folder is written there (profile and transfer --out name files)
+        _folder_argument("--out", args.out)
     if args.action == "build":
         set_threads(args.threads)
         methods = COMMITTED_METHODS if args.all else [(args.pattern, args.mitigation)]

@@ -167,11 +167,13 @@ def _tables(trace: Trace, sites, acc, kept_all: bool) -> TraceStatistics:
 
 
 def write_statistics(statistics: TraceStatistics, out_dir) -> None:
-    """One CSV per table (floats to 6 significant digits, so tables are small and byte-stable)."""
+    """One CSV per table (floats to 6 significant digits, so tables are small and byte-stable), written all or
+    none."""
     from pathlib import Path
 
-    from nmsim.io import atomic_write_text
+    from nmsim.io import atomic_write_files
 
     out = Path(out_dir)
-    for name, table in statistics.tables().items():
-        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    files = {out / f"{name}.csv": table.to_csv(index=False, float_format="%.6g", lineterminator="\n").encode()
+             for name, table in statistics.tables().items()}
+    atomic_write_files(files)  # all tables or none: a full disk leaves the previous ones (and no empty folder)
