@@ -21,8 +21,8 @@ from nmsim.registry import (BASELINE_DESIGN, DEFAULT_MODEL, DEPLOYMENT_DECODE_BA
 log = logging.getLogger("nmsim")
 
 
-def _int_at_least(low: int):
-    """An argparse type: an integer no smaller than ``low``."""
+def _int_at_least(low: int, high: int | None = None):
+    """An argparse type: an integer no smaller than ``low`` (and no larger than ``high``)."""
 
     def parse(text: str) -> int:
         try:
@@ -31,12 +31,16 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is more than {high}")
         return value
 
     return parse
 
 
 _positive_int = _int_at_least(1)
+MAX_PROCESSES = 4096  # --workers and --threads: beyond any machine (and the C int the OS calls take)
+_process_count = _int_at_least(1, MAX_PROCESSES)
 
 
 def _folder_argument(option: str, path: str | Path | None) -> None:
@@ -135,7 +139,7 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--no-fidelity", action="store_true",
                         help="perplexity only: no KL divergence, top-1 or greedy agreement with dense, and no dense "
                              "reference in the cache (W x (seqlen-1) x vocab float16 values)")
-    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=_process_count, help="CPU threads (default: all cores)")
     _add_device_arguments(parser)
 
 
@@ -272,7 +276,7 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=_positive_int, help="sweep: local processes (default: all cores)")
+    parser.add_argument("--workers", type=_process_count, help="sweep: local processes (default: all cores)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="sweep: run on this Dask distributed scheduler (tcp://host:8786) instead of local cores")
 
@@ -514,7 +518,7 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_machine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="WikiText-2 directory (default: $NMSIM_DATA, then ../shared/data)")
-    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=_process_count, help="CPU threads (default: all cores)")
     _add_device_arguments(parser)
 
 
@@ -546,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="perplexity for a grid of dense + pattern × criterion × mitigation × targets"
     )
     _add_study_arguments(evaluate, {**DEFAULT_STUDY, "patterns": ["8:16"], "mitigations": ["none"]})
-    evaluate.add_argument("--workers", type=_positive_int,
+    evaluate.add_argument("--workers", type=_process_count,
                           help="spread the grid's rows over a local Dask cluster of this many processes, each loading "
                                "the model once (with --device cuda and several GPUs: one per GPU)")
     evaluate.add_argument("--scheduler", metavar="ADDRESS",
@@ -703,7 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--windows", type=_positive_int, default=2,
                        help="prune, capture: windows of --seqlen tokens per timing (default: %(default)s)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
-    bench.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    bench.add_argument("--threads", type=_process_count, help="CPU threads (default: all cores)")
     _add_device_arguments(bench)  # prune and calibrate
     bench.add_argument("--designs", type=_csv, metavar="NAMES",
                        help="simulate: designs of the whole-model sweep; report: designs of the report (comma "

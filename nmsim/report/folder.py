@@ -9,8 +9,9 @@ the process dies), so a run killed at any point leaves state the next run can re
 - ``.NAME.old`` without ``NAME``: killed between the two renames, so it *is* the previous report: renamed back;
 - ``.NAME.old`` beside ``NAME``: killed after the swap: removed.
 
-A full disk while staging removes the staging folder and names the report, the bytes it was writing and the
-space free; the previous report is untouched.
+A full disk while staging removes the staging folder and names the report, the bytes it needs (what it had
+written and was writing, or the previous report's size if larger) and the space free; the previous report is
+untouched.
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ def staged(target: Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(exc, DiskFullError) or is_disk_full(exc):
                 pending = exc.needed_bytes if isinstance(exc, DiskFullError) else None
+                previous = _bytes_under(target) if target.is_dir() else 0  # a report is about as large as the last
                 kept = "the previous report is unchanged" if target.is_dir() else "no report was there before"
-                raise disk_full_error(target, written + (pending or 0),
+                raise disk_full_error(target, max(written + (pending or 0), previous),
                                       f"the unfinished report was removed and {kept}") from None
             raise
 
