@@ -736,6 +736,9 @@ def os_error_message(exc: OSError) -> str:
 
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:
         return str(disk_full_error(exc.filename, None, kept="finished outputs written before it are kept"))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library's write that named no file
+        return ("no space left on the device (the file being written was not named); finished outputs written "
+                "before it are kept. Free some space and rerun the same command")
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}"
 
