@@ -22,8 +22,8 @@ from nmsim.registry import (BASELINE_DESIGN, DEFAULT_MODEL, DEPLOYMENT_DECODE_BA
 log = logging.getLogger("nmsim")
 
 
-def _int_at_least(low: int):
-    """An argparse type: an integer no smaller than ``low``."""
+def _int_at_least(low: int, high: int | None = None):
+    """An argparse type: an integer no smaller than ``low`` (and no larger than ``high``)."""
 
     def parse(text: str) -> int:
         try:
@@ -32,12 +32,22 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is more than {high}")
         return value
 
     return parse
 
 
 _positive_int = _int_at_least(1)
+MAX_PROCESSES = 4096  # --workers and --threads: beyond any machine (and the C int the OS calls take)
+_process_count = _int_at_least(1, MAX_PROCESSES)
+
+
+def _folder_argument(option: str, path: str | Path | None) -> None:
+    """Refuse, before any work, a folder argument that names an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise NmsimError(f"{option} {path}: is a file; it must be a folder (existing or to create)")
 
 
 def _positive_float(text: str) -> float:
@@ -157,7 +167,7 @@ def _add_study_arguments(parser: argparse.ArgumentParser, defaults: dict) -> Non
     parser.add_argument("--no-fidelity", action="store_true",
                         help="perplexity only: no KL divergence, top-1 or greedy agreement with dense, and no dense "
                              "reference in the cache (W x (seqlen-1) x vocab float16 values)")
-    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=_process_count, help="CPU threads (default: all cores)")
     _add_device_arguments(parser)
 
 
@@ -234,7 +244,8 @@ def _run(args: argparse.Namespace) -> int:
         set_threads(args.threads)
     study = _accuracy_request(args)
     extra = args.accuracy if args.accuracy is not None else [p for p in STUDY_TABLES if p.is_file()]
-    request = RunRequest(name=args.name or Path(args.model).stem, model=args.model,
+    _folder_argument("--report-root", args.report_root)
+    request = RunRequest(name=args.name if args.name is not None else Path(args.model).stem, model=args.model,
                          designs=tuple(_csv(args.designs)) if args.designs else (), baseline=args.baseline,
                          accuracy=tuple(extra), patterns=study.patterns,
                          trace_root=Path(args.trace_root) if args.trace_root else RunRequest.trace_root,
@@ -261,8 +272,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     table = run_sweep(load_sweep(args.file), workers=args.workers, scheduler=args.scheduler)
     out = Path(args.out) if args.out else Path("reports") / "sweeps" / Path(args.file).stem
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_table(table, out.parent, out.name)
+    write_table(table, out.parent, out.name)  # makes the folder; a full disk leaves no empty one
     log.info("wrote %s.csv and %s.parquet (%d rows); `nmsim run --sweep %s` adds the points to the trade-off "
              "plots", out, out, len(table), args.file)
     return 0
@@ -308,7 +318,7 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=_positive_int, help="sweep: local processes (default: all cores)")
+    parser.add_argument("--workers", type=_process_count, help="sweep: local processes (default: all cores)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="sweep: run on this Dask distributed scheduler (tcp://host:8786) instead of local cores")
 
@@ -441,6 +451,7 @@ def _capture(args: argparse.Namespace) -> int:
     from nmsim.sparsify.targets import make_targets, parse_layer_list
     from nmsim.traces.capture import CaptureSettings, run_capture
 
+    _folder_argument("--out", args.out)
     set_threads(args.threads)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise NmsimError(f"--out {args.out}: a file, not a directory; choose a new or empty directory for the trace")
@@ -484,6 +495,9 @@ def _traces(args: argparse.Namespace) -> int:
     from nmsim.traces.stats import compute_statistics, write_statistics
 
     root = Path(args.root) if args.root else TRACE_ROOT
+    _folder_argument("--root", args.root)
+    if args.action == "stats":  # a folder is written there (profile and transfer --out name files)
+        _folder_argument("--out", args.out)
     if args.action == "build":
         set_threads(args.threads)
         methods = COMMITTED_METHODS if args.all else [(args.pattern, args.mitigation)]
@@ -562,7 +576,7 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_machine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="WikiText-2 directory (default: $NMSIM_DATA, then ../shared/data)")
-    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=_process_count, help="CPU threads (default: all cores)")
     _add_device_arguments(parser)
 
 
@@ -594,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="perplexity for a grid of dense + pattern × criterion × mitigation × targets"
     )
     _add_study_arguments(evaluate, {**DEFAULT_STUDY, "patterns": ["8:16"], "mitigations": ["none"]})
-    evaluate.add_argument("--workers", type=_positive_int,
+    evaluate.add_argument("--workers", type=_process_count,
                           help="spread the grid's rows over a local Dask cluster of this many processes, each loading "
                                "the model once (with --device cuda and several GPUs: one per GPU)")
     evaluate.add_argument("--scheduler", metavar="ADDRESS",
@@ -754,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--windows", type=_positive_int, default=2,
                        help="prune, capture: windows of --seqlen tokens per timing (default: %(default)s)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
-    bench.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
+    bench.add_argument("--threads", type=_process_count, help="CPU threads (default: all cores)")
     _add_device_arguments(bench)  # prune and calibrate
     bench.add_argument("--designs", type=_csv, metavar="NAMES",
                        help="simulate: designs of the whole-model sweep; report: designs of the report (comma "
@@ -783,6 +797,9 @@ def os_error_message(exc: OSError) -> str:
 
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:
         return str(disk_full_error(exc.filename, None, kept="finished outputs written before it are kept"))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library's write that named no file
+        return ("no space left on the device (the file being written was not named); finished outputs written "
+                "before it are kept. Free some space and rerun the same command")
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}"
 

@@ -21,7 +21,11 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class DiskFullError(NmsimError):
-    """No space left where a result is written."""
+    """No space left where a result is written: ``path``, and ``needed_bytes`` (what was being written; None if
+    unknown)."""
+
+    path: str | None = None
+    needed_bytes: int | None = None
 
 
 def human_bytes(count: float) -> str:
@@ -49,8 +53,24 @@ def disk_full_error(path: str | Path, needed: int | None, kept: str = "the previ
     free = free_bytes(Path(path).parent)
     size = f"{human_bytes(needed)} to write" if needed is not None else "more space needed"
     room = f", {human_bytes(free)} free there" if free is not None else ""
-    return DiskFullError(f"{path}: no space left on the device ({size}{room}); {kept}. Free some space and rerun "
-                         "the same command")
+    error = DiskFullError(f"{path}: no space left on the device ({size}{room}); {kept}. Free some space and rerun "
+                          "the same command")
+    error.path, error.needed_bytes = str(path), needed  # attributes, so they survive pickling (forked workers)
+    return error
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the operating system saying the disk (or the quota) is full: an OSError, or a library's
+    own error wrapping one (safetensors raises ``SafetensorError: ... No space left on device (os error 28)``)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_SPACE
+    return isinstance(exc, Exception) and any(text in str(exc) for text in ("No space left on device",
+                                                                           "Disk quota exceeded"))
+
+
+def _refuse_directory(path: Path) -> None:
+    if path.is_dir():
+        raise NmsimError(f"{path}: is a directory; give the path of a file to write")
 
 
 def _temporary(path: Path, data: bytes) -> str:
@@ -60,8 +80,8 @@ def _temporary(path: Path, data: bytes) -> str:
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -71,26 +91,50 @@ def _temporary(path: Path, data: bytes) -> str:
     return tmp
 
 
+def _missing_folders(paths) -> list[Path]:
+    """The folders ``paths`` need that do not exist yet, deepest first."""
+    missing = set()
+    for path in paths:
+        folder = Path(path).absolute().parent
+        while not folder.exists() and folder != folder.parent:
+            missing.add(folder)
+            folder = folder.parent
+    return sorted(missing, key=lambda f: len(f.parts), reverse=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer), or gone
+            pass
+
+
 def atomic_write_files(files: dict[Path, bytes], kept: str = "the previous files are unchanged") -> None:
     """Write every ``path: data`` of ``files`` or none: all temporary files first, then the renames (which need no
-    space). A full disk raises :class:`DiskFullError` naming the first path and the total bytes."""
+    space). A full disk raises :class:`DiskFullError` naming the first path and the total bytes; folders it made
+    for them are removed again. A directory where a file goes is an :class:`NmsimError`."""
+    for path in files:
+        _refuse_directory(Path(path))
+    created = _missing_folders(files)
     temporaries: list[tuple[str, Path]] = []
     try:
         for path, data in files.items():
             temporaries.append((_temporary(Path(path), data), Path(path)))
-    except OSError as exc:
+    except BaseException as exc:
         for tmp, _ in temporaries:
             Path(tmp).unlink(missing_ok=True)
-        if exc.errno in _NO_SPACE:
+        _remove_empty(created)
+        if is_disk_full(exc):
             first = next(iter(files))
             raise disk_full_error(first, sum(len(d) for d in files.values()), kept) from None
         raise
-    except BaseException:
+    try:
+        for tmp, path in temporaries:
+            os.replace(tmp, path)
+    finally:  # a rename refused (a directory appeared there): no temporary file stays behind
         for tmp, _ in temporaries:
             Path(tmp).unlink(missing_ok=True)
-        raise
-    for tmp, path in temporaries:
-        os.replace(tmp, path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

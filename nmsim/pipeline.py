@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +42,7 @@ from nmsim.registry import DEPLOYMENT_DECODE_BATCHES, DEPLOYMENT_DECODE_CONTEXTS
 from nmsim.report import deployment as dep
 from nmsim.report import sensitivity as sens
 from nmsim.report import tables
+from nmsim.report.folder import check_report_name, staged, tidy
 from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
 from nmsim.sim.param_sweep import SweepPlan, load_sweep, run_sweep
 from nmsim.sim.results import SimulateOutput, describe, gemm_table, totals
@@ -126,6 +125,7 @@ class RunRequest:
     decode_contexts: tuple[int, ...] = DEPLOYMENT_DECODE_CONTEXTS
 
     def __post_init__(self) -> None:  # patterns become values at the boundary, dense first, no repeats
+        check_report_name(self.name)  # joined to out_root, it must stay inside it
         patterns = tuple(dict.fromkeys(parse_pattern(p) for p in (Pattern.dense(), *self.patterns)))
         object.__setattr__(self, "patterns", patterns)
         pairs = tuple(dict.fromkeys((parse_pattern(a), parse_pattern(b)) for a, b in self.sensitivity_pairs))
@@ -388,13 +388,12 @@ def tables_stage(shape: ModelShape, designs: Designs, patterns: tuple[Pattern, .
 def report_stage(result: dict[str, pd.DataFrame], shape: ModelShape, baseline: AcceleratorSpec,
                  target: Path) -> Path:
     """Figures, tables (CSV + Parquet), report.md and report.html, written into a staging folder beside ``target``
-    and swapped in at the end, so a failure leaves the previous report as it was."""
+    and swapped in at the end, so a failure leaves the previous report as it was (:mod:`nmsim.report.folder`: what
+    killed runs left is put right first; a full disk is one error naming the report and the bytes)."""
     from nmsim.report import figures
     from nmsim.report.render import ReportContext, report_html, report_markdown
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
+    with staged(target) as staging:  # swapped in whole at the end; removed on any failure
         figures.draw_all(result, [level.name for level in baseline.memory], staging / "figures")
         written = []
         for name, frame in result.items():
@@ -404,23 +403,7 @@ def report_stage(result: dict[str, pd.DataFrame], shape: ModelShape, baseline: A
         atomic_write_text(staging / "report.md", markdown + "\n")
         atomic_write_text(staging / "report.html", report_html(markdown, staging, f"nmsim trade-off report: "
                                                                                    f"{shape.name}"))
-        _swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace ``target`` by ``staging`` with two renames; the old report is removed only after."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    staging.rename(target)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 # --- nmsim run ------------------------------------------------------------------------------------------------------
@@ -435,6 +418,8 @@ def run(request: RunRequest) -> Path:
 
     try:
         stage("inputs")  # designs, model shape and sweep plan first: bad input stops before any work
+        report_folder = request.out_root / request.name
+        tidy(report_folder)  # a report a killed run left in its .old folder is back first
         designs = load_designs(request.designs, request.baseline, request.patterns)
         pairs = sens.run_pairs(designs.natives, request.sensitivity_pairs)
         chosen = dep.scenarios(request.prefill_tokens, request.decode_batches, request.decode_contexts)
@@ -478,7 +463,7 @@ def run(request: RunRequest) -> Path:
         bar.update()
 
         stage("report")  # figures, CSV + Parquet, Markdown and HTML, swapped in whole
-        target = report_stage(result, shape, designs.baseline, request.out_root / request.name)
+        target = report_stage(result, shape, designs.baseline, report_folder)
         bar.update()
     finally:
         bar.close()

@@ -35,6 +35,7 @@ place when complete; a lock file keeps two processes from building it at once.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import io
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 
 from nmsim.errors import NmsimError
-from nmsim.io import atomic_write_bytes, atomic_write_text, exclusive_lock
+from nmsim.io import atomic_write_bytes, atomic_write_text, disk_full_error, exclusive_lock, is_disk_full
 from nmsim.llm.data import calibration_windows
 from nmsim.llm.device import model_device
 from nmsim.llm.models import LoadedModel, cache_root
@@ -252,8 +253,18 @@ def _build(lm: LoadedModel, windows: torch.Tensor, prompts: torch.Tensor, greedy
     else:
         log.info("dense reference: resuming at window %d of %d in %s", done, count, staging)
         mode = "r+"
-    log_probs = np.lib.format.open_memmap(staging / "log_probs.npy", mode=mode, dtype=np.float16, shape=shape)
-    top1 = np.lib.format.open_memmap(staging / "top1.npy", mode=mode, dtype=np.int32, shape=shape[:2])
+    try:
+        log_probs = np.lib.format.open_memmap(staging / "log_probs.npy", mode=mode, dtype=np.float16, shape=shape)
+        top1 = np.lib.format.open_memmap(staging / "top1.npy", mode=mode, dtype=np.int32, shape=shape[:2])
+        if mode == "w+":  # the blocks now: a full disk is this error, never a SIGBUS while writing the memory map
+            for name in ("log_probs.npy", "top1.npy"):
+                _reserve(staging / name)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        raise disk_full_error(staging / "log_probs.npy", int(np.prod(shape)) * 2 + int(np.prod(shape[:2])) * 4,
+                              "the unfinished dense reference was removed") from None
     if log_probs.shape != shape or top1.shape != shape[:2]:
         raise NmsimError(f"{staging}: an unfinished dense reference of another shape; remove it to start over")
     with torch.inference_mode():
@@ -273,6 +284,19 @@ def _build(lm: LoadedModel, windows: torch.Tensor, prompts: torch.Tensor, greedy
     if directory.exists():  # a stale, incomplete directory (no meta.json)
         shutil.rmtree(directory)
     os.replace(staging, directory)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate every block of ``path`` (a sparse memory-mapped file) now, where the file system supports it."""
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # not supported here: blocks come as written
+                return
+            raise
+        except AttributeError:  # no posix_fallocate (macOS)
+            return
 
 
 def _open(directory: Path, prompts: torch.Tensor) -> DenseReference:

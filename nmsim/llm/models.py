@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from nmsim.errors import NmsimError
+from nmsim.io import disk_full_error, is_disk_full
 from nmsim.llm.data import TextSplit, tokenize
 from nmsim.llm.device import check_dispatch, describe_placement, dtype_name, resolve_device, spreads_over_gpus
 from nmsim.registry import DEFAULT_MODEL, ModelEntry, embedded_models, find_model
@@ -175,6 +176,11 @@ def _load_gguf(path: Path, *, dtype: torch.dtype, use_cache: bool, placement: di
             if cached.exists():
                 shutil.rmtree(cached)
             staging.rename(cached)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+            raise disk_full_error(cached, needed, "nothing was cached (the unfinished copy was removed)") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("cached conversion at %s", cached)

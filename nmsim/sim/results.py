@@ -10,6 +10,8 @@ when one was taken). Totals add the GEMMs, which run one after another. :class:`
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from nmsim.io import atomic_write_text
 from nmsim.patterns import metadata_share
 from nmsim.sim.engine import BREAKDOWN
 from nmsim.sim.simulate import GemmRow, GemmSimulation, ModelRun
+
+log = logging.getLogger(__name__)
 
 
 def _time_us(sim: GemmSimulation, frequency_GHz: float) -> float:
@@ -239,9 +243,32 @@ class SimulateOutput:
         return ["", f"per GEMM ({sources}):", shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
 
     def write_json(self, path: str | Path) -> None:
-        atomic_write_text(path, json.dumps(self.payload, indent=1, sort_keys=True, default=_plain) + "\n")
+        """Every number as strict JSON (no NaN or Infinity tokens): a non-finite number is written as null and
+        listed under ``non_finite_as_null``; a directory at ``path`` is refused."""
+        payload, where = finite_json(self.payload)
+        if where:
+            log.warning("%s: %d non-finite numbers written as null (first: %s)", path, len(where), where[0])
+            payload["non_finite_as_null"] = where
+        atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
-def _plain(value):
-    """numpy scalars from the tables as plain JSON numbers."""
-    return value.item()
+def finite_json(value, path: str = "") -> tuple[object, list[str]]:
+    """``value`` with numpy scalars as plain numbers and every NaN or ±inf as None; and the key paths replaced."""
+    if isinstance(value, dict):
+        out, where = {}, []
+        for key, item in value.items():
+            out[key], found = finite_json(item, f"{path}.{key}" if path else str(key))
+            where += found
+        return out, where
+    if isinstance(value, (list, tuple)):
+        out, where = [], []
+        for index, item in enumerate(value):
+            plain, found = finite_json(item, f"{path}[{index}]")
+            out.append(plain)
+            where += found
+        return out, where
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [path]
+    return value, []
