@@ -221,10 +221,11 @@ def _accuracy_request(args: argparse.Namespace):
 
 def _run_study(args: argparse.Namespace) -> int:
     from nmsim.accuracy.study import set_threads
-    from nmsim.pipeline import accuracy_stage
+    from nmsim.pipeline import accuracy_stage, check_output_file
 
     set_threads(args.threads)
     request = _accuracy_request(args)
+    check_output_file(request.json, "--json")
     try:
         accuracy_stage(request)
     except KeyboardInterrupt:
@@ -236,13 +237,14 @@ def _run_study(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """The main job: the accuracy rows (computed only when missing or with --recompute), the traces (captured
     again with --recompute), then the trade-off report."""
-    from nmsim.pipeline import STUDY_TABLES, RunRequest, run
+    from nmsim.pipeline import STUDY_TABLES, RunRequest, check_output_file, run
 
     if args.threads is not None:
         from nmsim.accuracy.study import set_threads
 
         set_threads(args.threads)
     study = _accuracy_request(args)
+    check_output_file(study.json, "--json")
     extra = args.accuracy if args.accuracy is not None else [p for p in STUDY_TABLES if p.is_file()]
     _folder_argument("--report-root", args.report_root)
     request = RunRequest(name=args.name if args.name is not None else Path(args.model).stem, model=args.model,
@@ -453,8 +455,6 @@ def _capture(args: argparse.Namespace) -> int:
 
     _folder_argument("--out", args.out)
     set_threads(args.threads)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise NmsimError(f"--out {args.out}: a file, not a directory; choose a new or empty directory for the trace")
     projections = tuple(_csv(args.projections))
     unknown = [p for p in projections if p not in PROJECTIONS]
     if unknown or not projections:

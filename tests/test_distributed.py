@@ -4,6 +4,7 @@ import logging
 
 import pytest
 
+from nmsim.accuracy.fidelity import GreedySettings
 from nmsim.accuracy.study import StudySettings, build_grid, run_study
 from nmsim.cli import main
 from nmsim.sparsify.targets import make_targets
@@ -15,7 +16,8 @@ def test_a_grid_on_two_local_dask_workers_equals_a_serial_run_and_resumes(tmp_pa
     after the first two rows) resumes from its table like a local one, and the finished files are byte for byte
     the serial run's (table, Markdown, per-window sidecar)."""
     grid = build_grid(["2:4", "8:16"], ["magnitude"], ["none"], [make_targets("all")])
-    settings = StudySettings(max_tokens=1024)  # 2 windows of 512 tokens
+    # 2 windows of 128 tokens; a small greedy set (the metric, not its size, is under test here)
+    settings = StudySettings(seqlen=128, max_tokens=256, greedy=GreedySettings(prompts=2, prompt_tokens=32, tokens=4))
     serial = run_study(grid, settings, tmp_path / "serial")
     run_study(grid[:2], settings, tmp_path / "spread", workers=2)
     with caplog.at_level(logging.INFO, logger="nmsim.accuracy.study"):
