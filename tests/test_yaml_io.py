@@ -22,7 +22,7 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path):
     path = _write(tmp_path, "compute:\n  rows: 32\n  cols: 8\n  rows: 64\n")
     with pytest.raises(ConfigError) as info:
         load_yaml(path)
-    assert str(info.value) == f"{path}:4: rows: duplicate key (first defined on line 2)"
+    assert str(info.value) == f"{path}:4: compute.rows: duplicate key (first defined on line 2)"
 
 
 def test_syntax_errors_and_missing_files_name_the_file(tmp_path):
