@@ -47,7 +47,7 @@ from nmsim.report import tables
 from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
 from nmsim.sim.param_sweep import SweepPlan, load_sweep, run_sweep
 from nmsim.sim.results import SimulateOutput, describe, gemm_table, totals
-from nmsim.sim.inference import DEFAULT_GENERATE, capacity_message, simulate_inference
+from nmsim.sim.inference import DEFAULT_GENERATE, capacity_message, check_fits, simulate_inference
 from nmsim.sim.inference_tables import op_table
 from nmsim.sim.simulate import simulate_model
 from nmsim.traces.reader import TraceData
@@ -543,6 +543,9 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
         statistics["trace"] = {"trace": trace}
     if trace is None or request.ideal:
         statistics["ideal"] = {"ideal": True}
+    if request.linear_only:  # the end-to-end step checks memory with its activations; here weights and KV cache
+        check_fits(spec, shape, pattern, batch=request.batch, context=request.seq + request.generate,
+                   devices=request.devices)
     inference = {}
     if not request.linear_only:  # end to end: both phases, every op
         for name, given in statistics.items():
