@@ -45,7 +45,7 @@ from nmsim.report import deployment as dep
 from nmsim.report import sensitivity as sens
 from nmsim.report import tables
 from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
-from nmsim.sim.param_sweep import SweepPlan, load_sweep, run_sweep
+from nmsim.sim.param_sweep import SweepPlan, check_sweep, load_sweep, run_sweep
 from nmsim.sim.results import SimulateOutput, describe, gemm_table, totals
 from nmsim.sim.inference import DEFAULT_GENERATE, capacity_message, check_fits, simulate_inference
 from nmsim.sim.inference_tables import op_table
@@ -115,6 +115,7 @@ class RunRequest:
     command: str = "nmsim run"
     workers: int | None = None  # sweep only
     scheduler: str | None = None  # sweep only
+    sweep_yes: bool = False  # sweep only: run it even when its estimated time is above the budget
     allow_ideal: bool = False  # patterns without a trace use the idealised N/M answer instead of stopping
     study: AccuracyRequest | None = None  # the accuracy stage; None: use the tables in ``accuracy`` as they are
     recapture: bool = False  # capture the traces of ``patterns`` again
@@ -440,6 +441,8 @@ def run(request: RunRequest) -> Path:
         chosen = dep.scenarios(request.prefill_tokens, request.decode_batches, request.decode_contexts)
         shape = model_shape(request.model)
         plan = load_sweep(request.sweep) if request.sweep is not None else None
+        if plan is not None:  # every point's design, and the time budget
+            check_sweep(plan, yes=request.sweep_yes, workers=request.workers, scheduler=request.scheduler)
         bar.update()
 
         stage("accuracy")  # rows missing from the table, by key

@@ -23,7 +23,7 @@ class ConfigError(NmsimError):
     def __init__(self, file: str | Path, line: int | None, key_path: str, message: str):
         where = f"{file}:{line}" if line is not None else str(file)
         super().__init__(f"{where}: {key_path or '<top level>'}: {message}")
-        self.file, self.line, self.key_path = str(file), line, key_path
+        self.file, self.line, self.key_path, self.message = str(file), line, key_path, message
 
 
 class LinedDict(dict):
