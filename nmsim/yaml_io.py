@@ -56,6 +56,7 @@ def _strict_loader(file: str | Path) -> type[yaml.SafeLoader]:
             super().__init__(stream)
             self.path: list[str] = []  # the key path of the value being constructed, e.g. ["compute", "units"]
             self.aliases = 0
+            self.depth = 0  # nesting of the node being composed
 
         def _key_path(self, key: str = "") -> str:
             text = ""
@@ -75,7 +76,14 @@ def _strict_loader(file: str | Path) -> type[yaml.SafeLoader]:
                     mark = self.peek_event().start_mark
                     raise ConfigError(file, mark.line + 1, "", f"more than {MAX_ALIASES} aliases (*name); write the "
                                                                "values out")
-            return super().compose_node(parent, index)
+            if self.depth >= MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(file, mark.line + 1, "", f"nested deeper than {MAX_DEPTH} levels")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
 
         def construct_object(self, node, deep=False):
             try:
