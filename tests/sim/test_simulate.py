@@ -270,7 +270,8 @@ def test_sweep_runs_unsupported_patterns_dense_and_reads_committed_traces():
 def test_linear_only_refuses_a_model_that_does_not_fit_off_chip_memory(tmp_path):
     from nmsim.pipeline import SimulateRequest, simulate
 
-    text = (Path(AcceleratorSpec.from_name("a100-dense").source).read_text()).replace("capacity_GiB: 40", "capacity_KiB: 1")
+    text = Path(AcceleratorSpec.from_name("a100-dense").source).read_text().replace("capacity_GiB: 40",
+                                                                                 "capacity_KiB: 1")
     design = tmp_path / "tiny-hbm.yaml"
     design.write_text(text)
     request = SimulateRequest(hw=str(design), model="smollm2-135m", seq=16, linear_only=True)
