@@ -10,7 +10,6 @@ when one was taken). Totals add the GEMMs, which run one after another. :class:`
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,22 +239,7 @@ class SimulateOutput:
         return ["", f"per GEMM ({sources}):", shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
 
     def write_json(self, path: str | Path) -> None:
-        """The payload as strict JSON: a number that is not finite (a table's empty cell) is written as null."""
-        atomic_write_text(path, json.dumps(_finite(self.payload), indent=1, sort_keys=True, default=_plain,
-                                           allow_nan=False) + "\n")
-
-
-def _finite(value):
-    """``value`` with every NaN and infinity, nested in dicts and lists, replaced by None."""
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)) and getattr(value, "ndim", 1) == 0:
-        value = value.item()  # a numpy scalar
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+        atomic_write_text(path, json.dumps(self.payload, indent=1, sort_keys=True, default=_plain) + "\n")
 
 
 def _plain(value):

@@ -280,16 +280,3 @@ def test_linear_only_refuses_a_model_that_does_not_fit_off_chip_memory(tmp_path)
                                          r"device's hbm2 \(memory\[0\]\) holds 1.0 KiB"):
         simulate(request)
 
-
-def test_json_is_strict_and_writes_non_finite_numbers_as_null(tmp_path):
-    import json
-
-    import numpy as np
-
-    from nmsim.sim.results import SimulateOutput
-
-    output = SimulateOutput({}, {}, {"a": [1.5, float("nan")], "b": {"c": np.float64("inf"), "d": np.int64(3)}}, {})
-    output.write_json(tmp_path / "out.json")
-    text = (tmp_path / "out.json").read_text()
-    assert "NaN" not in text and "Infinity" not in text
-    assert json.loads(text) == {"a": [1.5, None], "b": {"c": None, "d": 3}}
