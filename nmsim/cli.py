@@ -252,7 +252,8 @@ def _run(args: argparse.Namespace) -> int:
                          accuracy=tuple(extra), patterns=study.patterns,
                          trace_root=Path(args.trace_root) if args.trace_root else RunRequest.trace_root,
                          sweep=args.sweep, out_root=Path(args.report_root), command=args.command_line,
-                         workers=args.workers, scheduler=args.scheduler, allow_ideal=args.ideal, study=study,
+                         workers=args.workers, scheduler=args.scheduler, sweep_yes=args.yes,
+                         allow_ideal=args.ideal, study=study,
                          recapture=args.recompute, area_level=args.area_level,
                          target_models=() if args.target_models.strip().lower() == "none"
                          else tuple(_csv(args.target_models)),
@@ -270,9 +271,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from nmsim.io import write_table
-    from nmsim.sim.param_sweep import load_sweep, run_sweep
+    from nmsim.sim.param_sweep import check_sweep, load_sweep, run_sweep
 
-    table = run_sweep(load_sweep(args.file), workers=args.workers, scheduler=args.scheduler)
+    plan = load_sweep(args.file)
+    check_sweep(plan, yes=args.yes, workers=args.workers, scheduler=args.scheduler)  # before any work
+    table = run_sweep(plan, workers=args.workers, scheduler=args.scheduler)
     out = Path(args.out) if args.out else Path("reports") / "sweeps" / Path(args.file).stem
     write_table(table, out.parent, out.name)  # makes the folder; a full disk leaves no empty one
     log.info("wrote %s.csv and %s.parquet (%d rows); `nmsim run --sweep %s` adds the points to the trade-off "
@@ -323,6 +326,8 @@ def _add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_process_count, help="sweep: local processes (default: all cores)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="sweep: run on this Dask distributed scheduler (tcp://host:8786) instead of local cores")
+    parser.add_argument("--yes", action="store_true",
+                        help="sweep: run a sweep estimated to take longer than the budget (10 min) anyway")
 
 
 def _validate(args: argparse.Namespace) -> int:

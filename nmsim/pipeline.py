@@ -44,9 +44,9 @@ from nmsim.report import sensitivity as sens
 from nmsim.report import tables
 from nmsim.report.folder import check_report_name, staged, tidy
 from nmsim.sim.cases import SimCase, SimulationResults, simulate_cases
-from nmsim.sim.param_sweep import SweepPlan, load_sweep, run_sweep
+from nmsim.sim.param_sweep import SweepPlan, check_sweep, load_sweep, run_sweep
 from nmsim.sim.results import SimulateOutput, describe, gemm_table, totals
-from nmsim.sim.inference import DEFAULT_GENERATE, capacity_message, simulate_inference
+from nmsim.sim.inference import DEFAULT_GENERATE, capacity_message, check_fits, simulate_inference
 from nmsim.sim.inference_tables import op_table
 from nmsim.sim.simulate import simulate_model
 from nmsim.traces.reader import TraceData
@@ -114,6 +114,7 @@ class RunRequest:
     command: str = "nmsim run"
     workers: int | None = None  # sweep only
     scheduler: str | None = None  # sweep only
+    sweep_yes: bool = False  # sweep only: run it even when its estimated time is above the budget
     allow_ideal: bool = False  # patterns without a trace use the idealised N/M answer instead of stopping
     study: AccuracyRequest | None = None  # the accuracy stage; None: use the tables in ``accuracy`` as they are
     recapture: bool = False  # capture the traces of ``patterns`` again
@@ -425,6 +426,8 @@ def run(request: RunRequest) -> Path:
         chosen = dep.scenarios(request.prefill_tokens, request.decode_batches, request.decode_contexts)
         shape = model_shape(request.model)
         plan = load_sweep(request.sweep) if request.sweep is not None else None
+        if plan is not None:  # every point's design, and the time budget
+            check_sweep(plan, yes=request.sweep_yes, workers=request.workers, scheduler=request.scheduler)
         bar.update()
 
         stage("accuracy")  # rows missing from the table, by key
@@ -571,6 +574,9 @@ def simulate(request: SimulateRequest) -> SimulateOutput:
         statistics["trace"] = {"trace": trace}
     if trace is None or request.ideal:
         statistics["ideal"] = {"ideal": True}
+    if request.linear_only:  # the end-to-end step checks memory with its activations; here weights and KV cache
+        check_fits(spec, shape, pattern, batch=request.batch, context=request.seq + request.generate,
+                   devices=request.devices)
     inference = {}
     if not request.linear_only:  # end to end: both phases, every op
         for name, given in statistics.items():

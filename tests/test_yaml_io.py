@@ -22,7 +22,7 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path):
     path = _write(tmp_path, "compute:\n  rows: 32\n  cols: 8\n  rows: 64\n")
     with pytest.raises(ConfigError) as info:
         load_yaml(path)
-    assert str(info.value) == f"{path}:4: rows: duplicate key (first defined on line 2)"
+    assert str(info.value) == f"{path}:4: compute.rows: duplicate key (first defined on line 2)"
 
 
 def test_syntax_errors_and_missing_files_name_the_file(tmp_path):
@@ -42,3 +42,43 @@ def test_unknown_keys_name_the_path_and_suggest(tmp_path):
     assert "Allowed here: bandwidth_GBps, latency_ns" in message
     with pytest.raises(ConfigError, match=r":2: memory.dram: missing required key\(s\): latency_ns"):
         check_keys(dram, path, "memory.dram", {"bandwith_GBps", "latency_ns"}, {"latency_ns"})
+
+
+def test_large_files_alias_bombs_and_deep_nesting_are_refused_before_building(tmp_path):
+    from nmsim.yaml_io import MAX_FILE_BYTES
+
+    big = _write(tmp_path, "a: 1\n" + "#" * MAX_FILE_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"the file is 4,194,310 bytes; .* limited to 4,194,304 bytes \(4 MiB\)"):
+        load_yaml(big)
+    rows = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(6)]
+    with pytest.raises(ConfigError, match=r"design.yaml:\d: <top level>: more than 100,000 values once aliases"):
+        load_yaml(_write(tmp_path, "\n".join(rows) + "\n"))
+    with pytest.raises(ConfigError, match="more than 64 aliases"):
+        load_yaml(_write(tmp_path, "a: &a 1\nb: [" + ", ".join(["*a"] * 65) + "]\n"))
+    with pytest.raises(ConfigError, match=":1: <top level>: an alias refers to the value that holds it"):
+        load_yaml(_write(tmp_path, "a: &a [1, *a]\n"))
+    with pytest.raises(ConfigError, match="nested deeper than 64 levels"):
+        load_yaml(_write(tmp_path, "a: " + "[" * 70 + "]" * 70 + "\n"))
+    with pytest.raises(ConfigError, match="nested deeper than 64 levels"):
+        load_yaml(_write(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+def test_bad_characters_and_values_name_file_and_line(tmp_path):
+    path = _write(tmp_path, "name: a\nb: x\0y\n")
+    with pytest.raises(ConfigError) as info:
+        load_yaml(path)
+    assert str(info.value) == f"{path}:2: <top level>: character U+0000 is not allowed in YAML (only printable text, " \
+                              "tabs and line breaks)"
+    (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1.yaml:1: <top level>: not UTF-8 text \(byte 0xe9 at offset 9\)"):
+        load_yaml(tmp_path / "latin1.yaml")
+    with pytest.raises(ConfigError, match=r":3: compute.when: cannot read this timestamp value"):
+        load_yaml(_write(tmp_path, "compute:\n  rows: 1\n  when: !!timestamp soon\n"))
+
+
+def test_duplicate_keys_carry_the_full_key_path(tmp_path):
+    with pytest.raises(ConfigError, match=r":4: memory\[1\].name: duplicate key \(first defined on line 3\)"):
+        load_yaml(_write(tmp_path, "memory:\n  - name: a\n  - name: b\n    name: c\n"))
+    with pytest.raises(ConfigError, match=r":4: compute.units: duplicate key \(first defined on line 3\)"):
+        load_yaml(_write(tmp_path, "name: x\ncompute:\n  units: 1\n  units: 2\n"))

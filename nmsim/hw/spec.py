@@ -9,6 +9,7 @@ tensor core are all there). A design states what it *supports* (this file: drive
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,18 @@ from nmsim.registry import design_path
 
 SparseOperand = Literal["none", "activation", "weight"]
 _TILE = re.compile(r"^(\d+)x(\d+)/(\d+)x(\d+)$")
-TILE_SPELLING = "block/warp tiles like 128x128/64x64 whose warp tile divides the block tile"
+MAX_TILE = 1 << 14  # the largest tile side
+TILE_SPELLING = f"block/warp tiles like 128x128/64x64 whose warp tile divides the block tile (sides up to {MAX_TILE})"
+# Upper bounds of the design numbers: far beyond any real part, small enough that nothing overflows or runs for hours.
+MAX_COUNT = 1 << 20  # units, cores, vector units, selector groups per cycle, MACs per unit per cycle
+MAX_ARRAY_SIDE = 1 << 14  # systolic rows and cols
+MAX_CAPACITY_BYTES = 1 << 50  # one memory level: 1 PiB
+MAX_BANDWIDTH_GBPS = 1e6  # 1 PB/s
+MAX_RATE_PER_CYCLE = 1e9  # bytes, FLOPs or special functions per cycle
+MAX_LATENCY_NS = 1e9  # 1 s
+MAX_FREQUENCY_GHZ = 100.0
+MAX_PATTERN_M = 1024  # the largest supported group size M
+MAX_MEMORY_LEVELS = 16
 
 
 @dataclass(frozen=True)
@@ -45,9 +57,9 @@ class TileShape:
 
 def parse_tile(text: str) -> TileShape | None:
     """``"128x256/64x256"`` → its :class:`TileShape`; None when it is not one."""
-    match = _TILE.match(text)
+    match = _TILE.match(text) if len(text) <= 40 else None
     sizes = tuple(int(group) for group in match.groups()) if match else ()
-    if not sizes or min(sizes) < 1 or sizes[0] % sizes[2] or sizes[1] % sizes[3]:
+    if not sizes or min(sizes) < 1 or max(sizes) > MAX_TILE or sizes[0] % sizes[2] or sizes[1] % sizes[3]:
         return None
     return TileShape(*sizes)
 
@@ -231,19 +243,48 @@ class _Reader:
         path = f"{self.key_path}.{key}" if self.key_path else key
         return ConfigError(self.file, self.mapping.lines.get(key, self.mapping.line), path, message)
 
-    def get(self, key: str, kind: type, default=None, *, minimum: float | None = None, choices=None):
+    def get(self, key: str, kind: type, default=None, *, minimum: float | None = None,
+            maximum: float | None = None, positive: bool = False, choices=None):
+        """``key``'s value as ``kind``, or ``default`` when it is absent. Numbers must be finite (no NaN or
+        infinity), integers where ``kind`` is int (a float such as 576.5 or 1e30 is refused), at least ``minimum``,
+        above 0 when ``positive`` and at most ``maximum``; ints and floats without a ``maximum`` are bounded by
+        MAX_COUNT and MAX_RATE_PER_CYCLE."""
         if key not in self.mapping:
             return default
         value = self.mapping[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(key, f"expected {kind.__name__}, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise self.error(key, f"{value} is below the minimum {minimum}")
+        number = kind in (int, float)
+        if number and isinstance(value, bool) or not number and not isinstance(value, kind):
+            raise self.error(key, f"expected {kind.__name__}, got {_shown(value)}")
+        if kind is int and not isinstance(value, int):
+            count = " (a whole count, no decimal point)" if isinstance(value, float) else ""
+            raise self.error(key, f"expected int{count}, got {_shown(value)}")
+        if kind is float:
+            if not isinstance(value, (int, float)):
+                raise self.error(key, f"expected float, got {_shown(value)}")
+            try:
+                value = float(value)
+            except OverflowError:
+                raise self.error(key, f"{_shown(value)} is too large") from None
+            if not math.isfinite(value):
+                raise self.error(key, f"{value} is not a finite number (NaN and infinity are not allowed)")
+        if number:
+            top = maximum if maximum is not None else (MAX_COUNT if kind is int else MAX_RATE_PER_CYCLE)
+            if minimum is not None and value < minimum:
+                raise self.error(key, f"{value} is below the minimum {minimum}")
+            if positive and value <= 0:
+                raise self.error(key, f"{value} is not positive (must be above 0)")
+            if value > top and choices is None:
+                raise self.error(key, f"{_shown(value)} is above {top:,}, the maximum" if isinstance(top, int) else
+                                 f"{_shown(value)} is above {top:g}, the maximum")
         if choices is not None and value not in choices:
-            raise self.error(key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+            raise self.error(key, f"{_shown(value)} is not one of {', '.join(map(str, choices))}")
         return value
+
+
+def _shown(value, limit: int = 60) -> str:
+    """``repr(value)``, cut at ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _compute(file: Path, data) -> ComputeSpec:
@@ -251,17 +292,17 @@ def _compute(file: Path, data) -> ComputeSpec:
     kind = r.get("kind", str, choices=("systolic", "tensor_core"))
     spec = ComputeSpec(
         kind=kind,
-        units=r.get("units", int, minimum=1),
+        units=r.get("units", int, minimum=1, maximum=MAX_COUNT),
         value_bits=r.get("value_bits", int, choices=(4, 8, 16, 32)),
-        rows=r.get("rows", int, 0, minimum=1),
-        cols=r.get("cols", int, 0, minimum=1),
+        rows=r.get("rows", int, 0, minimum=1, maximum=MAX_ARRAY_SIDE),
+        cols=r.get("cols", int, 0, minimum=1, maximum=MAX_ARRAY_SIDE),
         dataflow=r.get("dataflow", str, "", choices=("os", "ws", "is")),
-        macs_per_unit_per_cycle=r.get("macs_per_unit_per_cycle", int, 0, minimum=1),
-        cores=r.get("cores", int, 0, minimum=1),
+        macs_per_unit_per_cycle=r.get("macs_per_unit_per_cycle", int, 0, minimum=1, maximum=MAX_COUNT),
+        cores=r.get("cores", int, 0, minimum=1, maximum=MAX_COUNT),
         tile_shapes=_tile_shapes(r, data.get("tile_shapes")),
         value_type=r.get("value_type", str, "", choices=tuple(VALUE_TYPES)),
         accumulator=r.get("accumulator", str, "", choices=("int32", "fp16", "fp32")),
-        dot_product_width=r.get("dot_product_width", int, 1, minimum=1),
+        dot_product_width=r.get("dot_product_width", int, 1, minimum=1, maximum=4096),
     )
     if spec.value_type and VALUE_TYPES[spec.value_type] != spec.value_bits:
         raise r.error("value_type", f"{spec.value_type} is {VALUE_TYPES[spec.value_type]} bits, but value_bits is "
@@ -311,12 +352,16 @@ def _sparsity(file: Path, data) -> SparsitySpec:
         raise r.error("patterns", "expected a list of N:M patterns such as [2:4, 8:16]")
     patterns = []
     for index, text in enumerate(raw):
+        if not isinstance(text, str) or len(text) > 32:
+            raise r.error("patterns", f"item {index}: expected an N:M pattern such as 8:16, got {_shown(text)}")
         try:
-            pattern = parse_pattern(str(text))
+            pattern = parse_pattern(text)
         except NmsimError as exc:
             raise r.error("patterns", f"item {index}: {exc}") from None
         if pattern.kind != "nm" or pattern.n >= pattern.m:
             raise r.error("patterns", f"item {index}: {pattern} is not a sparse N:M pattern (need N < M)")
+        if pattern.m > MAX_PATTERN_M:
+            raise r.error("patterns", f"item {index}: {pattern}: M is above the maximum {MAX_PATTERN_M}")
         patterns.append(pattern)
     if (operand == "none") != (not patterns):
         raise r.error("operand", "a sparse operand needs patterns, and patterns need a sparse operand "
@@ -330,7 +375,7 @@ def _sparsity(file: Path, data) -> SparsitySpec:
         hierarchical=hierarchical,
         metadata_format=r.get("metadata_format", str, "index", choices=METADATA_FORMATS),
         selector=r.get("selector", str, "half_split", choices=SELECTION_KINDS),
-        selector_groups_per_cycle=r.get("selector_groups_per_cycle", int, 0, minimum=0),
+        selector_groups_per_cycle=r.get("selector_groups_per_cycle", int, 0, minimum=0, maximum=MAX_COUNT),
     )
 
 
@@ -338,30 +383,34 @@ def _vector(file: Path, data) -> VectorSpec | None:
     if data is None:
         return None
     r = _Reader(file, data, "vector", _VECTOR, _VECTOR)
-    return VectorSpec(units=r.get("units", int, minimum=1),
-                      flops_per_cycle_per_unit=r.get("flops_per_cycle_per_unit", float, minimum=1e-9),
-                      special_ops_per_cycle_per_unit=r.get("special_ops_per_cycle_per_unit", float, minimum=1e-9),
-                      kernel_fixed_us=r.get("kernel_fixed_us", float, minimum=0))
+    return VectorSpec(units=r.get("units", int, minimum=1, maximum=MAX_COUNT),
+                      flops_per_cycle_per_unit=r.get("flops_per_cycle_per_unit", float, minimum=1e-9,
+                                                     maximum=MAX_RATE_PER_CYCLE),
+                      special_ops_per_cycle_per_unit=r.get("special_ops_per_cycle_per_unit", float, minimum=1e-9,
+                                                           maximum=MAX_RATE_PER_CYCLE),
+                      kernel_fixed_us=r.get("kernel_fixed_us", float, minimum=0, maximum=MAX_LATENCY_NS / 1e3))
 
 
 def _interconnect(file: Path, data) -> InterconnectSpec | None:
     if data is None:
         return None
     r = _Reader(file, data, "interconnect", _INTERCONNECT, _INTERCONNECT)
-    return InterconnectSpec(bandwidth_GBps=r.get("bandwidth_GBps", float, minimum=1e-9),
-                            latency_ns=r.get("latency_ns", float, minimum=0))
+    return InterconnectSpec(bandwidth_GBps=r.get("bandwidth_GBps", float, minimum=1e-9, maximum=MAX_BANDWIDTH_GBPS),
+                            latency_ns=r.get("latency_ns", float, minimum=0, maximum=MAX_LATENCY_NS))
 
 
 def _die(file: Path, data) -> DieSpec | None:
     if data is None:
         return None
     r = _Reader(file, data, "die", _DIE, set())
-    die = DieSpec(physical_cores=r.get("physical_cores", int, 0, minimum=1),
-                  physical_cache_MiB=r.get("physical_cache_MiB", float, 0.0, minimum=0),
-                  memory_stacks=r.get("memory_stacks", int, 0, minimum=0),
-                  interconnect_links=r.get("interconnect_links", int, 0, minimum=0),
+    die = DieSpec(physical_cores=r.get("physical_cores", int, 0, minimum=1, maximum=MAX_COUNT),
+                  physical_cache_MiB=r.get("physical_cache_MiB", float, 0.0, minimum=0,
+                                           maximum=MAX_CAPACITY_BYTES / (1 << 20)),
+                  memory_stacks=r.get("memory_stacks", int, 0, minimum=0, maximum=64),
+                  interconnect_links=r.get("interconnect_links", int, 0, minimum=0, maximum=1024),
                   interconnect_phy=r.get("interconnect_phy", str, "", choices=DIE_PHYS),
-                  register_file_KiB_per_core=r.get("register_file_KiB_per_core", float, 0.0, minimum=0))
+                  register_file_KiB_per_core=r.get("register_file_KiB_per_core", float, 0.0, minimum=0,
+                                                   maximum=1 << 20))
     if die.interconnect_links and not die.interconnect_phy:
         raise r.error("interconnect_links", f"links need interconnect_phy ({', '.join(DIE_PHYS)})")
     return die
@@ -384,7 +433,9 @@ def _technology(r: _Reader, index: int) -> str:
 def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
     if not isinstance(data, list) or not data:
         raise ConfigError(file, line, "memory", "expected a list of memory levels, outermost (DRAM) first")
-    levels = []
+    if len(data) > MAX_MEMORY_LEVELS:
+        raise ConfigError(file, line, "memory", f"{len(data)} levels; at most {MAX_MEMORY_LEVELS}")
+    levels, named = [], {}
     for index, entry in enumerate(data):
         r = _Reader(file, entry, f"memory[{index}]", _LEVEL, {"name", "latency_ns"})
         capacities = [key for key in _CAPACITY_UNITS if key in entry]
@@ -396,21 +447,26 @@ def _memory(file: Path, data, line: int | None) -> tuple[MemoryLevel, ...]:
             raise ConfigError(file, entry.line, f"memory[{index}]",
                               "give exactly one of bandwidth_GBps (off-chip, fixed) and bandwidth_bytes_per_cycle "
                               "(on-chip, scales with the clock)")
-        capacity = r.get(capacities[0], float, minimum=0)
-        if capacity <= 0:
-            raise r.error(capacities[0], "must be positive")
+        unit = _CAPACITY_UNITS[capacities[0]]
+        capacity = r.get(capacities[0], float, minimum=0, positive=True, maximum=MAX_CAPACITY_BYTES / unit)
+        if capacity * unit < 1:
+            raise r.error(capacities[0], f"{capacity} is less than one byte")
+        name = r.get("name", str)
+        if name in named:
+            raise r.error("name", f"{name!r} is already the name of memory[{named[name][0]}] (line "
+                                  f"{named[name][1]}); each level needs its own name")
+        named[name] = (index, entry.lines.get("name"))
         levels.append(MemoryLevel(
-            name=r.get("name", str),
-            capacity_bytes=int(capacity * _CAPACITY_UNITS[capacities[0]]),
-            bandwidth_GBps=r.get("bandwidth_GBps", float, 0.0, minimum=1e-9),
-            latency_ns=r.get("latency_ns", float, minimum=0),
+            name=name,
+            capacity_bytes=int(capacity * unit),
+            bandwidth_GBps=r.get("bandwidth_GBps", float, 0.0, minimum=1e-9, maximum=MAX_BANDWIDTH_GBPS),
+            latency_ns=r.get("latency_ns", float, minimum=0, maximum=MAX_LATENCY_NS),
             double_buffered=r.get("double_buffered", bool, False),
-            bandwidth_bytes_per_cycle=r.get("bandwidth_bytes_per_cycle", float, 0.0, minimum=1e-9),
-            efficiency=r.get("efficiency", float, 1.0, minimum=1e-3),
+            bandwidth_bytes_per_cycle=r.get("bandwidth_bytes_per_cycle", float, 0.0, minimum=1e-9,
+                                            maximum=MAX_RATE_PER_CYCLE),
+            efficiency=r.get("efficiency", float, 1.0, minimum=1e-3, maximum=1.0),
             technology=_technology(r, index),
         ))
-        if levels[-1].efficiency > 1:
-            raise r.error("efficiency", f"{levels[-1].efficiency} is above 1 (the achievable fraction of the peak)")
     return tuple(levels)
 
 
@@ -456,12 +512,13 @@ def load_accelerator(path: str | Path, overrides: dict[str, object] | None = Non
         name=r.get("name", str),
         description=r.get("description", str, ""),
         source=str(path),
-        technology_nm=r.get("technology_nm", int, minimum=1),
-        frequency_GHz=r.get("frequency_GHz", float, minimum=1e-6),
+        technology_nm=r.get("technology_nm", int, minimum=1, maximum=1000),
+        frequency_GHz=r.get("frequency_GHz", float, minimum=1e-6, maximum=MAX_FREQUENCY_GHZ),
         compute=_compute(path, data["compute"]),
         sparsity=_sparsity(path, data.get("sparsity")),
         memory=_memory(path, data["memory"], data.lines.get("memory")),
-        sustained_frequency_GHz=r.get("sustained_frequency_GHz", float, 0.0, minimum=1e-6),
+        sustained_frequency_GHz=r.get("sustained_frequency_GHz", float, 0.0, minimum=1e-6,
+                                      maximum=MAX_FREQUENCY_GHZ),
         vector=_vector(path, data.get("vector")),
         interconnect=_interconnect(path, data.get("interconnect")),
         kv_cache_bits=r.get("kv_cache_bits", int, 0, choices=(4, 8, 16, 32)),

@@ -591,17 +591,48 @@ def memory_use(spec: AcceleratorSpec, shape: ModelShape, batch: int, context: in
 
 def capacity_message(run: InferenceRun) -> str:
     """Why ``run`` does not fit its device, and the smallest tensor-parallel degree that does."""
-    mem, spec = run.memory, run.spec
-    message = (f"{run.shape.name} does not fit {spec.name} ({spec.source}): it needs {mem.total / 2**30:.1f} GiB per "
-               f"device (weights {mem.weights / 2**30:.1f}, KV cache {mem.kv_cache / 2**30:.1f} at batch "
-               f"{run.batch} × {run.prompt + run.generate} tokens, largest op's activations "
-               f"{mem.activations / 2**30:.1f}) and the device has {mem.capacity / 2**30:.1f} GiB")
-    degree = smallest_fitting_degree(run.shape, run.memory, run.devices)
+    return _capacity_text(run.spec, run.shape, run.memory, run.batch, run.prompt + run.generate, run.devices)
+
+
+def _gib(size_bytes: float) -> str:
+    """``size_bytes`` in GiB, or in MiB / KiB / bytes when that would read 0.0 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size_bytes >= 0.1 * scale:
+            return f"{size_bytes / scale:.1f} {unit}"
+    return f"{size_bytes:.0f} bytes"
+
+
+def _capacity_text(spec: AcceleratorSpec, shape: ModelShape, mem: MemoryUse, batch: int, tokens: int,
+                   devices: int) -> str:
+    activations = f", largest op's activations {_gib(mem.activations)}" if mem.activations else ""
+    message = (f"{shape.name} does not fit {spec.name} ({spec.source}): it needs {_gib(mem.total)} per device "
+               f"(weights {_gib(mem.weights)}, KV cache {_gib(mem.kv_cache)} at batch {batch} × {tokens} tokens"
+               f"{activations}) and the device's {spec.memory[0].name} (memory[0]) holds {_gib(mem.capacity)}")
+    degree = smallest_fitting_degree(shape, mem, devices)
     if degree is None:
         return message + f"; no tensor-parallel degree up to {MAX_DEVICES} that divides the model's heads fits"
     if spec.interconnect is None:
         return message + f"; it would fit on {degree} devices, but the design describes no interconnect"
     return message + f"; it fits with --devices {degree}"
+
+
+def weight_compression(spec: AcceleratorSpec, shape: ModelShape, pattern: Pattern) -> float:
+    """Stored bytes of a linear weight over its dense bytes: below 1 on a weight-sparse design running ``pattern``."""
+    if spec.sparsity.operand == "weight" and pattern.kind == "nm" and pattern in spec.sparsity.patterns:
+        k = shape.hidden_size
+        return compressed_row_bytes(k, pattern, spec.compute.value_bits, spec.sparsity.metadata_format) \
+            / (k * spec.compute.value_bits / 8)
+    return 1.0
+
+
+def check_fits(spec: AcceleratorSpec, shape: ModelShape, pattern: Pattern, *, batch: int, context: int,
+               devices: int = 1) -> None:
+    """Raise unless the weights and the KV cache of ``batch`` sequences at ``context`` tokens fit one device's
+    off-chip memory (``memory[0]``); the check of a run without its end-to-end step (no activations counted)."""
+    check_divides(shape, devices)
+    memory = memory_use(spec, shape, batch, context, devices, 0.0, weight_compression(spec, shape, pattern))
+    if not memory.fits:
+        raise NmsimError(_capacity_text(spec, shape, memory, batch, context, devices))
 
 
 MAX_DEVICES = 64  # the largest tensor-parallel degree tried
@@ -668,12 +699,8 @@ def simulate_inference(
         decode = _step(_Ctx(queries=1, context=prompt + 1, **base), spec, baseline, linear["decode"], lm_head,
                        "decode", steps=generate)
     largest = max(op.activation_bytes for step in (prefill, decode) if step is not None for _, op in step.entries)
-    compression = 1.0
-    if spec.sparsity.operand == "weight" and pattern.kind == "nm" and pattern in spec.sparsity.patterns:
-        k = shape.hidden_size
-        compression = compressed_row_bytes(k, pattern, spec.compute.value_bits, spec.sparsity.metadata_format) \
-            / (k * spec.compute.value_bits / 8)
-    memory = memory_use(spec, shape, batch, prompt + generate, devices, largest, compression)
+    memory = memory_use(spec, shape, batch, prompt + generate, devices, largest,
+                        weight_compression(spec, shape, pattern))
     run = InferenceRun(spec, baseline, shape, pattern, batch, prompt, generate, devices, attention, prefill, decode,
                        linear, memory, linear[phases[0]].statistics)
     log.debug("inference %s on %s (%s): %s", shape.name, spec.name, pattern,

@@ -14,9 +14,11 @@ A sweep file (YAML, strict like the design files) names the design and the value
     seq_tokens: 512                    # prompt tokens: prefill length and the context decode starts from (512)
     baseline: a100-dense               # dense baseline design (default: a100-dense)
 
-Every point is validated like a design file before any work starts, so a bad value stops the sweep with the key
-path and the point. Rows come back in grid order whatever order the workers finish in, so a sweep gives the same
-table on one core, many cores or a cluster.
+Every point is validated like a design file before any work starts (:func:`check_sweep`), so a bad value stops
+the sweep with the key path and the point. The work is bounded: a grid above MAX_POINTS points is refused, and one
+whose estimated time (cases × SECONDS_PER_CASE over the workers) is above SWEEP_BUDGET_S needs ``--yes``. Rows come
+back in grid order whatever order the workers finish in, so a sweep gives the same table on one core, many cores or
+a cluster.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -42,6 +45,7 @@ from nmsim.registry import design_path
 from nmsim.yaml_io import ConfigError, LinedDict, check_keys, load_yaml
 from nmsim.patterns import Pattern, parse_pattern
 from nmsim.registry import BASELINE_DESIGN, DEFAULT_MODEL, TRACE_ROOT, ModelShape, model_shape
+from nmsim.parallel import available_cores
 from nmsim.sim.cases import sweep
 from nmsim.traces.reader import TraceData
 from nmsim.traces.sources import missing_message, statistics_for
@@ -49,6 +53,13 @@ from nmsim.traces.sources import missing_message, statistics_for
 log = logging.getLogger(__name__)
 
 _KEYS = {"design", "model", "parameters", "patterns", "phases", "batch_sizes", "seq_tokens", "baseline"}
+MAX_POINTS = 1_000_000  # grid points of one sweep, with or without --yes
+MAX_BATCH = 1 << 16  # sequences per batch
+MAX_SEQ_TOKENS = 1 << 20  # prompt tokens
+# Seconds one case (a point × pattern × phase × batch size, whole model) takes on one core: a documented constant,
+# measured with a sweep of act-8of16 on a shared CPU core: 0.09 s for smollm2-135m, 0.24 s for llama-3.1-8b.
+SECONDS_PER_CASE = 0.25
+SWEEP_BUDGET_S = 600.0  # a sweep estimated to take longer needs --yes
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,12 @@ class SweepPlan:
     batch_sizes: tuple[int, ...] = (1,)
     seq_tokens: int = 512
     baseline: str = BASELINE_DESIGN
+    lines: tuple[tuple[str, int], ...] = ()  # (key path, line of its values in the sweep file)
+
+    @property
+    def point_count(self) -> int:
+        """Grid points: the product of the value counts."""
+        return math.prod(len(values) for _, values in self.parameters)
 
     def points(self) -> list[dict[str, object]]:
         """The grid: one {key path: value} per point, the last parameter varying fastest."""
@@ -101,6 +118,11 @@ def load_sweep(path: str | Path) -> SweepPlan:
         if not isinstance(values, list) or not values:
             raise ConfigError(path, parameters.lines[key], f"parameters.{key}", "expected a non-empty list of values")
         grid.append((key, tuple(values)))
+    count = math.prod(len(values) for _, values in grid)
+    if count > MAX_POINTS:
+        raise ConfigError(path, data.lines["parameters"], "parameters",
+                          f"the grid has {count:,} points ({' × '.join(str(len(v)) for _, v in grid)} values); a "
+                          f"sweep has at most {MAX_POINTS:,}")
     patterns = _list(data, path, "patterns", str, None)
     try:
         patterns = tuple(parse_pattern(p) for p in patterns) if patterns is not None else None
@@ -111,15 +133,19 @@ def load_sweep(path: str | Path) -> SweepPlan:
         raise ConfigError(path, data.lines["phases"], "phases", "allowed: prefill, decode")
     batches = _list(data, path, "batch_sizes", int, (1,))
     seq = data.get("seq_tokens", 512)
-    if min(batches) < 1 or not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise ConfigError(path, data.lines.get("batch_sizes"), "batch_sizes / seq_tokens",
-                          "batch sizes and seq_tokens must be positive integers")
+    if not 1 <= min(batches) <= max(batches) <= MAX_BATCH:
+        raise ConfigError(path, data.lines.get("batch_sizes"), "batch_sizes",
+                          f"batch sizes must be integers from 1 to {MAX_BATCH:,}, got {list(batches)}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_SEQ_TOKENS:
+        raise ConfigError(path, data.lines.get("seq_tokens"), "seq_tokens",
+                          f"expected an integer from 1 to {MAX_SEQ_TOKENS:,}, got {seq!r}")
     model = data.get("model", DEFAULT_MODEL)
     baseline = data.get("baseline", BASELINE_DESIGN)
     for key, value in (("model", model), ("baseline", baseline)):
         if not isinstance(value, str):
             raise ConfigError(path, data.lines.get(key), key, "expected a name or a path")
-    return SweepPlan(str(path), design, model, tuple(grid), patterns, phases, batches, seq, baseline)
+    return SweepPlan(str(path), design, model, tuple(grid), patterns, phases, batches, seq, baseline,
+                     tuple((key, parameters.lines[key]) for key, _ in grid))
 
 
 @dataclass(frozen=True)
@@ -156,15 +182,55 @@ def point_spec(plan: SweepPlan, point: dict[str, object]) -> AcceleratorSpec:
     try:
         return AcceleratorSpec.from_name(plan.design, point)
     except ConfigError as exc:
+        if exc.key_path in point:  # the sweep's value: the sweep file's line
+            raise ConfigError(plan.source, dict(plan.lines).get(exc.key_path),
+                              f"point {point}: parameters.{exc.key_path}", exc.message) from None
         raise NmsimError(f"{plan.source}: point {point}: {exc}") from None
 
 
-def _tasks(plan: SweepPlan, trace_root: Path | None) -> list[_Task]:
+def estimate_s(plan: SweepPlan, workers: int | None = None, scheduler: str | None = None) -> tuple[int, float]:
+    """(cases, estimated seconds) of ``plan`` on ``workers`` local processes (a Dask cluster: one core assumed),
+    from SECONDS_PER_CASE; the patterns of a plan without ``patterns`` are counted on the unchanged design."""
+    patterns = len(plan.patterns) if plan.patterns else \
+        1 + len(AcceleratorSpec.from_name(plan.design).sparsity.patterns)
+    cases = plan.point_count * patterns * len(plan.phases) * len(plan.batch_sizes)
+    cores = 1 if scheduler else max(1, workers or available_cores())
+    return cases, cases * SECONDS_PER_CASE / min(cores, plan.point_count)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def check_sweep(plan: SweepPlan, *, yes: bool = False, workers: int | None = None,
+                scheduler: str | None = None) -> None:
+    """Before any work: refuse a sweep estimated above SWEEP_BUDGET_S unless ``yes``, then check the design, the
+    baseline, the model and every point's design (each built like a design file, its patterns supported)."""
     design_path(plan.design)  # a missing design fails here, naming the presets
-    shape = model_shape(plan.model)
-    baseline = AcceleratorSpec.from_name(plan.baseline)
-    tasks = []
-    for index, point in enumerate(plan.points()):
+    cases, seconds = estimate_s(plan, workers, scheduler)
+    where = "a Dask cluster, counted as 1 core" if scheduler else \
+        f"{min(max(1, workers or available_cores()), plan.point_count)} core(s)"
+    message = (f"sweep {plan.source}: {plan.point_count:,} points, {cases:,} cases (points × patterns × phases × "
+               f"batch sizes), estimated {_duration(seconds)} on {where} at {SECONDS_PER_CASE} s per case (a "
+               f"documented constant, nmsim.sim.param_sweep.SECONDS_PER_CASE; larger models take longer)")
+    if seconds > SWEEP_BUDGET_S and not yes:
+        raise NmsimError(f"{message}, above the budget of {_duration(SWEEP_BUDGET_S)}; pass --yes to run it anyway, "
+                         "or sweep fewer values")
+    log.info("%s", message)
+    model_shape(plan.model)
+    AcceleratorSpec.from_name(plan.baseline)
+    _point_designs(plan)
+
+
+def _point_designs(plan: SweepPlan) -> list[tuple[AcceleratorSpec, tuple[Pattern, ...]]]:
+    """Every point's design and the patterns it runs; an invalid point names the sweep file, the point and the key."""
+    designs = []
+    points = plan.points()
+    for point in tqdm(points, desc=f"checking {Path(plan.source).name}", unit="point", leave=False,
+                      disable=len(points) < 1000):
         spec = point_spec(plan, point)
         patterns = plan.patterns or (Pattern.dense(), *spec.sparsity.patterns)
         for pattern in patterns:
@@ -172,8 +238,16 @@ def _tasks(plan: SweepPlan, trace_root: Path | None) -> list[_Task]:
                 spec.check_supports(pattern)
             except NmsimError as exc:
                 raise NmsimError(f"{plan.source}: point {point}: {exc}") from None
-        tasks.append(_Task(index, point, spec, baseline, shape, tuple(patterns), plan.phases, plan.batch_sizes,
-                           plan.seq_tokens, {}))
+        designs.append((spec, tuple(patterns)))
+    return designs
+
+
+def _tasks(plan: SweepPlan, trace_root: Path | None) -> list[_Task]:
+    design_path(plan.design)  # a missing design fails here, naming the presets
+    shape = model_shape(plan.model)
+    baseline = AcceleratorSpec.from_name(plan.baseline)
+    tasks = [_Task(index, point, spec, baseline, shape, patterns, plan.phases, plan.batch_sizes, plan.seq_tokens, {})
+             for index, (point, (spec, patterns)) in enumerate(zip(plan.points(), _point_designs(plan)))]
     traces = {}
     for pattern in dict.fromkeys(p for t in tasks for p in t.patterns):  # measured, else transplanted
         traces[pattern] = statistics_for(shape, pattern, root=trace_root)

@@ -89,6 +89,23 @@ def test_a_valid_custom_design(tmp_path):
         ("capacity_GiB: 1,", "capacity_GiB: -1,", r"memory\[0\].capacity_GiB: -1.0 is below the minimum 0"),
         ("name: tiny\n", "name: tiny\nname: other\n", r":2: name: duplicate key \(first defined on line 1\)"),
         ("frequency_GHz: 1\n", "", r"<top level>: missing required key\(s\): frequency_GHz"),
+        # numbers: finite, integers for counts, in range (the bound in the message)
+        ("frequency_GHz: 1\n", "frequency_GHz: .nan\n", r":3: frequency_GHz: nan is not a finite number"),
+        ("frequency_GHz: 1\n", "frequency_GHz: .inf\n", r":3: frequency_GHz: inf is not a finite number"),
+        ("capacity_GiB: 1,", "capacity_GiB: .inf,", r"memory\[0\].capacity_GiB: inf is not a finite number"),
+        ("capacity_GiB: 1,", "capacity_GiB: 0,", r"memory\[0\].capacity_GiB: 0.0 is not positive"),
+        ("capacity_GiB: 1,", "capacity_GiB: 2e6,", r"capacity_GiB: 2000000.0 is above 1.04858e\+06, the maximum"),
+        ("bandwidth_GBps: 10,", "bandwidth_GBps: .nan,", r"memory\[0\].bandwidth_GBps: nan is not a finite"),
+        ("latency_ns: 100}", "latency_ns: -.inf}", r"memory\[0\].latency_ns: -inf is not a finite number"),
+        ("  units: 1\n", "  units: 576.5\n", r":6: compute.units: expected int \(a whole count.*got 576.5"),
+        ("  units: 1\n", "  units: 1e30\n", r":6: compute.units: expected int \(a whole count.*got 1e\+30"),
+        ("  units: 1\n", f"  units: {10**30}\n", r":6: compute.units: 10{30} is above 1,048,576, the maximum"),
+        ("  units: 1\n", "  units: true\n", r":6: compute.units: expected int, got True"),
+        ("  rows: 8\n", "  rows: 100000\n", r":7: compute.rows: 100000 is above 16,384, the maximum"),
+        ("[2:4, 8:16]", "[2:4, 8:4096]", r"sparsity.patterns: item 1: 8:4096: M is above the maximum 1024"),
+        ("[2:4, 8:16]", f"[2:4, '1:{'9' * 5000}']", r"sparsity.patterns: item 1: expected an N:M pattern"),
+        ("{name: dram, capacity_GiB: 1,", "{name: dram, capacity_GiB: 1, efficiency: 1.5,",
+         r"memory\[0\].efficiency: 1.5 is above 1, the maximum"),
     ],
 )
 def test_mistakes_are_named(tmp_path, old, new, message):
@@ -157,3 +174,25 @@ memory:
   - {name: l2, capacity_MiB: 4, bandwidth_bytes_per_cycle: 256, efficiency: 0.5, latency_ns: 10}
   - {name: smem, capacity_KiB: 512, bandwidth_bytes_per_cycle: 512, latency_ns: 1, double_buffered: true}
 """
+
+
+def test_memory_level_names_repeat_with_file_and_line(tmp_path):
+    text = SYSTOLIC + "  - {name: dram, capacity_KiB: 64, bandwidth_GBps: 100, latency_ns: 1}\n"
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text)
+    assert str(info.value) == (f"{tmp_path / 'design.yaml'}:17: memory[1].name: 'dram' is already the name of "
+                               "memory[0] (line 16); each level needs its own name")
+
+
+def test_every_design_number_is_finite_and_bounded():
+    """Every numeric key the schema reads goes through the one getter, with a finite upper bound."""
+    import inspect
+    import re
+
+    from nmsim.hw import spec
+
+    source = inspect.getsource(spec)
+    numeric = re.findall(r'r\.get\("(\w+)", (?:int|float)([^)]*)\)', source)
+    assert len(numeric) > 20
+    for key, rest in numeric:
+        assert "maximum=" in rest or "choices=" in rest, f"{key} has no upper bound"

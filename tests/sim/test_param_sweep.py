@@ -106,3 +106,44 @@ def test_cli_writes_one_table(tmp_path, serial):
     written = pd.read_parquet(out.with_suffix(".parquet"))
     assert written.shape == serial.shape
     assert len(pd.read_csv(out.with_suffix(".csv"))) == len(serial)
+
+
+def test_a_sweep_value_is_checked_like_a_design_number_and_names_the_sweep_line(tmp_path):
+    from nmsim.sim.param_sweep import check_sweep
+
+    path = _file(tmp_path, SWEEP.replace("[800, 3110]", "[800, .nan]"))
+    with pytest.raises(ConfigError) as info:
+        check_sweep(load_sweep(path))
+    assert str(info.value).startswith(f"{path}:3: point {{'memory[0].bandwidth_GBps': nan, ")
+    assert str(info.value).endswith("parameters.memory[0].bandwidth_GBps: nan is not a finite number (NaN and "
+                                    "infinity are not allowed)")
+    with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: seq_tokens: expected an integer from 1 to 1,048,576"):
+        load_sweep(_file(tmp_path, SWEEP.replace("seq_tokens: 128", f"seq_tokens: {10**12}")))
+    with pytest.raises(ConfigError, match=r"batch_sizes: batch sizes must be integers from 1 to 65,536"):
+        load_sweep(_file(tmp_path, SWEEP.replace("batch_sizes: [1, 4]", "batch_sizes: [1, 100000]")))
+
+
+def test_a_sweep_beyond_the_budget_needs_yes_and_says_the_estimate(tmp_path, monkeypatch):
+    from nmsim.sim import param_sweep
+
+    plan = load_sweep(_file(tmp_path))  # 4 points x 2 patterns x 2 phases x 2 batch sizes
+    cases, seconds = param_sweep.estimate_s(plan, workers=2)
+    assert cases == 32 and seconds == pytest.approx(32 * param_sweep.SECONDS_PER_CASE / 2)
+    monkeypatch.setattr(param_sweep, "SWEEP_BUDGET_S", 1.0)
+    with pytest.raises(NmsimError, match=r"4 points, 32 cases .* estimated 4 s on 2 core\(s\) at 0.25 s per case "
+                                         r"\(a documented constant.*above the budget of 1 s; pass --yes"):
+        param_sweep.check_sweep(plan, workers=2)
+    param_sweep.check_sweep(plan, workers=2, yes=True)
+    assert main(["sweep", str(_file(tmp_path)), "--workers", "2", "--out", str(tmp_path / "out")]) == 2
+
+
+def test_run_checks_every_sweep_point_in_its_inputs_stage(tmp_path, monkeypatch, capsys):
+    from nmsim import pipeline
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a stage after inputs ran")
+
+    monkeypatch.setattr(pipeline.tables, "load_accuracy", no_work)
+    bad = _file(tmp_path, SWEEP.replace("[4, 16]", "[4, 16.5]"))
+    assert main(["run", "--sweep", str(bad), "--report-root", str(tmp_path / "reports")]) == 2
+    assert "parameters.sparsity.selector_groups_per_cycle: expected int (a whole count" in capsys.readouterr().err

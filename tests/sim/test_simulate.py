@@ -265,3 +265,18 @@ def test_sweep_runs_unsupported_patterns_dense_and_reads_committed_traces():
     native = row.loc[("act-8of16", "8:16"), "speedup_vs_dense_same_design"]
     composed = row.loc[("act-hierarchical", "8:16"), "speedup_vs_dense_same_design"]
     assert native > composed > 1.0
+
+
+def test_linear_only_refuses_a_model_that_does_not_fit_off_chip_memory(tmp_path):
+    from nmsim.pipeline import SimulateRequest, simulate
+
+    text = Path(AcceleratorSpec.from_name("a100-dense").source).read_text().replace("capacity_GiB: 40",
+                                                                                 "capacity_KiB: 1")
+    design = tmp_path / "tiny-hbm.yaml"
+    design.write_text(text)
+    request = SimulateRequest(hw=str(design), model="smollm2-135m", seq=16, linear_only=True)
+    with pytest.raises(NmsimError, match=r"smollm2-135m does not fit a100-dense .*: it needs 0.3 GiB per device "
+                                         r"\(weights 0.3 GiB, KV cache .* MiB at batch 1 × 144 tokens\) and the "
+                                         r"device's hbm2 \(memory\[0\]\) holds 1.0 KiB"):
+        simulate(request)
+
