@@ -171,8 +171,8 @@ def test_traces_stats_on_a_full_disk_writes_all_tables_or_none(tmp_path, monkeyp
     trace = _hand_trace(tmp_path / "trace")
     run_cli("traces", "stats", trace).accepted()
     before = _snapshot(trace)
-    assert len([name for name in before if name.startswith("stats/")]) == 5
-    _disk_full_after(monkeypatch, successes=2)  # two of the five tables would fit
+    assert len([name for name in before if name.startswith("stats/")]) == 6  # five tables and checksums.json
+    _disk_full_after(monkeypatch, successes=2)  # two of the six files would fit
     _no_space_line(run_cli("traces", "stats", trace), str(trace / "stats"), "previous files are unchanged")
     assert _snapshot(trace) == before
     _no_space_line(run_cli("traces", "stats", trace, "--out", tmp_path / "fresh"))
@@ -226,6 +226,7 @@ def test_the_gguf_conversion_cache_on_a_full_disk_is_one_error(tmp_path, monkeyp
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF")
     monkeypatch.setattr(models, "cache_root", lambda: tmp_path / "cache")
+    monkeypatch.setattr(models, "check_gguf", lambda path: "llama")  # a stand-in file, not a real GGUF
     monkeypatch.setattr(models, "_from_pretrained", lambda *a, **k: (Model(4, 4), None))
     with pytest.raises(DiskFullError, match=r"no space left.*\(80 B to write") as caught:
         models._load_gguf(gguf, dtype=torch.float32, use_cache=True, placement={})

@@ -421,10 +421,15 @@ def test_verify_checks_the_manifest_against_the_shards(trace_dir, tmp_path, chan
     assert main(["traces", "verify", str(copy)]) == 2
 
 
-def test_capture_records_the_thread_count(trace_dir):
-    shards = read_manifest(trace_dir)["shards"]
-    assert {s["torch_threads"] for s in shards} == {torch.get_num_threads()}
-    assert Trace.open(trace_dir).torch_threads == [torch.get_num_threads()]
+def test_capture_records_the_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not the suite's 1: the manifest must say what the capture ran with
+    try:
+        directory = _capture(tmp_path / "t")
+    finally:
+        torch.set_num_threads(before)
+    assert {s["torch_threads"] for s in read_manifest(directory)["shards"]} == {2}
+    assert Trace.open(directory).torch_threads == [2]
 
 
 def test_a_capture_that_fails_before_its_first_shard_leaves_nothing(tmp_path, monkeypatch):
@@ -456,7 +461,7 @@ def test_output_paths_that_are_files_are_refused(trace_dir, tmp_path, capsys):
     assert main(["capture", "--out", str(file)]) == 2
     assert main(["traces", "stats", str(trace_dir), "--out", str(file)]) == 2
     errors = capsys.readouterr().err.splitlines()
-    assert len(errors) == 2 and all(f"--out {file}: a file, not a directory" in e for e in errors)
+    assert len(errors) == 2 and all(f"--out {file}: is a file; it must be a folder" in e for e in errors)
 
 
 def test_traces_stats_on_a_full_disk_leaves_no_directory(trace_dir, tmp_path, monkeypatch, capsys):

@@ -203,7 +203,7 @@ def write_statistics(statistics: TraceStatistics, out_dir, manifest: dict,
     written = {out / name: data for name, data in files.items()}
     written[out / CHECKSUMS] = checksums_text(files, manifest).encode("utf-8")
     try:
-        atomic_write_files({**written, **(extra or {})}, kept="no statistics were written")
+        atomic_write_files({**written, **(extra or {})}, kept="no statistics were written (the previous files are unchanged)")
     except BaseException:
         for directory in created:  # innermost first
             if directory.is_dir() and not any(directory.iterdir()):
