@@ -44,9 +44,13 @@ def _accuracy_table(path: Path) -> Path:
     rows = [{"model": "smollm2-135m", "pattern": pattern, "density": 1.0 if pattern == "dense" else 0.5,
              "operand": operand, "criterion": criterion, "mitigation": mitigation,
              "targets": "-" if pattern == "dense" else "all", "seqlen_tokens": 512, "tokens_evaluated": 2044,
-             "perplexity": ppl, "delta_ppl_vs_dense": 0.0, "delta_pct_vs_dense": 0.0, "data": "fixture"}
+             "perplexity": ppl, "data": "fixture", "dtype": "float32"}
             for pattern, operand, criterion, mitigation, ppl in ACCURACY]
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(path, index=False)
+    dense = next(row["perplexity"] for row in rows if row["pattern"] == "dense")
+    for row in rows:  # the deltas a real table carries (the reader checks them against the perplexities)
+        row["delta_ppl_vs_dense"] = round(row["perplexity"] - dense, 4)
+        row["delta_pct_vs_dense"] = round(100 * (row["perplexity"] / dense - 1), 2)
+    pd.DataFrame(rows, columns=[c for c in COLUMNS if c in rows[0]]).to_csv(path, index=False)
     return path
 
 
@@ -148,7 +152,8 @@ def test_a_failed_run_leaves_the_previous_report_whole(tmp_path):
     with pytest.raises(NmsimError, match=r"bad.yaml:\d+: sparsity.selector_groupz_per_cycle: unknown key"):
         build_report(_request(tmp_path, designs=(*DESIGNS, str(bad))))
     assert _digests(first) == before
-    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["fixture"]
+    left = sorted(p.name for p in (tmp_path / "reports").iterdir())
+    assert left == [".fixture.lock", "fixture"]  # no staging folder; the lock file of the report stays (flock)
     twin = tmp_path / "twin.yaml"
     twin.write_text("base: act-8of16\n")
     with pytest.raises(NmsimError, match=r"two designs are named 'act-8of16'"):
