@@ -406,7 +406,8 @@ def _bench(args: argparse.Namespace) -> int:
                                             seqlen=args.seqlen)
         else:
             results = run_pruning_benchmark(model=args.model, windows=args.windows, repeats=args.repeats,
-                                            seqlen=args.seqlen, device=args.device, dtype=args.dtype)
+                                            seqlen=args.seqlen, device=args.device, dtype=args.dtype,
+                                            load_times=not args.no_load_times)
     width = max(len(r.name) for r in results)
     print(f"{'benchmark':<{width}}  {'value':>10}  unit  {'ratio':>7}")
     for r in results:
@@ -773,6 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--windows", type=_positive_int, default=2,
                        help="prune, capture: windows of --seqlen tokens per timing (default: %(default)s)")
     bench.add_argument("--repeats", type=_positive_int, default=3, help="interleaved repeats, best kept (default: 3)")
+    bench.add_argument("--no-load-times", action="store_true",
+                       help="prune: forward times only, no cold and cached model load (a GGUF conversion each)")
     bench.add_argument("--threads", type=_process_count, help="CPU threads (default: all cores)")
     _add_device_arguments(bench)  # prune and calibrate
     bench.add_argument("--designs", type=_csv, metavar="NAMES",

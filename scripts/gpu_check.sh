@@ -114,8 +114,8 @@ if bad:
 PYEOF
 
 echo "== 3. pruned / dense forward time on $DEVICE"
-"${NMSIM[@]}" bench prune --device "$DEVICE" --dtype bfloat16 $BENCH_ARGS | tee "$OUT/bench_bf16.txt"
-"${NMSIM[@]}" bench prune --device "$DEVICE" --dtype float32 $BENCH_ARGS | tee "$OUT/bench_fp32.txt"
+"${NMSIM[@]}" bench prune --device "$DEVICE" --dtype bfloat16 --no-load-times $BENCH_ARGS | tee "$OUT/bench_bf16.txt"
+"${NMSIM[@]}" bench prune --device "$DEVICE" --dtype float32 --no-load-times $BENCH_ARGS | tee "$OUT/bench_fp32.txt"
 
 if [ "$DEVICE" != cuda ]; then
     echo "== 4. measured 2:4: needs CUDA, left out"

@@ -27,4 +27,5 @@ def test_the_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path):
     assert len(masks) == 5 * 3 * 5 and all(" | True" in line for line in masks)
     bench = (tmp_path / "bench_bf16.txt").read_text()
     assert "forward 8:16 magnitude none (128 tokens, bfloat16 on cpu)" in bench
+    assert "model load" not in bench  # --no-load-times: the check times forwards only
     assert "not measured (no CUDA device" in (tmp_path / "measured_2of4.md").read_text()

@@ -78,14 +78,16 @@ def _test_windows(lm, windows: int, seqlen: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def run_pruning_benchmark(model: str = DEFAULT_MODEL, windows: int = 2, repeats: int = 3,
-                          seqlen: int = SEQLEN, device: str = "cpu", dtype: str = "float32") -> list[BenchResult]:
+                          seqlen: int = SEQLEN, device: str = "cpu", dtype: str = "float32",
+                          load_times: bool = True) -> list[BenchResult]:
     """Forward-time ratios for :data:`BENCH_METHODS` (the model in ``dtype`` on ``device``; a CUDA forward is
-    timed to its end) and model load times (cold = GGUF conversion)."""
+    timed to its end) and, with ``load_times``, model load times (cold = GGUF conversion)."""
     from nmsim.llm.device import model_device, parse_dtype
 
-    with tempfile.TemporaryDirectory(prefix="nmsim-bench-cache-") as scratch:
-        cold = _load_seconds(model, scratch)
-        cached = _load_seconds(model, scratch)
+    if load_times:
+        with tempfile.TemporaryDirectory(prefix="nmsim-bench-cache-") as scratch:
+            cold = _load_seconds(model, scratch)
+            cached = _load_seconds(model, scratch)
     lm = load_model(model, dtype=parse_dtype(dtype), device=device)
     on_gpu = model_device(lm.model).type == "cuda"
     batch = _test_windows(lm, windows, seqlen).to(model_device(lm.model))
@@ -112,8 +114,9 @@ def run_pruning_benchmark(model: str = DEFAULT_MODEL, windows: int = 2, repeats:
     where = "" if (device, dtype) == ("cpu", "float32") else f", {dtype} on {model_device(lm.model)}"
     results = [BenchResult(f"forward {name} ({batch.numel()} tokens{where})", best[name], "s",
                            best[name] / best["dense"]) for name in configs]
-    results += [BenchResult("model load, cold (GGUF dequantize + cache write)", cold, "s"),
-                BenchResult("model load, cached (safetensors)", cached, "s")]
+    if load_times:
+        results += [BenchResult("model load, cold (GGUF dequantize + cache write)", cold, "s"),
+                    BenchResult("model load, cached (safetensors)", cached, "s")]
     return results
 
 
