@@ -215,12 +215,12 @@ def overview(tables: dict[str, pd.DataFrame]) -> list[str]:
                                                    "relatively more." if side == "above" else "."))
     known = {k: v for k, v in eight.items() if not math.isnan(v)}
     if known:
-        lines.append(f"8:16 loses {min(known.values()):.2f}–{max(known.values()):.2f}× the perplexity 16:32 loses: "
+        lines.append(f"8:16 loses {_span(known.values(), '{:.2f}')}× the perplexity 16:32 loses: "
                      "most of 16:32's quality at half its group size.")
     known = {k: v for k, v in gap.items() if not math.isnan(v)}
     if known:
-        lines.append(f"16:32's perplexity increase is {100 * min(known.values()):.0f}–{100 * max(known.values()):.0f} % "
-                     "larger than unstructured 50 %'s on every table"
+        lines.append(f"16:32's perplexity increase is {_span([100 * v for v in known.values()], '{:.0f}')} % "
+                     "larger than unstructured 50 %'s" + (" on every table" if len(known) > 1 else "")
                      + (": unlike the seed's 7–8B models, 16:32 is not close to unstructured here."
                         if min(known.values()) > 0.2 else "."))
     if total:
@@ -259,3 +259,9 @@ def summary_markdown(paths: list[str | Path]) -> str:
             parts.append("\n### Beyond noise? Paired bootstrap over the windows\n\n"
                          + "".join(f"- {line}\n" for line in noise))
     return "".join(parts)
+
+
+def _span(values, spelling: str) -> str:
+    """'1.21–1.25', or one value when they round alike."""
+    low, high = spelling.format(min(values)), spelling.format(max(values))
+    return low if low == high else f"{low}–{high}"
