@@ -17,7 +17,6 @@ untouched.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -26,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nmsim.errors import NmsimError
-from nmsim.io import DiskFullError, disk_full_error, is_disk_full
+from nmsim.io import DiskFullError, disk_full_error, exclusive_lock, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +57,9 @@ def _partials(target: Path) -> list[Path]:
     return sorted(p for p in target.parent.iterdir() if p.name.startswith(prefix))
 
 
-@contextlib.contextmanager
-def report_lock(target: Path) -> Iterator[None]:
+def report_lock(target: Path):
     """Hold the exclusive lock of the report folder ``target`` (waits while another run holds it)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return exclusive_lock(target.with_name(f".{target.name}.lock"))
 
 
 def recover(target: Path) -> None:
